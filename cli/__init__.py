@@ -1,0 +1,1 @@
+"""pk.cli: the ``pk`` command line (click), with lazily imported subcommands."""

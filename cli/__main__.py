@@ -1,0 +1,3 @@
+from pk.cli.main import main
+
+main()

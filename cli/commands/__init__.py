@@ -1,0 +1,1 @@
+"""Subcommands of ``pk``; each module is imported only when its command runs."""

@@ -1,0 +1,87 @@
+"""``pk train`` and ``pk eval``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pk.cli.output import print_json
+
+
+def _reporter(as_json: bool, quiet: bool):  # type: ignore[no-untyped-def]
+    from pk.core.console import Reporter
+
+    return Reporter("quiet" if (as_json or quiet) else None)
+
+
+@click.command("train")
+@click.argument("configs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--config", "-C", "extra_configs", multiple=True, type=click.Path(dir_okay=False), help="TOML config file (repeatable, deep-merged in order).")
+@click.option("-c", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override, value parsed as TOML (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config (defaults included) and exit; imports no torch.")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Explicit run directory (must be new or empty).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run from its last checkpoint.")
+@click.option("--nproc-per-node", type=int, default=1, show_default=True, help="Processes per node (torchrun, DDP).")
+@click.option("--nnodes", type=int, default=1, show_default=True, help="Number of nodes for torchrun.")
+@click.option("--rdzv-endpoint", default=None, help="HOST:PORT rendezvous for multi-node runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print result.json on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def train_cmd(configs, extra_configs, overrides, dry_run, run_dir, resume_dir, nproc_per_node, nnodes, rdzv_endpoint, as_json, quiet) -> None:  # type: ignore[no-untyped-def]
+    """Train from CONFIGS (TOML) and -c overrides; writes a new run dir under runs/."""
+    from pk.core.config import compose, dumps_toml, resolve
+    from pk.core.plugins import get_registry
+
+    registry = get_registry()
+    if resume_dir:
+        from pk.core.runner import prepare_resume
+
+        resolved = prepare_resume(resume_dir, registry)
+    else:
+        raw = compose([*configs, *extra_configs], overrides)
+        resolved = resolve(raw, registry)
+        from pk.core.runner import check_tasks
+
+        check_tasks(resolved)
+    if dry_run:
+        click.echo(dumps_toml(resolved.data), nl=False)
+        return
+    if nproc_per_node > 1 or nnodes > 1:
+        from pk.core.distributed import launch
+
+        raise click.exceptions.Exit(launch(resolved, nproc_per_node, nnodes, rdzv_endpoint, run_dir, list(overrides)))
+    from pk.core.runner import train
+
+    path, result = train(
+        resolved,
+        run_dir=resume_dir or run_dir,
+        resume=bool(resume_dir),
+        argv=["pk", *sys.argv[1:]],
+        overrides=list(overrides),
+        reporter=_reporter(as_json, quiet),
+    )
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"completed: {path}")
+        for k, v in result.get("metrics", {}).items():
+            click.echo(f"  {k} = {v:.4f}")
+
+
+@click.command("eval")
+@click.argument("target", type=click.Path())
+@click.option("--split", default="test", show_default=True)
+@click.option("-c", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override, e.g. -c evaluator.name=accuracy.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(target: str, split: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Evaluate TARGET (a run dir or checkpoint .pt) on --split."""
+    from pk.core.plugins import get_registry
+    from pk.core.runner import evaluate
+
+    result = evaluate(target, get_registry(), split=split, overrides=list(overrides))
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"{result['checkpoint']} [{split}]")
+    for k, v in result["metrics"].items():
+        click.echo(f"  {k} = {v:.4f}")

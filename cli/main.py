@@ -1,0 +1,113 @@
+"""Entry point of ``pk``. Imports only click and the standard library at start-up;
+each subcommand's module is imported when that subcommand runs."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+#: name -> ("module:attr", one-line help); help is listed without importing the module
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("pk.cli.commands.listing:list_cmd", "List installed plugins and their components."),
+    "info": ("pk.cli.commands.listing:info_cmd", "Show a component's summary, paper, tasks and config fields."),
+    "train": ("pk.cli.commands.train:train_cmd", "Train a model from TOML configs and -c overrides."),
+    "eval": ("pk.cli.commands.train:eval_cmd", "Evaluate a run dir or checkpoint on a split."),
+    "batch": ("pk.cli.commands.batch:batch_cmd", "Run a batch of configs (matrix, seeds) and summarise."),
+    "runs": ("pk.cli.commands.runs:runs_cmd", "List past runs and their status."),
+    "report": ("pk.cli.commands.runs:report_cmd", "Write PNG learning curves / comparison charts."),
+    "install": ("pk.cli.commands.manage:install_cmd", "Install a plugin (registry name or pip spec)."),
+    "uninstall": ("pk.cli.commands.manage:uninstall_cmd", "Uninstall a plugin."),
+    "check": ("pk.cli.commands.manage:check_cmd", "Run the contract suite on an installed plugin."),
+    "doctor": ("pk.cli.commands.manage:doctor_cmd", "Report versions, devices, plugins and data dirs."),
+    "new-plugin": ("pk.cli.commands.manage:new_plugin_cmd", "Create a plugin skeleton that passes pk check."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[cmd_name]
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from pk.core import __version__
+
+    click.echo(f"pk-core {__version__}")
+    if ctx.params.get("verbose"):
+        from pk.core.plugins import get_registry
+
+        for info in get_registry().plugins:
+            state = f"  FAILED: {info.error}" if info.error else ""
+            click.echo(f"  {info.distribution}=={info.version} ({info.module}){state}")
+    ctx.exit(0)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, is_eager=True, help="With --version: list plugins.")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Show the version and exit.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
+    """pk: recent ML methods as plugins under one command line.
+
+    \b
+    Quick look:   pk list --all
+    Train:        pk train -c model.name=mlp -c dataset.name=synthetic-classification -c trainer.name=supervised
+    Main job:     pk batch --quick
+    Exit codes: 0 ok, 1 a run failed, 2 usage/config/data error, 3 plugin failure.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug or bool(os.environ.get("PK_DEBUG"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; pk errors become one line on stderr and their exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("PK_DEBUG"))
+    try:
+        rc = cli.main(args=args, prog_name="pk", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001
+        from pk.core.errors import PkError
+
+        if debug:
+            raise
+        if isinstance(exc, PkError):
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        click.echo(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

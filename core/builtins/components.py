@@ -1,0 +1,195 @@
+"""Built-in components: synthetic data, an MLP, a supervised trainer, FedAvg, an identity
+calibrator and an accuracy evaluator. Small, but real: the CLI and the contract suite run
+end to end on them with no plugin installed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from pk.core.base import TensorBundle
+from pk.core.contracts import DatasetInfo, RunHandle
+from pk.core.seed import capture_rng_state, derive_seed, restore_rng_state
+from pk.core.utils import check_updates, classification_metrics, make_optimizer, to_device
+
+
+# -- data ------------------------------------------------------------------------------
+def build_synthetic_classification(config: Any, *, root: Any = None, seed: int = 0) -> TensorBundle:
+    """Gaussian clusters, one mean per class at distance ``class_sep``; 70/15/15 split."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "synthetic-classification"))
+    n, d, c = config.num_samples, config.num_features, config.num_classes
+    means = torch.randn(c, d, generator=g)
+    means = config.class_sep * means / means.norm(dim=1, keepdim=True).clamp_min(1e-8) * d**0.5 / 2
+    y = torch.randint(0, c, (n,), generator=g)
+    x = means[y] + config.noise * torch.randn(n, d, generator=g)
+    order = torch.randperm(n, generator=g)
+    n_train, n_valid = int(0.7 * n), int(0.15 * n)
+    parts = {
+        "train": order[:n_train],
+        "valid": order[n_train : n_train + n_valid],
+        "test": order[n_train + n_valid :],
+    }
+    tensors = {split: {"x": x[idx], "y": y[idx], "index": idx} for split, idx in parts.items()}
+    info = DatasetInfo(task="classification", num_features=d, num_classes=c)
+    return TensorBundle(info=info, tensors=tensors, params={"seed": seed, **vars(config)})
+
+
+# -- model -----------------------------------------------------------------------------
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+class MLP(nn.Module):
+    """``predict(batch) -> [B, C]`` logits from ``batch["x"]`` of shape ``[B, F]``."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int], dropout: float, activation: str) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}")
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), _ACTIVATIONS[activation](), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1).float())
+
+    def predict(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self(batch["x"])
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(self(batch["x"]), batch["y"])
+
+
+def build_mlp(config: Any, info: DatasetInfo) -> MLP:
+    if not info.num_features or not info.num_classes:
+        raise ValueError("mlp needs a dataset with num_features and num_classes")
+    return MLP(info.num_features, info.num_classes, list(config.hidden), config.dropout, config.activation)
+
+
+# -- trainer ---------------------------------------------------------------------------
+class SupervisedTrainer:
+    """Epochs of shuffled mini-batches; validation each epoch; best weights restored.
+
+    Checkpoints ``last`` after every epoch (model, optimizer, RNG states, best state)
+    so a resumed run ends bit-identical to an uninterrupted one on CPU.
+    """
+
+    resumable = True
+    supports_distributed = True
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
+        cfg = self.config
+        device = run.device
+        opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+        shuffle = run.generator("shuffle")
+        start_epoch, step = 0, 0
+        best: dict[str, Any] = {"accuracy": -1.0, "state": None, "epoch": -1}
+        ckpt = run.latest_checkpoint()
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            shuffle.set_state(ckpt["shuffle"])
+            restore_rng_state(ckpt["rng"])
+            start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best"]
+            run.echo(f"resumed at epoch {start_epoch}")
+        for epoch in run.progress(range(start_epoch, cfg.max_epochs), total=cfg.max_epochs - start_epoch, description="epochs"):
+            model.train()
+            total, count = 0.0, 0
+            for batch in data.loader("train", cfg.batch_size, shuffle=True, generator=shuffle):
+                if 0 <= cfg.max_steps <= step:
+                    break
+                batch = to_device(batch, device)
+                opt.zero_grad(set_to_none=True)
+                loss = model.loss(batch)
+                loss.backward()
+                opt.step()
+                step += 1
+                total += float(loss.detach())
+                count += 1
+            valid = classification_metrics(model, data, "valid", cfg.eval_batch_size, device)
+            run.log(step, "train", loss=total / max(count, 1), epoch=epoch)
+            run.log(step, "valid", **valid)
+            if valid["accuracy"] > best["accuracy"]:
+                best = {"accuracy": valid["accuracy"], "epoch": epoch, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            run.save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "shuffle": shuffle.get_state(),
+                    "rng": capture_rng_state(),
+                    "epoch": epoch,
+                    "step": step,
+                    "best": best,
+                }
+            )
+            if 0 <= cfg.max_steps <= step:
+                break
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        return {"best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"]), "steps": float(step)}
+
+    def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
+        return classification_metrics(model, data, split, self.config.eval_batch_size, run.device)
+
+
+# -- aggregator ------------------------------------------------------------------------
+class FedAvg:
+    """``new = global + server_lr * (sum_i w_i * state_i / sum_i w_i - global)`` per tensor,
+    computed in float64 and cast back; integer buffers take the weighted mean rounded."""
+
+    kind = "weights"
+
+    def __init__(self, config: Any = None, context: Any = None) -> None:
+        self.server_lr = getattr(config, "server_lr", 1.0)
+
+    def aggregate(self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any], state: Any = None) -> tuple[dict[str, torch.Tensor], Any]:
+        total = check_updates(updates)
+        out: dict[str, torch.Tensor] = {}
+        for key, ref in global_state.items():
+            acc = torch.zeros(ref.shape, dtype=torch.float64)
+            for client_state, weight, _meta in updates:
+                acc += client_state[key].detach().to(torch.float64).cpu() * (float(weight) / total)
+            if self.server_lr != 1.0:
+                acc = ref.detach().to(torch.float64).cpu() + self.server_lr * (acc - ref.detach().to(torch.float64).cpu())
+            out[key] = (acc.round() if not ref.is_floating_point() else acc).to(ref.dtype).to(ref.device)
+        return out, state
+
+
+# -- calibrator ------------------------------------------------------------------------
+class IdentityCalibrator:
+    """Neutral calibrator: scores and weights pass through unchanged."""
+
+    differentiable = True
+    neutral = True
+
+    def __init__(self, config: Any = None) -> None:
+        pass
+
+    def adjust_scores(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return scores
+
+    def calibrate(self, attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return attn
+
+
+# -- evaluator -------------------------------------------------------------------------
+class AccuracyEvaluator:
+    """Top-1 accuracy and macro-F1 on the test split."""
+
+    metrics = {"accuracy": (0.0, 1.0, True), "macro_f1": (0.0, 1.0, True)}
+
+    def __init__(self, config: Any = None) -> None:
+        self.batch_size = getattr(config, "batch_size", 256)
+
+    def evaluate(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
+        m = classification_metrics(model, data, "test", self.batch_size, run.device)
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}

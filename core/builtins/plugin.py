@@ -1,0 +1,105 @@
+"""Registrations of the built-ins (light: stdlib and pk.core only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pk.core import hookimpl
+
+MODULE = "pk.core.builtins.components"
+
+
+@dataclass
+class SyntheticClassificationConfig:
+    """Gaussian class clusters: ``num_samples`` points, ``num_features`` dims, split 70/15/15."""
+
+    num_samples: int = 600
+    num_features: int = 16
+    num_classes: int = 4
+    class_sep: float = 1.5
+    noise: float = 1.0
+
+
+@dataclass
+class MLPConfig:
+    hidden: list[int] = field(default_factory=lambda: [64])
+    dropout: float = 0.1
+    activation: str = "relu"
+
+
+@dataclass
+class SupervisedConfig:
+    """Mini-batch training with cross-entropy; keeps the best-validation weights."""
+
+    max_epochs: int = 10
+    max_steps: int = -1
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    eval_batch_size: int = 256
+
+
+@dataclass
+class FedAvgConfig:
+    """Weighted mean of client states (weights = client example counts)."""
+
+    server_lr: float = 1.0
+
+
+@dataclass
+class IdentityCalibratorConfig:
+    pass
+
+
+@dataclass
+class AccuracyConfig:
+    batch_size: int = 256
+
+
+@hookimpl
+def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+    register(
+        "synthetic-classification",
+        f"{MODULE}:build_synthetic_classification",
+        config=SyntheticClassificationConfig,
+        summary="Seeded Gaussian clusters for classification (built-in default)",
+        tasks=("classification",),
+    )
+
+
+@hookimpl
+def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+    register("mlp", f"{MODULE}:build_mlp", config=MLPConfig, summary="Multi-layer perceptron classifier", tasks=("classification",))
+
+
+@hookimpl
+def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+    register(
+        "supervised",
+        f"{MODULE}:SupervisedTrainer",
+        config=SupervisedConfig,
+        summary="Mini-batch supervised training with checkpoints and resume",
+        tasks=("classification",),
+    )
+
+
+@hookimpl
+def pk_register_aggregators(register) -> None:  # type: ignore[no-untyped-def]
+    register("fedavg", f"{MODULE}:FedAvg", config=FedAvgConfig, summary="FedAvg: example-weighted mean of client models")
+
+
+@hookimpl
+def pk_register_calibrators(register) -> None:  # type: ignore[no-untyped-def]
+    register("identity", f"{MODULE}:IdentityCalibrator", config=IdentityCalibratorConfig, summary="Leaves attention unchanged")
+
+
+@hookimpl
+def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
+    register(
+        "accuracy",
+        f"{MODULE}:AccuracyEvaluator",
+        config=AccuracyConfig,
+        summary="Top-1 accuracy on the test split",
+        tasks=("classification",),
+    )

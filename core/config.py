@@ -1,0 +1,331 @@
+"""TOML configs: load, deep-merge, ``-c section.key=value`` overrides, strict validation.
+
+A config has tables ``[run] [model] [dataset] [trainer] [aggregator] [calibrator]
+[evaluator]``; each component table holds ``name = "<registered name>"`` plus that
+component's parameters. Precedence: dataclass defaults < ``--config`` files in order <
+``-c`` overrides. Unknown keys and wrong types are :class:`ConfigError` with a did-you-mean.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pk.core.errors import ConfigError, did_you_mean
+from pk.core.registry import KINDS, SECTION_TO_KIND, Registration, Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+COMPONENT_SECTIONS = tuple(KINDS.values())
+REQUIRED_FOR_TRAIN = ("model", "dataset", "trainer")
+
+
+@dataclass
+class RunConfig:
+    """The ``[run]`` table: seed, device ("cpu", "cuda", "auto"), determinism, output."""
+
+    seed: int = 0
+    device: str = "cpu"
+    deterministic: bool = True
+    threads: int = 0
+    out_dir: str = "runs"
+    name: str = ""
+
+
+SECTIONS = ("run", *COMPONENT_SECTIONS)
+
+
+# -- reading ---------------------------------------------------------------------------
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read one TOML file; a missing or malformed file is a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist; check the path") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}; fix the file (see toml.io)") from None
+
+
+def deep_merge(base: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``other`` into a copy of ``base``; tables merge, anything else replaces.
+
+    Changing a component's ``name`` drops the old component's parameters.
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            if "name" in value and value["name"] != out[key].get("name"):
+                out[key] = copy.deepcopy(dict(value))
+            else:
+                out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value``; the value is a TOML literal, a bare word is a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(
+            f"override {text!r} is not KEY=VALUE; write e.g. -c trainer.lr=1e-3 or -c model.name=mlp"
+        )
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if raw and not any(ch in raw for ch in "[]{}\"'=") and not raw[0].isdigit():
+            value = raw
+        else:
+            raise ConfigError(
+                f"override {text!r}: {raw!r} is not a TOML value; quote strings "
+                f"(-c {key}='\"text\"'), write lists as [1, 2]"
+            ) from None
+    return key.split("."), value
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(config))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a table")
+            node = nxt
+        if path[-1] == "name" and len(path) == 2 and node.get("name") not in (None, value):
+            node.clear()
+        node[path[-1]] = value
+    return out
+
+
+def compose(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Raw (unvalidated) config from ``base``, files in order, then overrides."""
+    cfg: dict[str, Any] = dict(base or {})
+    for f in files:
+        cfg = deep_merge(cfg, load_toml(f))
+    return apply_overrides(cfg, overrides)
+
+
+# -- validation ------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _check_value(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` coerced to ``tp`` (int -> float only) or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where} must be one of {', '.join(repr(a) for a in args)}, got {value!r}{did_you_mean(str(value), [str(a) for a in args])}")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list ({_type_name(tp)}), got {value!r}")
+        inner = args[0] if args else Any
+        return [_check_value(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        inner = args[1] if len(args) == 2 else Any
+        return {k: _check_value(v, inner, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r} (quote it: \"...\")")
+    return value
+
+
+def validate_params(params: Mapping[str, Any], config_cls: type | None, where: str) -> dict[str, Any]:
+    """Validate parameters against a config dataclass and fill in defaults."""
+    params = dict(params)
+    if config_cls is None:
+        if params:
+            raise ConfigError(f"[{where}] takes no parameters, got {', '.join(sorted(params))}")
+        return {}
+    hints = typing.get_type_hints(config_cls)
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    for key in params:
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key {where}.{key}{did_you_mean(key, fields)}; "
+                f"valid keys: {', '.join(fields) or 'none'}"
+            )
+    defaults = dataclasses.asdict(config_cls())
+    out: dict[str, Any] = {}
+    for name in fields:
+        if name in params:
+            out[name] = _check_value(params[name], hints.get(name, Any), f"{where}.{name}")
+        else:
+            out[name] = defaults[name]
+    return out
+
+
+@dataclass
+class Resolved:
+    """A validated config with defaults filled in, and the registrations it names."""
+
+    data: dict[str, Any]
+    registrations: dict[str, Registration]
+
+    @property
+    def run(self) -> RunConfig:
+        return RunConfig(**self.data["run"])
+
+    def component(self, section: str) -> Any:
+        """The section's config dataclass instance (None if the section is absent)."""
+        if section not in self.registrations:
+            return None
+        reg = self.registrations[section]
+        params = {k: v for k, v in self.data[section].items() if k != "name"}
+        if reg.config is None:
+            return None
+        values = {}
+        for f in dataclasses.fields(reg.config):
+            v = params[f.name]
+            if isinstance(v, list) and isinstance(f.default, tuple):
+                v = tuple(v)
+            values[f.name] = v
+        return reg.config(**values)
+
+    def hash(self) -> str:
+        return config_hash(self.data)
+
+
+def resolve(raw: Mapping[str, Any], registry: Registry, *, required: Iterable[str] = REQUIRED_FOR_TRAIN) -> Resolved:
+    """Validate ``raw`` against the registry and fill defaults (no torch imported)."""
+    raw = dict(raw)
+    for section in raw:
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"unknown config table [{section}]{did_you_mean(section, SECTIONS)}; "
+                f"valid tables: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(raw[section], Mapping):
+            raise ConfigError(f"[{section}] must be a table, e.g. [{section}] name = \"...\"")
+    data: dict[str, Any] = {"run": validate_params(raw.get("run", {}), RunConfig, "run")}
+    regs: dict[str, Registration] = {}
+    for section in COMPONENT_SECTIONS:
+        table = dict(raw.get(section, {}))
+        if not table:
+            if section in required:
+                raise ConfigError(
+                    f"no {section} given; add [{section}] name = \"...\" to the config or -c {section}.name=..."
+                )
+            continue
+        name = table.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"[{section}] needs name = \"<registered {section}>\" (`pk list --all`)")
+        reg = registry.get(SECTION_TO_KIND[section], name)
+        regs[section] = reg
+        data[section] = {"name": name, **validate_params(table, reg.config, section)}
+    return Resolved(data=data, registrations=regs)
+
+
+# -- writing ---------------------------------------------------------------------------
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        items = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def dumps_toml(data: Mapping[str, Any]) -> str:
+    """Write a config (top-level tables of scalars, lists and inline tables) as TOML.
+
+    ``None`` values are left out (TOML has no null); they read back as their default.
+    """
+    lines: list[str] = []
+    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
+    for k, v in scalars.items():
+        if v is not None:
+            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    for section, table in data.items():
+        if not isinstance(table, Mapping):
+            continue
+        if lines:
+            lines.append("")
+        lines.append(f"[{_toml_key(section)}]")
+        for k, v in table.items():
+            if v is not None:
+                lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def config_hash(data: Mapping[str, Any]) -> str:
+    """Six hex digits identifying a resolved config (``run.out_dir``/``run.name`` ignored)."""
+    clean = copy.deepcopy(dict(data))
+    run = dict(clean.get("run", {}))
+    run.pop("out_dir", None)
+    run.pop("name", None)
+    clean["run"] = run
+    blob = json.dumps(clean, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:6]

@@ -1,0 +1,163 @@
+"""Discovering, loading and registering plugins, each in isolation.
+
+The entry-point group is ``pk.plugins``. ``PK_LOAD_PLUGINS`` (comma-separated allowlist of
+distribution or entry-point names; empty means none) and ``PK_DISABLE_PLUGINS`` (blocklist)
+are applied *before* any plugin module is imported. A plugin that fails to import, has a
+misspelled hook, raises in a hook or registers a name twice is recorded as failed and
+rolled back; every other plugin keeps working. ``PK_RAISE_PLUGIN_ERRORS=1`` re-raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from pk.core import PROJECT_NAME, __version__, hookspecs
+from pk.core.errors import PluginError
+from pk.core.registry import KINDS, PluginInfo, Registration, Registry
+
+ENTRY_POINT_GROUP = "pk.plugins"
+BUILTIN_MODULE = "pk.core.builtins.plugin"
+
+
+def _env_list(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _selected(ep: metadata.EntryPoint, dist: str) -> bool:
+    allow = _env_list("PK_LOAD_PLUGINS")
+    deny = _env_list("PK_DISABLE_PLUGINS") or []
+    names = {ep.name, dist, dist.replace("-", "_")}
+    if allow is not None and not names & set(allow):
+        return False
+    return not names & set(deny)
+
+
+def iter_entry_points() -> list[tuple[metadata.EntryPoint, str, str]]:
+    """Installed ``pk.plugins`` entry points as ``(entry point, distribution, version)``."""
+    out = []
+    seen = set()
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.metadata["Name"] if ep.dist is not None else ep.module.split(".")[0]
+        version = ep.dist.version if ep.dist is not None else "?"
+        if (ep.name, ep.value) in seen:  # the same dist found twice on sys.path
+            continue
+        seen.add((ep.name, ep.value))
+        out.append((ep, dist, version))
+    return sorted(out, key=lambda t: t[0].name)
+
+
+def _new_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _raise_errors() -> bool:
+    return os.environ.get("PK_RAISE_PLUGIN_ERRORS", "") not in ("", "0")
+
+
+def register_plugin(registry: Registry, module: ModuleType | object, info: PluginInfo) -> None:
+    """Validate one plugin object, run its registration hooks and commit the result.
+
+    On any failure ``info.error`` is set and nothing the plugin registered is kept.
+    """
+    registry.plugins.append(info)
+    staged: list[Registration] = []
+    try:
+        pm = _new_manager()
+        pm.register(module, name=info.name)
+        pm.check_pending()
+        for kind in KINDS:
+            hook = getattr(pm.hook, f"pk_register_{kind}")
+            for impl in hook.get_hookimpls():
+                impl.function(registry.make_register(kind, info, staged))
+        _check_clashes(staged, info)
+    except Exception as exc:  # noqa: BLE001 - isolation is the point
+        if _raise_errors():
+            raise PluginError(
+                f'error loading pk plugin "{info.distribution} {info.version}" '
+                f"(entry point {info.name} = {info.module}): {exc}"
+            ) from exc
+        info.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        info.traceback = traceback.format_exc()
+        return
+    registry.commit(staged)
+
+
+def _check_clashes(staged: Sequence[Registration], info: PluginInfo) -> None:
+    seen: set[tuple[str, str]] = set()
+    for reg in staged:
+        key = (reg.kind, reg.name)
+        if key in seen:
+            raise PluginError(f"plugin {info.distribution} registers {reg.kind[:-1]} {reg.name!r} twice")
+        seen.add(key)
+
+
+def load_registry(
+    *, builtins: bool = True, entry_points: bool = True, extra: Iterable[tuple[object, PluginInfo]] = ()
+) -> Registry:
+    """Build a fresh registry: built-ins, installed plugins, then ``extra`` plugin objects."""
+    registry = Registry()
+    if builtins:
+        from pk.core.builtins import plugin as builtin_plugin
+
+        register_plugin(
+            registry,
+            builtin_plugin,
+            PluginInfo("builtins", "pk-core", __version__, BUILTIN_MODULE, builtin=True),
+        )
+    if entry_points:
+        for ep, dist, version in iter_entry_points():
+            if not _selected(ep, dist):
+                continue
+            info = PluginInfo(ep.name, dist, version, ep.value)
+            try:
+                module = ep.load()
+            except Exception as exc:  # noqa: BLE001
+                if _raise_errors():
+                    raise PluginError(
+                        f'error loading pk plugin "{dist} {version}" (entry point {ep.name} = {ep.value}): {exc}'
+                    ) from exc
+                info.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                info.traceback = traceback.format_exc()
+                registry.plugins.append(info)
+                continue
+            register_plugin(registry, module, info)
+    for obj, info in extra:
+        register_plugin(registry, obj, info)
+    return registry
+
+
+@functools.lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    """The process-wide registry (built once; tests call ``get_registry.cache_clear()``)."""
+    return load_registry()
+
+
+def environment_lines(registry: Registry | None = None) -> dict[str, Any]:
+    """Collect ``pk_environment_info`` from every loaded plugin module (errors skipped)."""
+    registry = registry or get_registry()
+    out: dict[str, Any] = {}
+    for info in registry.plugins:
+        if info.error:
+            continue
+        module = sys.modules.get(info.module.split(":")[0])
+        fn = getattr(module, "pk_environment_info", None)
+        if callable(fn):
+            try:
+                out.update(fn() or {})
+            except Exception as exc:  # noqa: BLE001
+                out[f"{info.distribution}.error"] = str(exc)
+    return out

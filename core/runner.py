@@ -1,0 +1,223 @@
+"""Building components from a resolved config, and running ``train`` and ``eval``."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pk.core.config import Resolved, load_toml, resolve
+from pk.core.errors import CheckpointError, PkError, RunFailed, UsageError
+from pk.core.io import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from pk.core.paths import data_dir
+from pk.core.registry import Registry
+from pk.core.run import Run, new_run_dir, read_result, truncate_metrics, write_run_header
+from pk.core.seed import derive_seed, seed_everything
+from pk.core.tasks import common_tasks
+
+MODEL_FILE = "model.pt"
+
+
+def check_tasks(resolved: Resolved) -> set[str]:
+    """Refuse components that share no task (before anything heavy is imported)."""
+    parts = {
+        section: (reg.name, reg.tasks)
+        for section, reg in resolved.registrations.items()
+        if section in ("model", "dataset", "trainer", "evaluator")
+    }
+    return common_tasks(parts)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"run.device = {requested!r} but no CUDA device is visible; use run.device = \"cpu\"")
+    return requested
+
+
+def _call_builder(builder: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``builder`` with the keyword arguments it accepts (others are dropped)."""
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return builder(*args, **kwargs)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return builder(*args, **kwargs)
+    return builder(*args, **{k: v for k, v in kwargs.items() if k in params})
+
+
+class Components:
+    """Builds the components a resolved config names, seeding each from its own name."""
+
+    def __init__(self, resolved: Resolved, device: str = "cpu") -> None:
+        self.resolved = resolved
+        self.device = device
+        self.seed = resolved.run.seed
+        self._cache: dict[str, Any] = {}
+
+    def build(self, section: str, *args: Any, **kwargs: Any) -> Any:
+        """Build the configured ``section`` (None if absent): ``builder(config, *args, **kwargs)``
+        with only the keywords the builder accepts."""
+        if section not in self.resolved.registrations:
+            return None
+        reg = self.resolved.registrations[section]
+        cfg = self.resolved.component(section)
+        builder = reg.load()
+        if section == "dataset":
+            return _call_builder(builder, cfg, *args, root=data_dir(), seed=self.seed, **kwargs)
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, section, reg.name))
+            return _call_builder(builder, cfg, *args, **kwargs)
+
+    def dataset(self) -> Any:
+        if "dataset" not in self._cache:
+            self._cache["dataset"] = self.build("dataset")
+        return self._cache["dataset"]
+
+    def model(self, info: Any) -> Any:
+        calibrator = self.build("calibrator")
+        model = self.build("model", info, calibrator=calibrator, device=self.device)
+        return model.to(self.device) if hasattr(model, "to") else model
+
+
+def train(
+    resolved: Resolved,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    overrides: list[str] | None = None,
+    reporter: Any = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train the configured model; return the run dir and result.json's content.
+
+    Raises RunFailed (exit 1) when the trainer raises; the run dir then holds
+    ``result.json`` with status ``failed`` and ``error.txt`` with the traceback.
+    """
+    import torch
+
+    check_tasks(resolved)
+    run_cfg = resolved.run
+    device = pick_device(run_cfg.device)
+    if run_cfg.threads:
+        torch.set_num_threads(run_cfg.threads)
+    if resume:
+        path = Path(run_dir)  # type: ignore[arg-type]
+    else:
+        path = new_run_dir(resolved, run_dir)
+        write_run_header(path, resolved, argv or sys.argv, overrides or [], device)
+    seed_everything(run_cfg.seed, deterministic=run_cfg.deterministic)
+    components = Components(resolved, device)
+    run = Run(path, resolved, device=device, resume=resume, builder=components.build, reporter=reporter)
+    started = time.time()
+    result: dict[str, Any] = {"status": "running", "run_dir": str(path), "started": started}
+    atomic_write_json(path / "result.json", result)
+    try:
+        data = components.dataset()
+        model = components.model(data.info)
+        trainer = components.build("trainer")
+        if resume and not getattr(trainer, "resumable", False):
+            raise UsageError(f"trainer {resolved.data['trainer']['name']!r} cannot resume; start a new run")
+        if reporter is not None:
+            reporter.echo(f"run dir: {path}")
+        fit_metrics = trainer.fit(model, data, run) or {}
+        test_metrics = trainer.evaluate(model, data, "test", run) if "test" in data.splits else {}
+        evaluator = components.build("evaluator")
+        eval_metrics = evaluator.evaluate(model, data, run) if evaluator is not None else {}
+        save_tensors(path / "checkpoints" / MODEL_FILE, {"model": model.state_dict(), "_pk": {"config": resolved.data}})
+    except KeyboardInterrupt:
+        result.update(status="interrupted", ended=time.time())
+        atomic_write_json(path / "result.json", result)
+        raise
+    except PkError:
+        result.update(status="failed", ended=time.time())
+        atomic_write_json(path / "result.json", result)
+        atomic_write_text(path / "error.txt", traceback.format_exc())
+        raise
+    except Exception as exc:
+        result.update(status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
+        atomic_write_json(path / "result.json", result)
+        atomic_write_text(path / "error.txt", traceback.format_exc())
+        raise RunFailed(f"run failed: {type(exc).__name__}: {exc} (traceback in {path / 'error.txt'})") from exc
+    metrics = {f"fit.{k}": float(v) for k, v in fit_metrics.items()}
+    metrics.update({f"test.{k}": float(v) for k, v in test_metrics.items()})
+    metrics.update({f"eval.{k}": float(v) for k, v in eval_metrics.items()})
+    result.update(status="completed", ended=time.time(), seconds=round(time.time() - started, 3), metrics=metrics)
+    atomic_write_json(path / "result.json", result)
+    return path, result
+
+
+def prepare_resume(run_dir: str | Path, registry: Registry) -> Resolved:
+    """Read a run dir's config and cut metrics back to its last checkpoint."""
+    path = Path(run_dir)
+    if not (path / "config.toml").is_file():
+        raise UsageError(f"{str(path)!r} is not a pk run dir (no config.toml); give a dir under runs/")
+    status = (read_result(path) or {}).get("status")
+    if status == "completed":
+        raise UsageError(f"run {str(path)!r} already completed; nothing to resume")
+    resolved = resolve(load_toml(path / "config.toml"), registry)
+    ckpt = path / "checkpoints" / "last.pt"
+    step = int(load_tensors(ckpt).get("step", -1)) if ckpt.exists() else -1
+    truncate_metrics(path, step)
+    return resolved
+
+
+def evaluate(
+    target: str | Path, registry: Registry, *, split: str = "test", overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Evaluate a run dir or checkpoint file on ``split``; writes eval-<split>.json beside it."""
+    from pk.core.config import apply_overrides
+
+    target = Path(target)
+    if target.is_dir():
+        ckpt = target / "checkpoints" / MODEL_FILE
+        if not ckpt.exists():
+            ckpt = target / "checkpoints" / "last.pt"
+        if not ckpt.exists():
+            raise CheckpointError(f"no checkpoint in {str(target)!r}; did the run finish? (`pk runs`)")
+    else:
+        ckpt = target
+    payload = load_tensors(ckpt)
+    if not isinstance(payload, dict) or "model" not in payload or "_pk" not in payload:
+        raise CheckpointError(f"{str(ckpt)!r} is not a pk checkpoint (no model state and config)")
+    raw = apply_overrides(payload["_pk"]["config"], overrides or [])
+    resolved = resolve(raw, registry)
+    device = pick_device(resolved.run.device)
+    seed_everything(resolved.run.seed, deterministic=resolved.run.deterministic)
+    components = Components(resolved, device)
+    data = components.dataset()
+    if split not in data.splits:
+        raise UsageError(f"split {split!r} is not in this dataset; choose one of {', '.join(data.splits)}")
+    model = components.model(data.info)
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{str(ckpt)!r} does not fit the configured model: {str(exc).splitlines()[0]}") from None
+    out_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    run = Run(out_dir, resolved, device=device, builder=components.build)
+    run._metrics_path = out_dir / f"eval-{split}.metrics.jsonl"
+    trainer = components.build("trainer")
+    model.eval()
+    metrics = dict(trainer.evaluate(model, data, split, run))
+    evaluator = components.build("evaluator")
+    if evaluator is not None:
+        metrics.update({f"eval.{k}": v for k, v in evaluator.evaluate(model, data, run).items()})
+    result = {"checkpoint": str(ckpt), "split": split, "metrics": {k: float(v) for k, v in metrics.items()}}
+    atomic_write_json(out_dir / f"eval-{split}.json", result)
+    return result
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,55 @@
+"""Seeds: one master seed, named derived seeds, and RNG state capture for resume."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from typing import Any
+
+
+def derive_seed(seed: int, *names: str) -> int:
+    """A stable 63-bit seed from ``seed`` and names (same inputs, same output, any process)."""
+    h = hashlib.sha256(repr((int(seed), *names)).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def seed_everything(seed: int, *, deterministic: bool = True) -> None:
+    """Seed python, numpy (if imported) and torch; optionally force deterministic kernels."""
+    import sys
+
+    import torch
+
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Global RNG states (python, torch CPU and CUDA) as checkpointable values."""
+    import torch
+
+    state: dict[str, Any] = {
+        "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
+        "python_version": random.getstate()[0],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    inner = state["python"]
+    random.setstate((state["python_version"], tuple(int(x) for x in inner[:-1]), None))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
