@@ -54,6 +54,11 @@ class TensorBundle:
             idx = order[start : start + batch_size]
             yield {k: v[idx] for k, v in self.tensors[split].items()}
 
+    def split_keys(self, split: str) -> list[int] | None:
+        """Example ids of a split (from an ``"index"`` tensor), or None when there is none."""
+        index = self.tensors[split].get("index")
+        return None if index is None else [int(i) for i in index]
+
     def fingerprint(self) -> str:
         parts: list[Any] = [sorted(self.params.items())]
         for split in sorted(self.tensors):

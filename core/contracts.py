@@ -95,6 +95,19 @@ class Trainer(Protocol):
     def evaluate(self, model: Any, data: Any, split: str, run: RunHandle) -> dict[str, float]: ...
 
 
+@dataclass
+class ServerContext:
+    """What an aggregator builder may receive as ``context``: a way to build a fresh
+    global model, the device, a seeded generator and optional server-side proxy data
+    (a DataBundle or a dict of tensors with "x" and "y")."""
+
+    build_model: Any = None
+    device: str = "cpu"
+    generator: Any = None
+    proxy_data: Any = None
+    info: DatasetInfo | None = None
+
+
 Update = tuple[Mapping[str, "torch.Tensor"], float, Mapping[str, Any]]
 
 
@@ -122,11 +135,14 @@ class Calibrator(Protocol):
     softmax, ``calibrate`` on weights after it. ``mask`` is boolean ``[B, 1|h, Lq, Lk]``,
     True where a key may be attended. Final weights: non-negative, rows sum to 1 over
     unmasked keys, exactly 0 on masked keys; ``neutral`` configs leave them unchanged.
+    ``layer`` is the index of the host's attention layer (for per-layer parameters). A
+    calibrator with learned parameters is an ``nn.Module`` owned by the host model.
+    Optional attributes the contract suite reads: ``num_heads``, ``max_len``.
     """
 
-    def adjust_scores(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+    def adjust_scores(self, scores: torch.Tensor, mask: torch.Tensor, *, layer: int = 0) -> torch.Tensor: ...
 
-    def calibrate(self, attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+    def calibrate(self, attn: torch.Tensor, mask: torch.Tensor, *, layer: int = 0) -> torch.Tensor: ...
 
 
 @runtime_checkable

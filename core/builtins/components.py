@@ -18,13 +18,15 @@ from pk.core.utils import check_updates, classification_metrics, make_optimizer,
 
 # -- data ------------------------------------------------------------------------------
 def build_synthetic_classification(config: Any, *, root: Any = None, seed: int = 0) -> TensorBundle:
-    """Gaussian clusters, one mean per class at distance ``class_sep``; 70/15/15 split."""
+    """Each class is a mixture of two Gaussian clusters (so the boundary is not linear),
+    cluster means at scale ``class_sep``; 70/15/15 split, all drawn from ``seed``."""
     g = torch.Generator().manual_seed(derive_seed(seed, "synthetic-classification"))
     n, d, c = config.num_samples, config.num_features, config.num_classes
-    means = torch.randn(c, d, generator=g)
+    means = torch.randn(2 * c, d, generator=g)
     means = config.class_sep * means / means.norm(dim=1, keepdim=True).clamp_min(1e-8) * d**0.5 / 2
-    y = torch.randint(0, c, (n,), generator=g)
-    x = means[y] + config.noise * torch.randn(n, d, generator=g)
+    cluster = torch.randint(0, 2 * c, (n,), generator=g)
+    y = cluster % c
+    x = means[cluster] + config.noise * torch.randn(n, d, generator=g)
     order = torch.randperm(n, generator=g)
     n_train, n_valid = int(0.7 * n), int(0.15 * n)
     parts = {
@@ -174,10 +176,10 @@ class IdentityCalibrator:
     def __init__(self, config: Any = None) -> None:
         pass
 
-    def adjust_scores(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def adjust_scores(self, scores: torch.Tensor, mask: torch.Tensor, *, layer: int = 0) -> torch.Tensor:
         return scores
 
-    def calibrate(self, attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def calibrate(self, attn: torch.Tensor, mask: torch.Tensor, *, layer: int = 0) -> torch.Tensor:
         return attn
 
 

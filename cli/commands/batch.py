@@ -1,0 +1,92 @@
+"""``pk batch``: run a batch file or every plugin's quick recipe, then print the summary."""
+
+from __future__ import annotations
+
+import click
+
+from pk.cli.output import print_json, print_table
+
+
+@click.command("batch")
+@click.argument("recipe", required=False)
+@click.option("--quick", is_flag=True, help="Run every installed plugin's quick recipe (the README's main job).")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Runs in parallel (subprocesses).")
+@click.option("--resume", is_flag=True, help="Continue the latest batch dir, skipping completed runs.")
+@click.option("--dry-run", is_flag=True, help="List the expanded runs and config hashes; run nothing.")
+@click.option("--continue-on-error", is_flag=True, help="Keep going when a run fails.")
+@click.option("--only", multiple=True, help="Run only these run names (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), help="Batch directory (default runs/batch-<name>-<UTC>).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", default=None, help="Ray cluster address (with --executor ray).")
+@click.option("--json", "as_json", is_flag=True)
+def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, out, executor, address, as_json) -> None:  # type: ignore[no-untyped-def]
+    """Run RECIPE (a batch .toml file, or PLUGIN:RECIPE such as pk-seqrec:quick)."""
+    from pathlib import Path
+
+    from pk.core.batch import batch_dir_for, comparison_row, load_batch, quick_recipes, resolve_recipe
+    from pk.core.errors import UsageError
+    from pk.core.plugins import get_registry
+
+    registry = get_registry()
+    if quick == bool(recipe):
+        raise UsageError("give either a RECIPE (file.toml or plugin:recipe) or --quick")
+    paths = quick_recipes(registry) if quick else [resolve_recipe(recipe, registry)]
+    specs = [load_batch(p, registry) for p in paths]
+    if dry_run:
+        rows = [(s.name, r.group, r.seed, r.resolved.hash(), r.stem) for s in specs for r in s.runs]
+        if as_json:
+            print_json([{"batch": s.name, **r.as_dict()} for s in specs for r in s.runs])
+        else:
+            print_table(None, ["batch", "run", "seed", "hash", "dir"], rows)
+        return
+    echo = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
+    root = batch_dir_for("quick", out, resume) if quick else None
+    results = []
+    any_failed = False
+    for spec in specs:
+        bdir = (root / spec.name) if root is not None else batch_dir_for(spec.name, out, resume)
+        echo(f"batch {spec.name}: {len(spec.runs)} runs -> {bdir}")
+        if executor == "ray":
+            from pk.core.ray_executor import run_batch_ray
+
+            outcomes = run_batch_ray(spec, Path(bdir), address=address, resume=resume, continue_on_error=continue_on_error, only=only, echo=echo)
+        else:
+            from pk.core.batch import run_batch
+
+            outcomes = run_batch(spec, Path(bdir), resume=resume, jobs=jobs, continue_on_error=continue_on_error, only=only, echo=echo)
+        any_failed |= any(o.status != "completed" for o in outcomes) or len(outcomes) < len(spec.runs)
+        results.append((spec, outcomes, bdir))
+        if any_failed and not continue_on_error:
+            break
+    _print_summary(results, as_json, quick)
+    if any_failed:
+        raise click.exceptions.Exit(1)
+
+
+def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore[no-untyped-def]
+    from pk.core.batch import comparison_row, fmt_stat, summarise
+
+    if as_json:
+        print_json(
+            [
+                {"batch": s.name, "dir": str(d), "runs": [o.as_dict() for o in outs], "comparison": comparison_row(s, outs)}
+                for s, outs, d in results
+            ]
+        )
+        return
+    if not quick:
+        for spec, outcomes, bdir in results:
+            stats = summarise(outcomes)
+            metrics = spec.meta.get("metrics") or sorted({k for g in stats.values() for k in g if k.startswith("test.")})[:5]
+            rows = [(g, *(fmt_stat(stats[g].get(m)) for m in metrics)) for g in stats]
+            print_table(f"{spec.name} (mean ± std over seeds) — {bdir}", ["run", *metrics], rows)
+    rows = []
+    for spec, outcomes, _ in results:
+        row = comparison_row(spec, outcomes)
+        if row is None:
+            continue
+        d = row["delta"]
+        verdict = "n/a" if d is None else ("method better" if d > 0 else "baseline better" if d < 0 else "tie")
+        rows.append((row["paper"], row["metric"], f"{row['baseline']}: {fmt_stat(row['baseline_stats'])}", f"{row['method']}: {fmt_stat(row['method_stats'])}", "n/a" if d is None else f"{d:+.4f}", verdict))
+    if rows:
+        print_table("baseline vs method per paper (mean ± std over seeds)", ["paper", "metric", "baseline", "method", "Δ", "verdict"], rows)

@@ -1,0 +1,179 @@
+"""Byzantine-robust aggregators: coordinate-wise median, trimmed mean and (multi-)Krum.
+
+All follow :class:`pk.core.contracts.Aggregator`: ``aggregate(global_state, updates, state)``
+with ``updates`` a sequence of ``(state_dict, weight, meta)``; they raise ``ValueError`` on an
+empty round or zero total weight (via :func:`pk.core.utils.check_updates`), never mutate
+inputs, and ignore clients whose weight is 0. Robust rules use client weights only as a
+participation mask (an attacker could inflate its example count). Arithmetic is float64 and
+cast back to each tensor's dtype (integer buffers are rounded).
+
+After each call ``last_client_weights`` holds the effective weight of every update (same
+order as ``updates``, summing to 1): the diagnostic the simulator logs. For the median and
+trimmed mean it is the fraction of coordinates at which the client's value was used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from pk.core.utils import check_updates
+
+
+def _active(updates: Sequence[Any]) -> list[int]:
+    check_updates(updates)
+    return [i for i, (_s, w, _m) in enumerate(updates) if float(w) > 0]
+
+
+def stack_key(updates: Sequence[Any], indices: Sequence[int], key: str) -> torch.Tensor:
+    """``[m, *shape]`` float64 stack of tensor ``key`` over the chosen updates."""
+    return torch.stack([updates[i][0][key].detach().to("cpu", torch.float64) for i in indices])
+
+
+def _cast(value: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return (value if ref.is_floating_point() else value.round()).to(ref.dtype).to(ref.device)
+
+
+def flatten_states(updates: Sequence[Any], indices: Sequence[int], keys: Sequence[str]) -> torch.Tensor:
+    """``[m, d]`` float64 matrix of the chosen updates' tensors ``keys``, flattened in order."""
+    return torch.stack(
+        [torch.cat([updates[i][0][k].detach().to("cpu", torch.float64).reshape(-1) for k in keys]) for i in indices]
+    )
+
+
+class _UsageCounter:
+    """Accumulates, per client, the share of coordinates where its value entered the result."""
+
+    def __init__(self, m: int) -> None:
+        self.counts = torch.zeros(m, dtype=torch.float64)
+        self.total = 0.0
+
+    def add(self, used: torch.Tensor) -> None:  # used: [m, ...] float64 in [0, 1], columns sum to 1
+        self.counts += used.reshape(used.shape[0], -1).sum(1)
+        self.total += float(used[0].numel())
+
+    def weights(self) -> list[float]:
+        return (self.counts / max(self.total, 1.0)).tolist()
+
+
+class CoordinateMedian:
+    """Per coordinate, the median of the active clients' values (mean of the two middle
+    values for an even count)."""
+
+    kind = "weights"
+    robust = True
+
+    def __init__(self, config: Any = None, context: Any = None) -> None:
+        self.last_client_weights: list[float] = []
+
+    def aggregate(
+        self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any], state: Any = None
+    ) -> tuple[dict[str, torch.Tensor], Any]:
+        active = _active(updates)
+        m = len(active)
+        usage = _UsageCounter(m)
+        out: dict[str, torch.Tensor] = {}
+        for key, ref in global_state.items():
+            values, order = stack_key(updates, active, key).sort(dim=0)
+            lo, hi = (m - 1) // 2, m // 2
+            out[key] = _cast((values[lo] + values[hi]) / 2, ref)
+            used = torch.zeros_like(values)
+            used.scatter_add_(0, order[lo : lo + 1], torch.full_like(values[:1], 0.5))
+            used.scatter_add_(0, order[hi : hi + 1], torch.full_like(values[:1], 0.5))
+            usage.add(used)
+        self.last_client_weights = _expand(usage.weights(), active, len(updates))
+        return out, state
+
+
+class TrimmedMean:
+    """Per coordinate, drop the ``b`` smallest and ``b`` largest values and average the rest,
+    ``b = min(ceil(trim_ratio * m) + plus_one, (m - 1) // 2)``."""
+
+    kind = "weights"
+    robust = True
+
+    def __init__(self, config: Any = None, context: Any = None) -> None:
+        self.trim_ratio = float(getattr(config, "trim_ratio", 0.2))
+        self.plus_one = bool(getattr(config, "plus_one", True))
+        if not 0.0 <= self.trim_ratio < 0.5:
+            raise ValueError(f"trim_ratio must be in [0, 0.5), got {self.trim_ratio}")
+        self.last_client_weights: list[float] = []
+
+    def trim_count(self, m: int) -> int:
+        b = math.ceil(self.trim_ratio * m) + (1 if self.plus_one else 0)
+        return max(0, min(b, (m - 1) // 2))
+
+    def aggregate(
+        self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any], state: Any = None
+    ) -> tuple[dict[str, torch.Tensor], Any]:
+        active = _active(updates)
+        m = len(active)
+        b = self.trim_count(m)
+        usage = _UsageCounter(m)
+        out: dict[str, torch.Tensor] = {}
+        for key, ref in global_state.items():
+            values, order = stack_key(updates, active, key).sort(dim=0)
+            kept = values[b : m - b]
+            out[key] = _cast(kept.mean(0), ref)
+            used = torch.zeros_like(values)
+            used.scatter_(0, order[b : m - b], torch.full_like(kept, 1.0 / (m - 2 * b)))
+            usage.add(used)
+        self.last_client_weights = _expand(usage.weights(), active, len(updates))
+        return out, state
+
+
+class Krum:
+    """Krum score of client i: sum of squared L2 distances (over all float tensors) to its
+    ``m - f - 2`` nearest other clients (at least 1), ``f = ceil(byzantine_ratio * m) + plus_one``.
+    The ``multi`` lowest-score clients are averaged with equal weight (ties broken by the
+    state's content, so the result does not depend on client order)."""
+
+    kind = "weights"
+    robust = True
+
+    def __init__(self, config: Any = None, context: Any = None) -> None:
+        self.byzantine_ratio = float(getattr(config, "byzantine_ratio", 0.2))
+        self.plus_one = bool(getattr(config, "plus_one", True))
+        self.multi = int(getattr(config, "multi", 1))
+        if self.multi < 1:
+            raise ValueError(f"krum multi must be >= 1, got {self.multi}")
+        self.last_client_weights: list[float] = []
+
+    def scores(self, flat: torch.Tensor) -> torch.Tensor:
+        """Krum scores ``[m]`` of the rows of ``flat [m, d]``."""
+        m = flat.shape[0]
+        f = math.ceil(self.byzantine_ratio * m) + (1 if self.plus_one else 0)
+        neighbours = max(1, min(m - f - 2, m - 1))
+        dist = torch.cdist(flat, flat).pow(2)
+        if m == 1:
+            return torch.zeros(1, dtype=torch.float64)
+        dist.fill_diagonal_(float("inf"))
+        return dist.sort(dim=1).values[:, :neighbours].sum(1)
+
+    def aggregate(
+        self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any], state: Any = None
+    ) -> tuple[dict[str, torch.Tensor], Any]:
+        active = _active(updates)
+        keys = [k for k, v in global_state.items() if v.is_floating_point()]
+        flat = flatten_states(updates, active, keys)
+        scores = self.scores(flat)
+        # order by (score, content) so that permuting clients never changes the choice
+        tiebreak = flat.sum(1)
+        ranked = sorted(range(len(active)), key=lambda i: (float(scores[i]), float(tiebreak[i])))
+        chosen = ranked[: min(self.multi, len(active))]
+        out = {key: _cast(stack_key(updates, [active[i] for i in chosen], key).mean(0), ref) for key, ref in global_state.items()}
+        local = [0.0] * len(active)
+        for i in chosen:
+            local[i] = 1.0 / len(chosen)
+        self.last_client_weights = _expand(local, active, len(updates))
+        return out, state
+
+
+def _expand(weights: Sequence[float], active: Sequence[int], n: int) -> list[float]:
+    full = [0.0] * n
+    for w, i in zip(weights, active):
+        full[i] = float(w)
+    return full

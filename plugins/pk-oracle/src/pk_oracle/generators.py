@@ -1,0 +1,165 @@
+"""Generators: an encoder ``encode(x [N, D]) -> z [N, k]`` and a differentiable decoder
+``decode(z) -> x [N, D]`` whose output is clamped to the data range ``[lo, hi]``.
+
+Inputs are flattened images. ``PixelGenerator`` (z = x) is the pixel-space baseline,
+``PCAGenerator`` and ``AutoencoderGenerator`` are fitted on the train split, and
+``TorchScriptGenerator`` loads a user's scripted encoder/decoder (e.g. an exported VQGAN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pk.core.errors import ConfigError
+
+
+class Generator:
+    """Base: ``lo``/``hi`` bound decoded pixels (None = unbounded)."""
+
+    name = "generator"
+
+    def __init__(self, lo: float | None, hi: float | None) -> None:
+        self.lo, self.hi = lo, hi
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lo is None and self.hi is None:
+            return x
+        return x.clamp(self.lo, self.hi)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PixelGenerator(Generator):
+    """Pixel space: z = x, decode = clamp(z). With budget 0, x* = x exactly."""
+
+    name = "pixel"
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach().clone()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.clamp(z)
+
+
+class PCAGenerator(Generator):
+    """z = (x - mu) W^T with the top-``k`` principal directions W [k, D]; x = clamp(mu + z W)."""
+
+    name = "pca"
+
+    def __init__(self, k: int, lo: float | None, hi: float | None) -> None:
+        super().__init__(lo, hi)
+        self.k = k
+        self.mean: torch.Tensor | None = None
+        self.components: torch.Tensor | None = None
+
+    def fit(self, x: torch.Tensor) -> PCAGenerator:
+        x = x.double()
+        self.mean = x.mean(0)
+        _, _, vh = torch.linalg.svd(x - self.mean, full_matrices=False)
+        k = min(self.k, vh.shape[0])
+        comps = vh[:k]
+        # fix SVD's sign ambiguity: the largest-magnitude entry of each direction is positive
+        signs = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
+        self.components = (comps * signs).float()
+        self.mean = self.mean.float()
+        return self
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.mean is not None and self.components is not None, "fit the PCA generator first"
+        return (x.float() - self.mean) @ self.components.T
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        assert self.mean is not None and self.components is not None, "fit the PCA generator first"
+        return self.clamp(self.mean + z @ self.components)
+
+
+class _AutoEncoder(nn.Module):
+    def __init__(self, dim: int, k: int, hidden: int, bounded: bool) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, k))
+        self.decoder = nn.Sequential(nn.Linear(k, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        self.bounded = bounded
+
+
+class AutoencoderGenerator(Generator):
+    """A small MLP autoencoder (D -> hidden -> k -> hidden -> D) trained with MSE on the train
+    split; with bounded data the decoder ends in a sigmoid scaled to [lo, hi]."""
+
+    name = "autoencoder"
+
+    def __init__(self, k: int, lo: float | None, hi: float | None, hidden: int = 256) -> None:
+        super().__init__(lo, hi)
+        self.k, self.hidden = k, hidden
+        self.net: _AutoEncoder | None = None
+
+    def fit(self, x: torch.Tensor, *, epochs: int, seed: int, batch_size: int = 128, lr: float = 2e-3) -> AutoencoderGenerator:
+        bounded = self.lo is not None and self.hi is not None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = _AutoEncoder(x.shape[1], self.k, self.hidden, bounded)
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        x = x.float()
+        for _ in range(epochs):
+            for idx in torch.randperm(x.shape[0], generator=gen).split(batch_size):
+                opt.zero_grad(set_to_none=True)
+                loss = nn.functional.mse_loss(self._raw_decode(self.net.encoder(x[idx])), x[idx])
+                loss.backward()
+                opt.step()
+        self.net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def _raw_decode(self, z: torch.Tensor) -> torch.Tensor:
+        assert self.net is not None
+        out = self.net.decoder(z)
+        if self.net.bounded:
+            return self.lo + (self.hi - self.lo) * torch.sigmoid(out)  # type: ignore[operator]
+        return out
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.net is not None, "fit the autoencoder first"
+        with torch.no_grad():
+            return self.net.encoder(x.float())
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.clamp(self._raw_decode(z))
+
+
+class TorchScriptGenerator(Generator):
+    """A user's scripted module exposing ``encode(x)`` and ``decode(z)`` on image-shaped
+    tensors ``[N, *image_shape]`` (the entry point for a locally exported VQGAN)."""
+
+    name = "torchscript"
+
+    def __init__(self, path: str, image_shape: Sequence[int] | None, lo: float | None, hi: float | None) -> None:
+        super().__init__(lo, hi)
+        if not path or not Path(path).is_file():
+            raise ConfigError(
+                f"generator 'torchscript' needs evaluator.generator_path to a scripted module file, got {path!r}; "
+                "no VQGAN weights ship offline, use generator = \"pca\" or \"autoencoder\""
+            )
+        self.module = torch.jit.load(path, map_location="cpu").eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.image_shape = tuple(image_shape) if image_shape else None
+
+    def _img(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.image_shape) if self.image_shape else x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module.encode(self._img(x.float())).detach()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.module.decode(z)
+        return self.clamp(out.reshape(out.shape[0], -1))

@@ -1,0 +1,151 @@
+"""pk-oracle registrations and config dataclasses (stdlib and pk.core only: no torch here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from pk.core import hookimpl
+
+PAPER = {
+    "title": "Foundation Model-oriented Robustness: Robust Image Model Evaluation with Pretrained Models",
+    "year": 2024,
+    "url": "https://arxiv.org/abs/2308.10632",
+}
+
+
+def _default_zoo() -> list[str]:
+    return ["svc", "knn", "logreg"]
+
+
+@dataclass
+class FMRConfig:
+    """The FMR evaluator (paper Algorithm 1, reconstructed; see the plugin README).
+
+    For each test image: z0 = E(x); ascend the evaluated model's cross-entropy in latent
+    space with normalised steps of ``step_size`` for at most ``budget`` steps; a step is kept
+    only while the oracle zoo still assigns the true label; stop at the first fool.
+    ``oracles``: "svc", "knn", "logreg", "mlp-oracle" (sklearn families), "model:<registered
+    model>" (a pk model trained on the train split) and "clip" (needs ``clip_path`` or
+    ``PK_CLIP_PATH``; skipped with a message otherwise). ``generator``: "pca", "autoencoder",
+    "pixel" (the baseline: z = x) or "torchscript" (a scripted module with ``encode``/``decode``,
+    e.g. an exported VQGAN, at ``generator_path``). ``pgd_eps`` > 0 also runs the fixed-eps
+    PGD-Linf baseline and reports how many PGD images the zoo rejects.
+    """
+
+    generator: Literal["pca", "autoencoder", "pixel", "torchscript"] = "pca"
+    latent_dim: int = 24
+    generator_path: str = ""
+    ae_epochs: int = 60
+    oracles: list[str] = field(default_factory=_default_zoo)
+    clip_path: str = ""
+    model_oracle_epochs: int = 20
+    rule: Literal["all", "majority"] = "all"
+    tau: float = 0.5
+    step_size: float = 0.25
+    budget: int = 40
+    batch_size: int = 512
+    max_test: int = 0
+    min_oracle_accuracy: float = 0.9
+    allow_weak_oracles: bool = False
+    pgd_eps: float = 0.1
+    pgd_steps: int = 20
+    pgd_step_size: float = 0.02
+    grid_images: int = 16
+    per_class: bool = True
+    cache: bool = True
+
+    pk_test: ClassVar[dict[str, object]] = {"budget": 3, "ae_epochs": 2, "grid_images": 0, "max_test": 64, "cache": False}
+
+
+@dataclass
+class PGDConfig:
+    """Fixed-eps PGD-Linf robust accuracy (no random start, clamped to the data range), plus
+    the share of PGD images the oracle zoo still labels with the original class."""
+
+    eps: float = 0.1
+    steps: int = 20
+    step_size: float = 0.02
+    oracles: list[str] = field(default_factory=_default_zoo)
+    rule: Literal["all", "majority"] = "all"
+    tau: float = 0.5
+    batch_size: int = 512
+    max_test: int = 0
+    cache: bool = True
+
+    pk_test: ClassVar[dict[str, object]] = {"steps": 2, "max_test": 64, "cache": False}
+
+
+@dataclass
+class NoiseTrainerConfig:
+    """Supervised training on x + N(0, sigma^2) (clamped to the data range); best-valid weights kept."""
+
+    sigma: float = 0.3
+    max_epochs: int = 10
+    max_steps: int = -1
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    eval_batch_size: int = 256
+
+
+@dataclass
+class AdversarialTrainerConfig:
+    """PGD-Linf adversarial training (Madry et al.): loss = (1 - adv_weight) * CE(x) +
+    adv_weight * CE(PGD(x)), random start in the eps ball; best-valid (clean) weights kept."""
+
+    eps: float = 0.1
+    attack_steps: int = 5
+    attack_step_size: float = 0.03
+    adv_weight: float = 1.0
+    max_epochs: int = 10
+    max_steps: int = -1
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    eval_batch_size: int = 256
+
+
+@hookimpl
+def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
+    register(
+        "fmr",
+        "pk_oracle.evaluator:FMREvaluator",
+        config=FMRConfig,
+        summary="FMR: oracle-bounded latent perturbation search; SA, PA, FMR = PA/SA, oracle acceptance, PGD",
+        tasks=("classification",),
+        paper=PAPER,
+        tags=("method",),
+    )
+    register(
+        "pgd",
+        "pk_oracle.evaluator:PGDEvaluator",
+        config=PGDConfig,
+        summary="Fixed-eps PGD-Linf robust accuracy and the oracle zoo's agreement on PGD images",
+        tasks=("classification",),
+        tags=("baseline",),
+    )
+
+
+@hookimpl
+def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+    register(
+        "noise-augmented",
+        "pk_oracle.trainers:NoiseAugmentedTrainer",
+        config=NoiseTrainerConfig,
+        summary="Supervised training with Gaussian input noise (a robustness baseline to rank)",
+        tasks=("classification",),
+        tags=("baseline",),
+    )
+    register(
+        "pgd-adversarial",
+        "pk_oracle.trainers:AdversarialTrainer",
+        config=AdversarialTrainerConfig,
+        summary="PGD-Linf adversarial training (Madry et al. 2018), a robustness baseline to rank",
+        tasks=("classification",),
+        paper={"title": "Towards Deep Learning Models Resistant to Adversarial Attacks", "year": 2018,
+               "url": "https://arxiv.org/abs/1706.06083"},
+        tags=("baseline",),
+    )

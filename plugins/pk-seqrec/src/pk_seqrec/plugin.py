@@ -1,0 +1,218 @@
+"""pk-seqrec registrations and config dataclasses (stdlib + pk.core only; no torch here).
+
+Conventions shared by every component (stated once, see the README):
+item ids are ``1..num_items``, 0 is padding; sequences in batches are padded on the LEFT
+(zeros first, the most recent item at ``seq[:, -1]``); positions are counted from the
+oldest real item, so models give identical scores for left- or right-aligned input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pk.core import hookimpl
+
+DATA = "pk_seqrec.data.datasets"
+MODELS = "pk_seqrec.models"
+TASKS = ("next-item",)
+
+
+# -- datasets --------------------------------------------------------------------------
+@dataclass
+class SyntheticSeqConfig:
+    """Seeded users whose items follow a latent Markov chain over item clusters, with
+    Zipf popularity inside each cluster. ``stay`` is the probability of following the
+    cluster chain's fixed successor (the sequential signal Pop cannot use)."""
+
+    num_users: int = 400
+    num_items: int = 200
+    num_clusters: int = 10
+    min_len: int = 8
+    max_seq_len: int = 30
+    follow: float = 0.8
+    zipf: float = 1.1
+    max_len: int = 20
+    train_windows: Literal["all", "last"] = "all"
+
+
+@dataclass
+class ML100kConfig:
+    """RecBole atomic ml-100k (``ml-100k.inter``). Sequences by stable sort on (timestamp,
+    file line); ``kcore`` > 0 applies RecBole's iterative k-core on users and items."""
+
+    source: str = "auto"
+    path: str = ""
+    kcore: int = 0
+    max_len: int = 50
+    train_windows: Literal["all", "last"] = "all"
+
+
+@dataclass
+class SeqLinesConfig:
+    """One line per user: ``user item item ...`` (oldest first), ICLRec/S3-Rec format."""
+
+    source: str = "auto"
+    path: str = ""
+    kcore: int = 0
+    max_len: int = 50
+    train_windows: Literal["all", "last"] = "all"
+
+
+@dataclass
+class DigineticaPeriodsConfig:
+    """ADER weekly session blocks ``period_0..16.txt``. Train on the ``train_periods``
+    periods before the valid period ``test_period - 1``; test on ``test_period``. Each
+    valid/test session predicts its last item; items unseen in training are dropped from
+    valid/test sessions (ADER protocol)."""
+
+    source: str = "auto"
+    path: str = ""
+    test_period: int = 16
+    train_periods: int = 1
+    max_len: int = 50
+
+
+# -- models ----------------------------------------------------------------------------
+@dataclass
+class SASRecConfig:
+    """RecBole defaults: H=64, 2 post-LN layers, 2 heads, inner 256, dropout 0.5, GELU,
+    init N(0, 0.02), tied item embeddings. ``loss_type``: "ce" (all items; the padding row
+    is in the softmax when ``ce_include_padding``, as in RecBole) or "bpr" with
+    ``num_negatives`` uniform negatives. ``position_embedding = false`` removes the
+    absolute position table (AC-SASRec)."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    inner: int = 256
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+    position_embedding: bool = True
+    loss_type: Literal["ce", "bpr"] = "ce"
+    num_negatives: int = 1
+    ce_include_padding: bool = True
+
+
+@dataclass
+class BERT4RecConfig:
+    """Bidirectional encoder with cloze training: each real position masked with
+    probability ``mask_ratio``, at most int(mask_ratio * (L+1)) kept (the last ones).
+    The [MASK] token is id num_items + 1; the position table has L + 1 rows."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    inner: int = 256
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+    position_embedding: bool = True
+    mask_ratio: float = 0.2
+    ce_include_padding: bool = True
+
+
+@dataclass
+class GRU4RecConfig:
+    """Embedding -> dropout -> GRU -> hidden at each position -> tied-embedding scores."""
+
+    hidden: int = 64
+    layers: int = 1
+    dropout: float = 0.3
+    init_std: float = 0.02
+    loss_type: Literal["ce", "bpr"] = "ce"
+    num_negatives: int = 1
+    ce_include_padding: bool = True
+
+
+@dataclass
+class PopConfig:
+    """Scores = training interaction counts (counted while training)."""
+
+    smoothing: float = 0.0
+
+
+# -- trainer / evaluator ---------------------------------------------------------------
+@dataclass
+class NextItemTrainerConfig:
+    """Mini-batch next-item training; validation every ``eval_every`` epochs on full
+    ranking; early stopping after ``patience`` evaluations without a better ``metric``;
+    the best-validation weights are restored. ``exclude_history`` selects the ICLRec
+    convention (history items removed from the ranking) instead of RecBole's."""
+
+    max_epochs: int = 50
+    max_steps: int = -1
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    grad_clip: float = 0.0
+    patience: int = 10
+    eval_every: int = 1
+    metric: str = "ndcg@10"
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    exclude_history: bool = False
+    eval_batch_size: int = 512
+
+
+@dataclass
+class FullRankingConfig:
+    """Full-ranking HR/NDCG/MRR@K on ``split``. ``sampled_negatives`` > 0 adds the
+    BIASED sampled metrics (prefixed ``sampled_``) over that many uniform negatives."""
+
+    split: str = "test"
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    exclude_history: bool = False
+    sampled_negatives: int = 0
+    batch_size: int = 512
+
+
+# -- registrations ---------------------------------------------------------------------
+SASREC_PAPER = {"title": "Self-Attentive Sequential Recommendation", "year": 2018, "url": "https://arxiv.org/abs/1808.09781"}
+
+
+@hookimpl
+def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+    register("synthetic-seq", f"{DATA}:build_synthetic_seq", config=SyntheticSeqConfig, tasks=TASKS,
+             summary="Seeded Markov chain over item clusters with popularity skew (default, leave-one-out)")
+    register("ml-100k", f"{DATA}:build_ml100k", config=ML100kConfig, tasks=TASKS,
+             summary="MovieLens-100K, RecBole atomic .inter, time-ordered leave-one-out")
+    register("amazon-beauty", f"{DATA}:build_amazon_beauty", config=SeqLinesConfig, tasks=TASKS,
+             summary="Amazon Beauty (ICLRec Beauty.txt), leave-one-out")
+    register("amazon-sports", f"{DATA}:build_amazon_sports", config=SeqLinesConfig, tasks=TASKS,
+             summary="Amazon Sports and Outdoors (ICLRec txt), leave-one-out")
+    register("seq-lines", f"{DATA}:build_seq_lines", config=SeqLinesConfig, tasks=TASKS,
+             summary="Any one-line-per-user file (user item item ...; Toys, Yelp...), leave-one-out")
+    register("diginetica-periods", f"{DATA}:build_diginetica_periods", config=DigineticaPeriodsConfig, tasks=TASKS,
+             summary="DIGINETICA weekly session blocks (ADER): train on earlier weeks, test on a later one")
+
+
+@hookimpl
+def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+    register("sasrec", f"{MODELS}.sasrec:build_sasrec", config=SASRecConfig, tasks=TASKS, paper=SASREC_PAPER,
+             summary="SASRec: causal self-attention next-item model (RecBole flavour)", tags=("baseline",))
+    register("bert4rec", f"{MODELS}.bert4rec:build_bert4rec", config=BERT4RecConfig, tasks=TASKS,
+             summary="BERT4Rec: bidirectional encoder trained by cloze", tags=("baseline",),
+             paper={"title": "BERT4Rec: Sequential Recommendation with Bidirectional Encoder Representations from Transformer",
+                    "year": 2019, "url": "https://arxiv.org/abs/1904.06690"})
+    register("gru4rec", f"{MODELS}.gru4rec:build_gru4rec", config=GRU4RecConfig, tasks=TASKS,
+             summary="GRU4Rec: GRU over the item sequence, tied-embedding scores", tags=("baseline",),
+             paper={"title": "Session-based Recommendations with Recurrent Neural Networks", "year": 2016,
+                    "url": "https://arxiv.org/abs/1511.06939"})
+    register("pop", f"{MODELS}.pop:build_pop", config=PopConfig, tasks=TASKS,
+             summary="Popularity: rank items by training interaction count", tags=("baseline",))
+
+
+@hookimpl
+def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+    register("next-item", "pk_seqrec.trainers.next_item:NextItemTrainer", config=NextItemTrainerConfig, tasks=TASKS,
+             summary="Next-item training (CE/BPR), early stopping on valid NDCG@10, checkpoints and resume")
+
+
+@hookimpl
+def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
+    register("full-ranking", "pk_seqrec.evaluation:FullRankingEvaluator", config=FullRankingConfig, tasks=TASKS,
+             summary="Full-ranking HR/NDCG/MRR@K (history exclusion switch; sampled metrics as a biased option)")
