@@ -27,16 +27,45 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+PLUGIN_COMMAND_GROUP = "pk.commands"
+
+
+def plugin_commands() -> dict[str, tuple[str, str]]:
+    """Commands plugins declare in the ``pk.commands`` entry-point group (metadata only;
+    honours PK_LOAD_PLUGINS / PK_DISABLE_PLUGINS). name -> (target, distribution)."""
+    from importlib import metadata
+
+    from pk.core.plugins import _selected
+
+    out: dict[str, tuple[str, str]] = {}
+    for ep in metadata.entry_points(group=PLUGIN_COMMAND_GROUP):
+        dist = ep.dist.metadata["Name"] if ep.dist is not None else "?"
+        if ep.name not in COMMANDS and _selected(ep, dist):
+            out[ep.name] = (ep.value, dist)
+    return out
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return [*COMMANDS, *sorted(plugin_commands())]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS:
-            return None
-        target, _ = COMMANDS[cmd_name]
+        if cmd_name in COMMANDS:
+            target = COMMANDS[cmd_name][0]
+        else:
+            found = plugin_commands().get(cmd_name)
+            if found is None:
+                return None
+            target = found[0]
+            try:
+                module, _, attr = target.partition(":")
+                return getattr(importlib.import_module(module), attr)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin command must not break pk
+                from pk.core.errors import PluginError
+
+                raise PluginError(f"plugin command {cmd_name!r} ({target}) failed to load: {exc}") from exc
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
@@ -44,6 +73,10 @@ class LazyGroup(click.Group):
         rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+        extra = plugin_commands()
+        if extra:
+            with formatter.section("Plugin commands"):
+                formatter.write_dl([(name, f"(from {dist}; pk {name} --help)") for name, (_, dist) in sorted(extra.items())])
 
 
 def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:

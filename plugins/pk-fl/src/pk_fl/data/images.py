@@ -259,8 +259,9 @@ def build_cifar10(config: Any, *, root: Any = None, seed: int = 0) -> TensorBund
     folder = locate("cifar10", source=config.source, path=config.path, shared_folder="cifar-10-batches-bin")
     if folder is None:
         x, y = synthetic_images(config.synthetic_samples, (3, 32, 32), 10, 0.25, seed, "cifar10")
-        return _bundle(x, y, name="cifar10", seed=seed, num_classes=10, num_valid=config.num_valid,
-                       num_test=config.num_valid, source="synthetic", params=vars(config))
+        n = config.synthetic_samples
+        return _bundle(x, y, name="cifar10", seed=seed, num_classes=10, num_valid=n // 10,
+                       num_test=n // 5, source="synthetic", params=vars(config))
     train_x, train_y = load_cifar10_binary(folder, "train")
     test_x, test_y = load_cifar10_binary(folder, "test")
     return _bundle(

@@ -46,13 +46,12 @@ class SeqBundle(TensorBundle):
         return list(zip(t["user"].tolist(), t["tpos"].tolist(), strict=True))
 
     def train_item_counts(self) -> torch.Tensor:
-        """[N + 1] float counts of every item occurrence in the training examples' inputs
-        and targets (each position once); index 0 is 0."""
+        """[N + 1] float counts of the items in the training examples (``seq`` and ``target``);
+        index 0 (padding) is 0."""
         t = self.tensors["train"]
         counts = torch.zeros(int(self.info.num_items) + 1)
-        counts.index_add_(0, t["targets"].flatten(), torch.ones(t["targets"].numel()))
-        first = t["seq"][:, :1].flatten()
-        counts.index_add_(0, first, torch.ones(first.numel()))
+        for part in (t["seq"].flatten(), t["target"].flatten()):
+            counts.index_add_(0, part, torch.ones(part.numel()))
         counts[0] = 0
         return counts
 

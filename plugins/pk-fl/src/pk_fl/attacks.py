@@ -1,0 +1,70 @@
+"""Client behaviours (attacks). Attacks live on the client side, never in the aggregator.
+
+Two hooks, both pure functions the simulator calls for malicious clients only:
+
+- ``poison_labels(y, num_classes, attack)``: data poisoning during local training
+  (label flip: ``y -> (y + 1) mod C``; all-to-one: every label -> 1).
+- ``poison_updates(global_state, states, attack, ...)``: model poisoning after local training,
+  with knowledge of all malicious clients' honest results (needed by LIE). Update means
+  ``delta = state - global``. sign flip: ``global - scale * delta``; scale: ``global + scale * delta``;
+  gaussian: ``global + N(0, sigma^2)`` (the update is replaced by noise); lie ("A Little Is
+  Enough"): every malicious client sends ``global + mean(deltas) - z * std(deltas)``,
+  statistics over the malicious clients' own honest deltas.
+
+Only floating-point tensors are poisoned; integer buffers pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+LABEL_ATTACKS = ("label-flip", "all-to-one")
+MODEL_ATTACKS = ("sign-flip", "scale", "gaussian", "lie")
+ATTACKS = ("none", *LABEL_ATTACKS, *MODEL_ATTACKS)
+
+State = Mapping[str, torch.Tensor]
+
+
+def poison_labels(y: torch.Tensor, num_classes: int, attack: str) -> torch.Tensor:
+    """Return poisoned labels (a new tensor) for a label attack, ``y`` itself otherwise."""
+    if attack == "label-flip":
+        return (y + 1) % num_classes
+    if attack == "all-to-one":
+        return torch.ones_like(y)
+    return y
+
+
+def poison_updates(
+    global_state: State,
+    states: Sequence[State],
+    attack: str,
+    *,
+    scale: float = 5.0,
+    sigma: float = 1.0,
+    z: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """Rewrite the malicious clients' states for a model attack (new dicts; inputs untouched)."""
+    if attack not in MODEL_ATTACKS or not states:
+        return [dict(s) for s in states]
+    out: list[dict[str, torch.Tensor]] = [dict(s) for s in states]
+    for key, ref in global_state.items():
+        if not ref.is_floating_point():
+            continue
+        base = ref.detach().to(torch.float64)
+        deltas = torch.stack([s[key].detach().to(torch.float64) - base for s in states])
+        if attack == "sign-flip":
+            poisoned = base - scale * deltas
+        elif attack == "scale":
+            poisoned = base + scale * deltas
+        elif attack == "gaussian":
+            noise = torch.randn(deltas.shape, generator=generator, dtype=torch.float64)
+            poisoned = base + sigma * noise
+        else:  # lie
+            std = deltas.std(0, unbiased=False) if len(states) > 1 else torch.zeros_like(base)
+            poisoned = (base + deltas.mean(0) - z * std).expand_as(deltas)
+        for i in range(len(states)):
+            out[i][key] = poisoned[i].to(ref.dtype)
+    return out

@@ -1,0 +1,190 @@
+"""pk-graph registrations and config dataclasses (stdlib and pk.core only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pk.core import hookimpl
+
+NODE, GRAPH = "node-classification", "graph-classification"
+BOTH = (NODE, GRAPH)
+
+
+# -- datasets --------------------------------------------------------------------------------
+@dataclass
+class CSBMConfig:
+    """Contextual SBM: ``num_nodes`` nodes in balanced classes, ``avg_degree`` mean degree, a
+    fraction ``homophily`` of edges inside a class; features ``feature_signal * mu[y] + N(0, I)``.
+    Split: ``train_per_class`` per class / ``num_valid`` / rest test."""
+
+    num_nodes: int = 600
+    num_classes: int = 3
+    num_features: int = 32
+    avg_degree: float = 6.0
+    homophily: float = 0.8
+    feature_signal: float = 1.0
+    train_per_class: int = 20
+    num_valid: int = 120
+
+
+@dataclass
+class PlanetoidConfig:
+    """PyG ``Planetoid`` (Cora, CiteSeer, PubMed) from ``<dataset_name>/raw/ind.*`` files.
+
+    ``source``: auto | file | download | synthetic ("auto" falls back to the CSBM default).
+    ``path``: the dataset folder (or its raw/); empty looks in the shared data dir and the cache.
+    ``split``: PyG's "public" (20 per class / 500 / 1000) or "full"."""
+
+    dataset_name: str = "Cora"
+    source: str = "auto"
+    path: str = ""
+    split: Literal["public", "full"] = "public"
+
+
+@dataclass
+class MotifGraphsConfig:
+    """Random trees + chords with a planted 5-node motif (house = class 1, star + 2 chords = class 0).
+    Split: stratified ``num_folds``-fold, test = ``fold``, valid = next fold."""
+
+    num_graphs: int = 200
+    min_nodes: int = 10
+    max_nodes: int = 20
+    num_features: int = 3
+    extra_edge_ratio: float = 0.2
+    num_folds: int = 10
+    fold: int = 0
+
+
+@dataclass
+class TUConfig:
+    """PyG ``TUDataset`` (MUTAG, PROTEINS_full, ENZYMES, any TU name) from ``<dataset_name>/raw/*.txt``.
+
+    Stratified ``num_folds``-fold CV: test = ``fold``, valid = fold + 1, train = the rest; folds
+    are fixed by ``split_seed`` (not the run seed). ``source``: auto | file | download | synthetic
+    ("auto" falls back to the motif-graph default)."""
+
+    dataset_name: str = "MUTAG"
+    source: str = "auto"
+    path: str = ""
+    use_node_attr: bool = False
+    num_folds: int = 10
+    fold: int = 0
+    split_seed: int = 0
+
+
+# -- models ------------------------------------------------------------------------------------
+@dataclass
+class GCNConfig:
+    """Kipf & Welling: 2 layers, 16 hidden, dropout 0.5 (node); graph task pools (mean/sum) + MLP."""
+
+    hidden: int = 16
+    layers: int = 2
+    dropout: float = 0.5
+    pool: Literal["mean", "sum"] = "mean"
+
+
+@dataclass
+class GATConfig:
+    """Velickovic et al.: 8 heads x 8 hidden (hidden = 64 total), dropout 0.6 on inputs and attention."""
+
+    hidden: int = 64
+    heads: int = 8
+    layers: int = 2
+    dropout: float = 0.6
+    pool: Literal["mean", "sum"] = "mean"
+
+
+@dataclass
+class SAGEConfig:
+    """GraphSAGE with mean aggregation."""
+
+    hidden: int = 64
+    layers: int = 2
+    dropout: float = 0.5
+    pool: Literal["mean", "sum"] = "mean"
+
+
+@dataclass
+class GINConfig:
+    """GIN (train_eps) with 2-layer MLPs and batch norm; sum pooling as in Xu et al."""
+
+    hidden: int = 64
+    layers: int = 4
+    dropout: float = 0.5
+    pool: Literal["mean", "sum"] = "sum"
+
+
+# -- trainers / evaluators ---------------------------------------------------------------------
+@dataclass
+class NodeTrainerConfig:
+    """Full-batch training; best-validation weights kept (accuracy, then loss).
+    ``sampler = "neighbor"`` (needs pyg-lib or torch-sparse) uses ``num_neighbors`` per hop."""
+
+    max_epochs: int = 200
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    optimizer: str = "adam"
+    patience: int = 0
+    sampler: Literal["full", "neighbor"] = "full"
+    num_neighbors: list[int] = field(default_factory=lambda: [10, 10])
+    batch_size: int = 512
+    eval_batch_size: int = 0
+
+
+@dataclass
+class GraphTrainerConfig:
+    """Shuffled mini-batches of graphs; best-validation weights kept."""
+
+    max_epochs: int = 100
+    batch_size: int = 32
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    patience: int = 0
+    eval_batch_size: int = 256
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+
+
+PAPERS = {
+    "gcn": {"title": "Semi-Supervised Classification with Graph Convolutional Networks", "year": 2017, "url": "https://arxiv.org/abs/1609.02907"},
+    "gat": {"title": "Graph Attention Networks", "year": 2018, "url": "https://arxiv.org/abs/1710.10903"},
+    "sage": {"title": "Inductive Representation Learning on Large Graphs", "year": 2017, "url": "https://arxiv.org/abs/1706.02216"},
+    "gin": {"title": "How Powerful are Graph Neural Networks?", "year": 2019, "url": "https://arxiv.org/abs/1810.00826"},
+}
+
+
+@hookimpl
+def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+    m = "pk_graph.data"
+    register("csbm", f"{m}:build_csbm", config=CSBMConfig, summary="Seeded contextual stochastic block model (synthetic node default)", tasks=(NODE,))
+    register("planetoid", f"{m}:build_planetoid", config=PlanetoidConfig, summary="Cora / CiteSeer / PubMed through PyG Planetoid (standard split)", tasks=(NODE,))
+    register("motif-graphs", f"{m}:build_motif_graphs", config=MotifGraphsConfig, summary="Seeded planted-motif graph classification (synthetic graph default)", tasks=(GRAPH,))
+    register("tu", f"{m}:build_tu", config=TUConfig, summary="TUDataset (MUTAG, PROTEINS_full, ENZYMES...) with stratified k-fold CV", tasks=(GRAPH,))
+
+
+@hookimpl
+def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+    m = "pk_graph.models"
+    register("gcn", f"{m}:build_gcn", config=GCNConfig, summary="GCN (PyG GCNConv); node logits or pooled graph logits", tasks=BOTH, paper=PAPERS["gcn"], tags=("baseline",))
+    register("gat", f"{m}:build_gat", config=GATConfig, summary="GAT (PyG GATConv), multi-head attention over neighbours", tasks=BOTH, paper=PAPERS["gat"], tags=("baseline",))
+    register("graphsage", f"{m}:build_sage", config=SAGEConfig, summary="GraphSAGE (PyG SAGEConv, mean aggregation)", tasks=BOTH, paper=PAPERS["sage"], tags=("baseline",))
+    register("gin", f"{m}:build_gin", config=GINConfig, summary="GIN (PyG GINConv) with sum pooling", tasks=BOTH, paper=PAPERS["gin"], tags=("baseline",))
+
+
+@hookimpl
+def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+    m = "pk_graph.trainers"
+    register("node-classification", f"{m}:NodeClassificationTrainer", config=NodeTrainerConfig, summary="Full-batch node classification (neighbour sampling with pyg-lib/torch-sparse)", tasks=(NODE,))
+    register("graph-classification", f"{m}:GraphClassificationTrainer", config=GraphTrainerConfig, summary="Mini-batch graph classification (PyG DataLoader)", tasks=(GRAPH,))
+
+
+@hookimpl
+def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
+    m = "pk_graph.trainers"
+    register("graph-accuracy", f"{m}:AccuracyEvaluator", config=EvalConfig, summary="Test accuracy (node or graph classification)", tasks=BOTH)
+    register("graph-macro-f1", f"{m}:MacroF1Evaluator", config=EvalConfig, summary="Test macro-F1 (node or graph classification)", tasks=BOTH)

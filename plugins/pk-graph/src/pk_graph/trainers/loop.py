@@ -1,0 +1,141 @@
+"""Epoch loops for node classification (full batch; neighbour sampling when pyg-lib or
+torch-sparse is installed) and graph classification (shuffled mini-batches of graphs).
+
+Both validate every epoch, keep the best-validation weights (accuracy, then lower loss),
+log through ``run.log``, checkpoint ``last`` every epoch and resume bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from pk.core.errors import ConfigError
+from pk.core.seed import capture_rng_state, restore_rng_state
+from pk.core.utils import make_optimizer, to_device
+from pk_graph.trainers.metrics import split_metrics
+
+
+def neighbor_sampling_available() -> bool:
+    """True when PyG's NeighborLoader can run (it needs pyg-lib or torch-sparse)."""
+    import torch_geometric.typing as pyg_typing
+
+    return bool(getattr(pyg_typing, "WITH_PYG_LIB", False) or getattr(pyg_typing, "WITH_TORCH_SPARSE", False))
+
+
+def train_node_epoch(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer) -> float:
+    """One full-batch step on ``batch`` (a PyG ``Data`` whose ``mask`` marks the training nodes)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = model.loss(batch)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+class _EpochTrainer:
+    """Shared loop; subclasses define :meth:`_train_batches`."""
+
+    resumable = True
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def _train_batches(self, data: Any, run: Any, generator: torch.Generator) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def fit(self, model: nn.Module, data: Any, run: Any) -> dict[str, float]:
+        cfg = self.config
+        opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+        shuffle = run.generator("shuffle")
+        start, step, bad = 0, 0, 0
+        best: dict[str, Any] = {"accuracy": -1.0, "loss": float("inf"), "epoch": -1, "state": None}
+        ckpt = run.latest_checkpoint()
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            shuffle.set_state(ckpt["shuffle"])
+            restore_rng_state(ckpt["rng"])
+            start, step, best, bad = ckpt["epoch"] + 1, ckpt["step"], ckpt["best"], ckpt["bad_epochs"]
+            run.echo(f"resumed at epoch {start}")
+        epoch = start - 1
+        for epoch in run.progress(range(start, cfg.max_epochs), total=cfg.max_epochs - start, description="epochs"):
+            model.train()
+            total, count = 0.0, 0
+            for batch in self._train_batches(data, run, shuffle):
+                batch = to_device(batch, run.device)
+                opt.zero_grad(set_to_none=True)
+                loss = model.loss(batch)
+                loss.backward()
+                opt.step()
+                step += 1
+                total += float(loss.detach())
+                count += 1
+            valid = split_metrics(model, data, "valid", cfg.eval_batch_size, run.device)
+            run.log(step, "train", loss=total / max(count, 1), epoch=epoch)
+            run.log(step, "valid", **valid)
+            if (valid["accuracy"], -valid["loss"]) > (best["accuracy"], -best["loss"]):
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = {"accuracy": valid["accuracy"], "loss": valid["loss"], "epoch": epoch, "state": state}
+                bad = 0
+            else:
+                bad += 1
+            run.save_checkpoint({
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "shuffle": shuffle.get_state(),
+                "rng": capture_rng_state(), "epoch": epoch, "step": step, "best": best, "bad_epochs": bad,
+            })
+            if cfg.patience > 0 and bad >= cfg.patience:
+                run.echo(f"early stop at epoch {epoch} (best epoch {best['epoch']})")
+                break
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        return {"best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"]), "epochs": float(epoch + 1), "steps": float(step)}
+
+    def evaluate(self, model: nn.Module, data: Any, split: str, run: Any) -> dict[str, float]:
+        return split_metrics(model, data, split, self.config.eval_batch_size, run.device)
+
+
+class NodeClassificationTrainer(_EpochTrainer):
+    """Full-batch node classification (one step per epoch on the training mask).
+
+    ``sampler = "neighbor"`` trains on PyG ``NeighborLoader`` mini-batches instead; it needs
+    pyg-lib or torch-sparse and raises a ConfigError saying so otherwise.
+    """
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        if config.sampler not in ("full", "neighbor"):
+            raise ConfigError(f"trainer.sampler must be \"full\" or \"neighbor\", got {config.sampler!r}")
+        if config.sampler == "neighbor" and not neighbor_sampling_available():
+            raise ConfigError(
+                "trainer.sampler=\"neighbor\" needs pyg-lib or torch-sparse (PyG's NeighborLoader), which are not "
+                "installed; install one from https://data.pyg.org/whl/ or use trainer.sampler=\"full\""
+            )
+
+    def _train_batches(self, data: Any, run: Any, generator: torch.Generator) -> Iterable[Any]:
+        if self.config.sampler == "full":
+            yield from data.loader("train", 0)
+            return
+        from torch_geometric.loader import NeighborLoader
+
+        full = data.batch("train")
+        loader = NeighborLoader(
+            full, num_neighbors=list(self.config.num_neighbors), batch_size=self.config.batch_size,
+            input_nodes=full.mask, shuffle=True, generator=generator,
+        )
+        for sub in loader:
+            # only the seed nodes (the first batch_size rows) carry the loss
+            seed = torch.zeros(sub.num_nodes, dtype=torch.bool)
+            seed[: sub.batch_size] = True
+            sub.mask = seed
+            yield sub
+
+
+class GraphClassificationTrainer(_EpochTrainer):
+    """Mini-batches of whole graphs (PyG ``DataLoader``), shuffled with ``run.generator("shuffle")``."""
+
+    def _train_batches(self, data: Any, run: Any, generator: torch.Generator) -> Iterable[Any]:
+        yield from data.loader("train", self.config.batch_size, shuffle=True, generator=generator)

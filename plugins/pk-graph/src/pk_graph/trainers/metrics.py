@@ -1,0 +1,64 @@
+"""Accuracy / macro-F1 on a split, and the evaluators (node or graph batches alike)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from pk.core.utils import macro_f1, to_device
+from pk_graph.models.gnn import graph_targets
+
+
+@torch.no_grad()
+def split_predictions(model: Any, data: Any, split: str, batch_size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits [n, C], labels [n])`` over a split's nodes (masked) or graphs (all batches)."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for batch in data.loader(split, batch_size):
+        batch = to_device(batch, device)
+        out = model.predict(batch)
+        if getattr(batch, "batch", None) is None and getattr(batch, "mask", None) is not None:
+            out = out[batch.mask]
+        logits.append(out.float().cpu())
+        labels.append(graph_targets(batch).cpu())
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def split_metrics(model: Any, data: Any, split: str, batch_size: int = 256, device: str = "cpu") -> dict[str, float]:
+    """``accuracy``, ``macro_f1`` (pk.core.utils) and mean cross-entropy ``loss`` on ``split``."""
+    logits, y = split_predictions(model, data, split, batch_size, device)
+    pred = logits.argmax(-1)
+    num_classes = getattr(data.info, "num_classes", None)
+    return {
+        "accuracy": float((pred == y).float().mean()),
+        "macro_f1": macro_f1(pred, y, num_classes),
+        "loss": float(nn.functional.cross_entropy(logits, y)),
+    }
+
+
+class AccuracyEvaluator:
+    """Test-split accuracy of a node or graph classifier."""
+
+    metrics = {"accuracy": (0.0, 1.0, True)}
+
+    def __init__(self, config: Any = None) -> None:
+        self.batch_size = getattr(config, "batch_size", 256)
+
+    def evaluate(self, model: Any, data: Any, run: Any) -> dict[str, float]:
+        return {"accuracy": split_metrics(model, data, "test", self.batch_size, run.device)["accuracy"]}
+
+
+class MacroF1Evaluator:
+    """Test-split macro-F1 (unweighted mean of per-class F1) of a node or graph classifier."""
+
+    metrics = {"macro_f1": (0.0, 1.0, True)}
+
+    def __init__(self, config: Any = None) -> None:
+        self.batch_size = getattr(config, "batch_size", 256)
+
+    def evaluate(self, model: Any, data: Any, run: Any) -> dict[str, float]:
+        return {"macro_f1": split_metrics(model, data, "test", self.batch_size, run.device)["macro_f1"]}

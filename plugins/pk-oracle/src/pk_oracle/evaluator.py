@@ -1,0 +1,346 @@
+"""The ``fmr`` and ``pgd`` evaluators.
+
+Setup trains the oracle zoo and the generator on the bundle's train split (cached in
+``pk cache/oracle/<key>.pkl``, keyed by the data fingerprint, the run seed and the settings),
+checks every oracle against the clean test labels, then runs the latent search (FMR) and
+fixed-eps PGD on the test split. Artifacts: ``fmr.json`` (all metrics, per class, oracle
+names), ``fmr_grid.png`` (original/perturbed pairs), ``fmr_generated.pt`` (x*, y, valid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pk.core.contracts import RunHandle
+from pk.core.errors import ConfigError
+from pk.core.io import atomic_write_bytes, atomic_write_json, save_tensors
+from pk.core.paths import cache_dir
+from pk.core.seed import derive_seed
+from pk_oracle.generators import AutoencoderGenerator, Generator, PCAGenerator, PixelGenerator, TorchScriptGenerator
+from pk_oracle.oracles import (
+    SKLEARN_FAMILIES,
+    OracleZoo,
+    SklearnOracle,
+    TorchOracle,
+    load_clip_oracle,
+    make_sklearn_estimator,
+)
+from pk_oracle.search import fmr_metrics, latent_search, pgd_linf, predict_labels
+
+UNIT = (0.0, 1.0)
+
+
+# -- data helpers ------------------------------------------------------------------------
+def gather(data: Any, split: str, batch_size: int = 1024, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ``x`` (as stored, e.g. [N, C, H, W]) and ``y [N]`` of a split, in loader order."""
+    xs, ys = [], []
+    for batch in data.loader(split, batch_size):
+        xs.append(batch["x"].float().cpu())
+        ys.append(batch["y"].long().cpu())
+    if not xs:
+        raise ConfigError(f"split {split!r} is empty; the fmr evaluator needs train and test examples")
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x[:limit], y[:limit]) if limit > 0 else (x, y)
+
+
+def data_bounds(x_train: torch.Tensor) -> tuple[float | None, float | None]:
+    """[0, 1] for image-like data already in [0, 1]; unbounded otherwise."""
+    if float(x_train.min()) >= 0.0 and float(x_train.max()) <= 1.0:
+        return UNIT
+    return None, None
+
+
+def make_logits_fn(model: nn.Module, input_shape: Sequence[int]) -> Any:
+    """Flat ``[n, D]`` -> the model's logits ``[n, C]`` (reshaped to ``input_shape``)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+
+    def logits_fn(x_flat: torch.Tensor) -> torch.Tensor:
+        x = x_flat.reshape(x_flat.shape[0], *input_shape).to(device)
+        return model.predict({"x": x}).float().cpu()
+
+    return logits_fn
+
+
+def _train_torch_oracle(module: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    module.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(64):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(module.predict({"x": x[idx]}), y[idx]).backward()
+            opt.step()
+    return module.eval()
+
+
+# -- setup: zoo and generator ------------------------------------------------------------
+class Assets:
+    """The fitted zoo members and generator for one (data, seed, settings) key."""
+
+    def __init__(self, oracles: list[Any], generator: Generator | None) -> None:
+        self.oracles = oracles
+        self.generator = generator
+
+
+def _cache_key(parts: Sequence[Any]) -> str:
+    return hashlib.sha256(repr(tuple(parts)).encode()).hexdigest()[:20]
+
+
+def build_oracles(
+    names: Sequence[str], x_train: torch.Tensor, y_train: torch.Tensor, info: Any, seed: int, *,
+    model_epochs: int, clip_path: str, run: RunHandle | None,
+) -> list[Any]:
+    """Fit each named oracle on the train split (flat features for sklearn families)."""
+    num_classes = int(info.num_classes or int(y_train.max()) + 1)
+    image_shape = (info.extra or {}).get("image_shape") or list(x_train.shape[1:])
+    flat = x_train.reshape(len(x_train), -1)
+    oracles: list[Any] = []
+    for name in names:
+        if name in SKLEARN_FAMILIES:
+            est = make_sklearn_estimator(name, derive_seed(seed, "fmr-oracle", name))
+            est.fit(flat.double().numpy(), y_train.numpy())
+            oracles.append(SklearnOracle(name, est, num_classes))
+        elif name.startswith("model:"):
+            from pk.core.plugins import get_registry
+
+            reg = get_registry().get("model", name.split(":", 1)[1])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed, "fmr-oracle", name))
+                module = reg.load()(reg.config() if reg.config else None, info)
+            module = _train_torch_oracle(module, x_train, y_train, model_epochs, derive_seed(seed, "fmr-oracle-data", name))
+            oracles.append(TorchOracle(name, module, num_classes, image_shape))
+        elif name == "clip":
+            oracle = load_clip_oracle(clip_path, num_classes, image_shape)
+            if oracle is None:
+                if run is not None:
+                    run.echo("oracle 'clip' skipped: no local CLIP weights (set evaluator.clip_path or PK_CLIP_PATH)")
+                continue
+            oracles.append(oracle)
+        else:
+            raise ConfigError(
+                f"unknown oracle {name!r} in evaluator.oracles; use {', '.join(SKLEARN_FAMILIES)}, 'clip' or 'model:<registered model>'"
+            )
+    if not oracles:
+        raise ConfigError("no usable oracle in evaluator.oracles (clip without weights is skipped); add e.g. \"svc\"")
+    return oracles
+
+
+def build_generator(cfg: Any, x_train: torch.Tensor, image_shape: Sequence[int], bounds: tuple[Any, Any], seed: int) -> Generator:
+    lo, hi = bounds
+    flat = x_train.reshape(len(x_train), -1)
+    if cfg.generator == "pixel":
+        return PixelGenerator(lo, hi)
+    if cfg.generator == "pca":
+        return PCAGenerator(cfg.latent_dim, lo, hi).fit(flat)
+    if cfg.generator == "autoencoder":
+        return AutoencoderGenerator(cfg.latent_dim, lo, hi).fit(flat, epochs=cfg.ae_epochs, seed=derive_seed(seed, "fmr-generator"))
+    if cfg.generator == "torchscript":
+        return TorchScriptGenerator(cfg.generator_path, image_shape, lo, hi)
+    raise ConfigError(f"unknown evaluator.generator {cfg.generator!r}; use pca, autoencoder, pixel or torchscript")
+
+
+def load_or_build_assets(cfg: Any, data: Any, run: RunHandle, x_train: torch.Tensor, y_train: torch.Tensor, *, with_generator: bool) -> Assets:
+    """Fit (or load from the cache) the picklable oracles and the generator. CLIP and
+    TorchScript parts are never cached (they load from the user's local files)."""
+    image_shape = (data.info.extra or {}).get("image_shape") or list(x_train.shape[1:])
+    bounds = data_bounds(x_train)
+    cacheable = [o for o in cfg.oracles if o != "clip"]
+    gen_key = (cfg.generator, cfg.latent_dim, cfg.ae_epochs) if with_generator else None
+    key = _cache_key((data.fingerprint(), run.seed, tuple(cacheable), cfg.model_oracle_epochs, gen_key, bounds, "v1"))
+    path = Path(cache_dir()) / "oracle" / f"{key}.pkl"
+    cached: Assets | None = None
+    if getattr(cfg, "cache", False) and path.is_file():
+        try:
+            with open(path, "rb") as fh:
+                cached = pickle.load(fh)  # our own cache file, written below
+        except Exception:  # noqa: BLE001 - a stale or corrupt cache is rebuilt
+            cached = None
+    if cached is None:
+        oracles = build_oracles(cacheable, x_train, y_train, data.info, run.seed, model_epochs=cfg.model_oracle_epochs,
+                                clip_path="", run=run) if cacheable else []
+        generator = None
+        if with_generator and cfg.generator != "torchscript":
+            generator = build_generator(cfg, x_train, image_shape, bounds, run.seed)
+        cached = Assets(oracles, generator)
+        if getattr(cfg, "cache", False):
+            buf = io.BytesIO()
+            pickle.dump(cached, buf)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, buf.getvalue())
+    oracles = list(cached.oracles)
+    if "clip" in cfg.oracles:
+        clip = load_clip_oracle(cfg.clip_path, int(data.info.num_classes or int(y_train.max()) + 1), image_shape)
+        if clip is None:
+            run.echo("oracle 'clip' skipped: no local CLIP weights (set evaluator.clip_path or PK_CLIP_PATH)")
+        else:
+            oracles.append(clip)
+    if not oracles:
+        raise ConfigError("no usable oracle in evaluator.oracles (clip without weights is skipped); add e.g. \"svc\"")
+    generator = cached.generator
+    if with_generator and cfg.generator == "torchscript":
+        generator = build_generator(cfg, x_train, image_shape, bounds, run.seed)
+    return Assets(oracles, generator)
+
+
+def check_oracles(zoo: OracleZoo, x_test: torch.Tensor, y_test: torch.Tensor, min_accuracy: float, allow_weak: bool,
+                  run: RunHandle) -> dict[str, float]:
+    """Each oracle's clean test accuracy; a zoo member below ``min_accuracy`` is refused
+    (ConfigError) unless ``allow_weak``, in which case it is reported loudly and counted."""
+    flat = x_test.reshape(len(x_test), -1)
+    proba = zoo.probabilities(flat)
+    out: dict[str, float] = {}
+    weak = []
+    for name, p in zip(zoo.names, proba):
+        acc = float((p.argmax(-1) == y_test).float().mean())
+        out[f"oracle_acc.{name}"] = acc
+        if acc < min_accuracy:
+            weak.append(f"{name} ({acc:.1%})")
+    out["weak_oracles"] = float(len(weak))
+    if weak:
+        msg = (f"oracle zoo disagrees with the clean test labels: {', '.join(weak)} below "
+               f"evaluator.min_oracle_accuracy = {min_accuracy}")
+        if not allow_weak:
+            raise ConfigError(msg + "; check the labels or the oracles, or set evaluator.allow_weak_oracles = true")
+        run.echo("WARNING: " + msg + " (used anyway: allow_weak_oracles = true)")
+    return out
+
+
+# -- evaluators --------------------------------------------------------------------------
+_PGD_METRICS = {
+    "pgd_accuracy": (0.0, 1.0, True),
+    "pgd_oracle_agree": (0.0, 1.0, True),
+    "pgd_oracle_rejected": (0.0, 1.0, False),
+    "pgd_accuracy_accepted": (0.0, 1.0, True),
+}
+
+
+def _pgd_block(logits_fn: Any, zoo: OracleZoo | None, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
+               step_size: float, bounds: tuple[Any, Any], batch_size: int) -> dict[str, float]:
+    adv = pgd_linf(logits_fn, x, y, eps=eps, steps=steps, step_size=step_size, lo=bounds[0], hi=bounds[1], batch_size=batch_size)
+    correct = predict_labels(logits_fn, adv) == y
+    out = {"pgd_accuracy": float(correct.float().mean())}
+    if zoo is not None:
+        accepted = torch.cat([zoo.accept(a, b) for a, b in zip(adv.split(batch_size), y.split(batch_size))])
+        out["pgd_oracle_agree"] = float(accepted.float().mean())
+        out["pgd_oracle_rejected"] = 1.0 - out["pgd_oracle_agree"]
+        out["pgd_accuracy_accepted"] = float(correct[accepted].float().mean()) if int(accepted.sum()) else 0.0
+    return out
+
+
+class FMREvaluator:
+    """SA, PA, FMR = PA/SA and the oracle acceptance rate, overall and per class
+    (``class<k>.sa|pa|fmr|oracle_valid``), plus PGD-Linf accuracy and the share of PGD images
+    the zoo rejects. FMR is >= 0 and **not bounded by 1** (reconstruction can help)."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.metrics: dict[str, tuple[float, float, bool]] = {
+            "sa": (0.0, 1.0, True),
+            "sa_valid": (0.0, 1.0, True),
+            "pa": (0.0, 1.0, True),
+            "fmr": (0.0, math.inf, True),
+            "fmr_valid": (0.0, math.inf, True),
+            "oracle_valid": (0.0, 1.0, True),
+            "oracle_clean_accept": (0.0, 1.0, True),
+            "mean_steps": (0.0, float(max(config.budget, 0)), False),
+            "mean_l2": (0.0, math.inf, False),
+            "mean_linf": (0.0, math.inf, False),
+            "weak_oracles": (0.0, math.inf, False),
+            **(_PGD_METRICS if config.pgd_eps > 0 else {}),
+        }
+
+    def evaluate(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
+        cfg = self.config
+        x_train, y_train = gather(data, "train")
+        x_test, y_test = gather(data, "test", limit=cfg.max_test)
+        input_shape = list(x_test.shape[1:])
+        bounds = data_bounds(x_train)
+        num_classes = int(data.info.num_classes or int(y_train.max()) + 1)
+        assets = load_or_build_assets(cfg, data, run, x_train, y_train, with_generator=True)
+        zoo = OracleZoo(assets.oracles, rule=cfg.rule, tau=cfg.tau)
+        metrics = check_oracles(zoo, x_test, y_test, cfg.min_oracle_accuracy, cfg.allow_weak_oracles, run)
+        flat = x_test.reshape(len(x_test), -1)
+        metrics["oracle_clean_accept"] = float(zoo.accept(flat, y_test).float().mean())
+        was_training = model.training
+        model.eval()
+        try:
+            logits_fn = make_logits_fn(model, input_shape)
+            clean_pred = predict_labels(logits_fn, flat)
+            assert assets.generator is not None
+            result = latent_search(logits_fn, assets.generator, zoo, flat, y_test, step_size=cfg.step_size,
+                                   budget=cfg.budget, batch_size=cfg.batch_size)
+            metrics.update(fmr_metrics(y_test, clean_pred, flat, result, num_classes, per_class=cfg.per_class))
+            if cfg.pgd_eps > 0:
+                metrics.update(_pgd_block(logits_fn, zoo, flat, y_test, eps=cfg.pgd_eps, steps=cfg.pgd_steps,
+                                          step_size=cfg.pgd_step_size, bounds=bounds, batch_size=cfg.batch_size))
+            if cfg.grid_images > 0:
+                from pk_oracle.grid import write_grid
+
+                star_pred = predict_labels(logits_fn, result.x_star)
+                oracle_pred = zoo.probabilities(result.x_star).argmax(-1)
+                image_shape = (data.info.extra or {}).get("image_shape") or input_shape
+                write_grid(run.artifact_path("fmr_grid.png"), flat, result, y_test, clean_pred, star_pred, oracle_pred,
+                           zoo.names, image_shape, cfg.grid_images)
+        finally:
+            model.train(was_training)
+        for key in metrics:
+            if key.startswith(("class", "oracle_acc.")):
+                self.metrics[key] = (0.0, math.inf if key.endswith(".fmr") else 1.0, True)
+        atomic_write_json(run.artifact_path("fmr.json"), {"metrics": metrics, "oracles": zoo.names,
+                                                          "generator": cfg.generator, "budget": cfg.budget})
+        save_tensors(run.artifact_path("fmr_generated.pt"), {"x_star": result.x_star, "y": y_test, "valid": result.valid})
+        return metrics
+
+
+class PGDEvaluator:
+    """Clean and fixed-eps PGD-Linf accuracy; with oracles, the share of PGD images the zoo
+    still labels with the original class and the accuracy on those accepted images."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.metrics: dict[str, tuple[float, float, bool]] = {"clean_accuracy": (0.0, 1.0, True), "weak_oracles": (0.0, math.inf, False)}
+        self.metrics.update(_PGD_METRICS if config.oracles else {"pgd_accuracy": _PGD_METRICS["pgd_accuracy"]})
+
+    def evaluate(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
+        cfg = self.config
+        x_train, y_train = gather(data, "train")
+        x_test, y_test = gather(data, "test", limit=cfg.max_test)
+        flat = x_test.reshape(len(x_test), -1)
+        metrics: dict[str, float] = {"weak_oracles": 0.0}
+        zoo = None
+        if cfg.oracles:
+            shim = _ZooOnly(cfg)
+            assets = load_or_build_assets(shim, data, run, x_train, y_train, with_generator=False)
+            zoo = OracleZoo(assets.oracles, rule=cfg.rule, tau=cfg.tau)
+            metrics.update(check_oracles(zoo, x_test, y_test, 0.0, True, run))
+        was_training = model.training
+        model.eval()
+        try:
+            logits_fn = make_logits_fn(model, list(x_test.shape[1:]))
+            metrics["clean_accuracy"] = float((predict_labels(logits_fn, flat) == y_test).float().mean())
+            metrics.update(_pgd_block(logits_fn, zoo, flat, y_test, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
+                                      bounds=data_bounds(x_train), batch_size=cfg.batch_size))
+        finally:
+            model.train(was_training)
+        for key in metrics:
+            if key.startswith("oracle_acc."):
+                self.metrics[key] = (0.0, 1.0, True)
+        return metrics
+
+
+class _ZooOnly:
+    """Adapts a PGDConfig to the fields ``load_or_build_assets`` reads."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.oracles, self.cache, self.clip_path = list(cfg.oracles), cfg.cache, ""
+        self.model_oracle_epochs, self.generator, self.latent_dim, self.ae_epochs = 20, "none", 0, 0
+
