@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
 
 import click
 
@@ -79,27 +78,24 @@ class LazyGroup(click.Group):
                 formatter.write_dl([(name, f"(from {dist}; pk {name} --help)") for name, (_, dist) in sorted(extra.items())])
 
 
-def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
-    if not value or ctx.resilient_parsing:
-        return
+def _print_version(verbose: bool) -> None:
     from pk.core import __version__
 
     click.echo(f"pk-core {__version__}")
-    if ctx.params.get("verbose"):
+    if verbose:
         from pk.core.plugins import get_registry
 
         for info in get_registry().plugins:
             state = f"  FAILED: {info.error}" if info.error else ""
             click.echo(f"  {info.distribution}=={info.version} ({info.module}){state}")
-    ctx.exit(0)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, is_eager=True, help="With --version: list plugins.")
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Show the version and exit.")
+@click.group(cls=LazyGroup, invoke_without_command=True, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="With --version: list plugins.")
+@click.option("--version", is_flag=True, help="Show the version and exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, version: bool, debug: bool) -> None:
     """pk: recent ML methods as plugins under one command line.
 
     \b
@@ -110,6 +106,11 @@ def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug or bool(os.environ.get("PK_DEBUG"))
+    if version:
+        _print_version(verbose)
+        ctx.exit(0)
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("missing command; see pk --help")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,8 @@ plugin is then reported as failed and everything it registered is rolled back.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pk.core import hookspec
 

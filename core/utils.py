@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+
 def to_device(batch: Any, device: str) -> Any:
     """Move a tensor, or a dict of tensors (other values kept), to ``device``."""
     if isinstance(batch, Mapping):

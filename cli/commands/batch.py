@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-
 from pk.cli.output import print_json, print_table
 
 
@@ -23,7 +22,7 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, out
     """Run RECIPE (a batch .toml file, or PLUGIN:RECIPE such as pk-seqrec:quick)."""
     from pathlib import Path
 
-    from pk.core.batch import batch_dir_for, comparison_row, load_batch, quick_recipes, resolve_recipe
+    from pk.core.batch import batch_dir_for, load_batch, quick_recipes, resolve_recipe
     from pk.core.errors import UsageError
     from pk.core.plugins import get_registry
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from pk.cli.output import print_json
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import click
-
 from pk.cli.output import print_json
 
 

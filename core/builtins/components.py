@@ -8,12 +8,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
-
 from pk.core.base import TensorBundle
 from pk.core.contracts import DatasetInfo, RunHandle
 from pk.core.seed import capture_rng_state, derive_seed, restore_rng_state
 from pk.core.utils import check_updates, classification_metrics, make_optimizer, to_device
+from torch import nn
 
 
 # -- data ------------------------------------------------------------------------------

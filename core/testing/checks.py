@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from pk.core.config import dumps_toml, load_toml, resolve
 from pk.core.registry import Registration
 from pk.core.testing import strategies as pks
@@ -80,7 +79,6 @@ def _stack(case: Case, need: tuple[str, ...]) -> dict[str, Registration]:
 
 def _build_data_model(parts: dict[str, Registration], seed: int = 0) -> tuple[Any, Any]:
     import torch
-
     from pk.core.runner import Components
 
     torch.set_num_threads(1)
@@ -305,9 +303,9 @@ def trainer_resume_is_exact(case: Case) -> None:
         finally:
             Run.save_checkpoint = original  # type: ignore[method-assign]
         cut_dir = next(Path(tmp, "cut").iterdir())
+        from pk.core.console import Reporter
         from pk.core.plugins import get_registry
         from pk.core.runner import prepare_resume, train
-        from pk.core.console import Reporter
 
         resolved = prepare_resume(cut_dir, get_registry())
         _, resumed = train(resolved, run_dir=cut_dir, resume=True, reporter=Reporter("quiet"))
@@ -378,11 +376,17 @@ def aggregator_weight_scale_invariant(case: Case) -> None:
 def aggregator_rejects_empty(case: Case) -> None:
     agg = _aggregator(case)
     glob = pks.model_state(0)
-    with pytest.raises(ValueError):
-        agg.aggregate(glob, [])
+    _expect_value_error(lambda: agg.aggregate(glob, []), "an empty round must raise ValueError")
     if getattr(agg, "weighted", True):
-        with pytest.raises(ValueError):
-            agg.aggregate(glob, [(pks.model_state(1), 0.0, {})])
+        _expect_value_error(lambda: agg.aggregate(glob, [(pks.model_state(1), 0.0, {})]), "zero total weight must raise ValueError")
+
+
+def _expect_value_error(fn: Any, message: str) -> None:
+    try:
+        fn()
+    except ValueError:
+        return
+    raise AssertionError(message)
 
 
 def aggregator_does_not_mutate(case: Case) -> None:

@@ -109,6 +109,7 @@ class FedSimConfig:
     eval_split: str = "test"
     eval_every: int = 1
     eval_batch_size: int = 1000
+    checkpoint_every: int = 1
     plot: bool = True
 
 

@@ -41,6 +41,12 @@ def make_sklearn_estimator(family: str, seed: int) -> Any:
 
     rs = seed % (2**31)
     if family == "svc":
+        from sklearn import __version__ as sk_version
+
+        if tuple(int(v) for v in sk_version.split(".")[:2]) >= (1, 9):  # SVC(probability=True) is deprecated
+            from sklearn.calibration import CalibratedClassifierCV
+
+            return CalibratedClassifierCV(SVC(C=10.0, gamma="scale", random_state=rs), ensemble=False)
         return SVC(C=10.0, gamma="scale", probability=True, random_state=rs)
     if family == "knn":
         return KNeighborsClassifier(n_neighbors=3)

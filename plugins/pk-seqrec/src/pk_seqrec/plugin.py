@@ -22,15 +22,15 @@ TASKS = ("next-item",)
 @dataclass
 class SyntheticSeqConfig:
     """Seeded users whose items follow a latent Markov chain over item clusters, with
-    Zipf popularity inside each cluster. ``stay`` is the probability of following the
+    Zipf popularity inside each cluster. ``follow`` is the probability of following the
     cluster chain's fixed successor (the sequential signal Pop cannot use)."""
 
     num_users: int = 400
-    num_items: int = 200
-    num_clusters: int = 10
+    num_items: int = 300
+    num_clusters: int = 20
     min_len: int = 8
     max_seq_len: int = 30
-    follow: float = 0.8
+    follow: float = 0.9
     zipf: float = 1.1
     max_len: int = 20
     train_windows: Literal["all", "last"] = "all"
@@ -140,7 +140,8 @@ class PopConfig:
 class NextItemTrainerConfig:
     """Mini-batch next-item training; validation every ``eval_every`` epochs on full
     ranking; early stopping after ``patience`` evaluations without a better ``metric``;
-    the best-validation weights are restored. ``exclude_history`` selects the ICLRec
+    the best-validation weights are restored. ``length_buckets`` > 0 batches training
+    examples of similar length together (needs a pk-seqrec bundle). ``exclude_history`` selects the ICLRec
     convention (history items removed from the ranking) instead of RecBole's."""
 
     max_epochs: int = 50
@@ -150,6 +151,7 @@ class NextItemTrainerConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     grad_clip: float = 0.0
+    length_buckets: int = 0
     patience: int = 10
     eval_every: int = 1
     metric: str = "ndcg@10"

@@ -200,7 +200,7 @@ def synthetic_images(
     examples are template + Gaussian noise, clamped to [0, 1]. Returns ``(x float32 [N, C, H, W], y int64 [N])``."""
     g = torch.Generator().manual_seed(derive_seed(seed, name, "synthetic"))
     c, h, w = image_shape
-    coarse = torch.rand(num_classes, c, max(2, h // 4), max(2, w // 4), generator=g)
+    coarse = torch.rand(num_classes, c, max(2, h // 2), max(2, w // 2), generator=g)
     templates = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
     y = torch.arange(num_samples) % num_classes
     y = y[torch.randperm(num_samples, generator=g)]
@@ -228,13 +228,13 @@ def build_mnist(config: Any, *, root: Any = None, seed: int = 0) -> TensorBundle
     )
     if folder is None:
         x, y = synthetic_images(config.synthetic_samples, (1, 28, 28), 10, 0.25, seed, "mnist")
-        source = "synthetic"
-    else:
-        images, y = load_mnist_idx(folder, config.split_prefix)
-        x, source = images.unsqueeze(1).float() / 255.0, str(folder)
+        n = config.synthetic_samples
+        return _bundle(x, y, name="mnist", seed=seed, num_classes=10, num_valid=n // 10, num_test=n // 5,
+                       source="synthetic", params=vars(config))
+    images, y = load_mnist_idx(folder, config.split_prefix)
     return _bundle(
-        x, y, name="mnist", seed=seed, num_classes=10, num_valid=config.num_valid, num_test=config.num_test,
-        source=source, params=vars(config),
+        images.unsqueeze(1).float() / 255.0, y, name="mnist", seed=seed, num_classes=10, num_valid=config.num_valid,
+        num_test=config.num_test, source=str(folder), params=vars(config),
     )
 
 
@@ -243,14 +243,14 @@ def build_sklearn_digits(config: Any, *, root: Any = None, seed: int = 0) -> Ten
     found = locate("sklearn-digits", source=config.source, path=config.path, shared_folder="sklearn_digits", required=("digits.csv.gz",) if not config.path else ())
     if found is None:
         x, y = synthetic_images(config.synthetic_samples, (1, 8, 8), 10, 0.25, seed, "sklearn-digits")
-        source = "synthetic"
-    else:
-        csv = found / "digits.csv.gz" if found.is_dir() else found
-        images, y = load_digits_csv(csv)
-        x, source = images.unsqueeze(1) / 16.0, str(csv)
+        n = config.synthetic_samples
+        return _bundle(x, y, name="sklearn-digits", seed=seed, num_classes=10, num_valid=n // 10, num_test=n // 5,
+                       source="synthetic", params=vars(config))
+    csv = found / "digits.csv.gz" if found.is_dir() else found
+    images, y = load_digits_csv(csv)
     return _bundle(
-        x, y, name="sklearn-digits", seed=seed, num_classes=10, num_valid=config.num_valid, num_test=config.num_test,
-        source=source, params=vars(config),
+        images.unsqueeze(1) / 16.0, y, name="sklearn-digits", seed=seed, num_classes=10, num_valid=config.num_valid,
+        num_test=config.num_test, source=str(csv), params=vars(config),
     )
 
 

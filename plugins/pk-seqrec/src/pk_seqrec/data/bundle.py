@@ -16,7 +16,7 @@ Batch format (a dict of tensors; ``B`` batch, ``L`` = ``info.max_len``):
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,28 @@ class SeqBundle(TensorBundle):
     user_ids: list[Hashable] = field(default_factory=list)
     item_ids: list[Hashable] = field(default_factory=list)
 
+    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, generator: Any = None,
+               length_buckets: int = 0) -> Iterator[dict[str, Any]]:
+        """Batches of ``split`` with the all-padding leading columns of ``seq``/``targets``
+        cut off (models are invariant to that). ``length_buckets`` > 0 (with ``shuffle``)
+        sorts each run of ``length_buckets * batch_size`` shuffled examples by length before
+        cutting it into batches, then shuffles the batch order: far less padding on skewed
+        length distributions. All randomness comes from ``generator``."""
+        if not (shuffle and length_buckets > 0):
+            for batch in super().loader(split, batch_size, shuffle=shuffle, generator=generator):
+                yield _trim(batch)
+            return
+        t = self.tensors[split]
+        order = torch.randperm(self.size(split), generator=generator)
+        chunk = batch_size * length_buckets
+        batches = []
+        for start in range(0, len(order), chunk):
+            idx = order[start : start + chunk]
+            idx = idx[torch.argsort(t["len"][idx], stable=True)]
+            batches += list(idx.split(batch_size))
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield _trim({k: v[batches[b]] for k, v in t.items()})
+
     def split_keys(self, split: str) -> list[tuple[int, int]]:
         """``(user, target index)`` per example: disjoint across splits when no target
         position is both trained on and evaluated."""
@@ -54,6 +76,18 @@ class SeqBundle(TensorBundle):
             counts.index_add_(0, part, torch.ones(part.numel()))
         counts[0] = 0
         return counts
+
+
+def _trim(batch: dict[str, Any]) -> dict[str, Any]:
+    """Drop leading columns that are padding in every row of ``seq`` (left padding)."""
+    seq = batch["seq"]
+    width = max(int(batch["len"].max()), 1) if seq.shape[0] else seq.shape[1]
+    if width < seq.shape[1]:
+        batch = dict(batch)
+        for key in ("seq", "targets"):
+            if key in batch:
+                batch[key] = batch[key][:, -width:]
+    return batch
 
 
 def _left_pad(rows: Sequence[Sequence[int]], width: int, dtype: torch.dtype = torch.long) -> torch.Tensor:

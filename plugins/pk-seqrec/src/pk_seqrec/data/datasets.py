@@ -34,8 +34,8 @@ def _params(config: Any) -> dict[str, Any]:
 
 # -- synthetic ---------------------------------------------------------------------------
 def synthetic_sequences(
-    seed: int, *, num_users: int = 400, num_items: int = 200, num_clusters: int = 10, min_len: int = 8,
-    max_seq_len: int = 30, follow: float = 0.8, zipf: float = 1.1,
+    seed: int, *, num_users: int = 400, num_items: int = 300, num_clusters: int = 20, min_len: int = 8,
+    max_seq_len: int = 30, follow: float = 0.9, zipf: float = 1.1,
 ) -> list[list[int]]:
     """Users walk a latent Markov chain over item clusters: with probability ``follow`` the
     next cluster is the current one's fixed successor, else a uniform cluster. Items are
@@ -64,13 +64,15 @@ def synthetic_sequences(
 
 def build_synthetic_seq(config: Any, *, root: Any = None, seed: int = 0) -> SeqBundle:
     """The embedded default (leave-one-out over synthetic users)."""
-    p = _params(config)
+    from pk_seqrec.plugin import SyntheticSeqConfig
+
+    p = {**asdict(SyntheticSeqConfig()), **_params(config)}
     seqs = synthetic_sequences(
-        seed, num_users=p.get("num_users", 400), num_items=p.get("num_items", 200), num_clusters=p.get("num_clusters", 10),
-        min_len=p.get("min_len", 8), max_seq_len=p.get("max_seq_len", 30), follow=p.get("follow", 0.8), zipf=p.get("zipf", 1.1),
+        seed, num_users=p["num_users"], num_items=p["num_items"], num_clusters=p["num_clusters"],
+        min_len=p["min_len"], max_seq_len=p["max_seq_len"], follow=p["follow"], zipf=p["zipf"],
     )
     return bundle_from_sequences(
-        seqs, p.get("num_items", 200), p.get("max_len", 20), train_windows=p.get("train_windows", "all"),
+        seqs, p["num_items"], p["max_len"], train_windows=p["train_windows"],
         params={"dataset": "synthetic-seq", "seed": seed, **p}, extra={"source": "synthetic", "dataset": "synthetic-seq"},
     )
 

@@ -1,5 +1,10 @@
-"""Pop: scores every item by its training interaction count (ties broken by item id order
-of torch's sort, i.e. not at all: equal counts get equal scores)."""
+"""Pop: ranks items by their training interaction count.
+
+``counts`` [N + 1] is a buffer filled while training (``loss`` adds the batch's ``seq`` and
+``target`` items when ``self.training``). Scores are ``exp(log_temperature) * log1p(counts)``:
+the one learned scalar (fitted by the cross-entropy of the popularity distribution) never
+changes the ranking, but gives ``loss`` a real gradient so any trainer can run it.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +18,17 @@ from pk.core.contracts import DatasetInfo
 
 
 class Pop(nn.Module):
-    """``counts`` [N + 1] buffer, filled while training: ``loss`` adds the batch's items
-    (``seq`` and ``target``; padding ignored) when ``self.training`` and returns a zero
-    that still has a gradient, so any trainer can "train" it."""
+    """``predict`` -> [B, N + 1] popularity scores (column 0 = -inf), identical for every row."""
 
     def __init__(self, num_items: int, smoothing: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("counts", torch.zeros(num_items + 1))
         self.smoothing = smoothing
-        self.anchor = nn.Parameter(torch.zeros(()))
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def _scores(self) -> torch.Tensor:
+        scores = self.log_temperature.exp() * (self.counts + self.smoothing).log1p()
+        return torch.cat([scores.new_full((1,), float("-inf")), scores[1:]])
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if self.training:
@@ -29,14 +36,11 @@ class Pop(nn.Module):
                 for part in (batch["seq"].flatten(), batch["target"].flatten()):
                     self.counts.index_add_(0, part, torch.ones_like(part, dtype=self.counts.dtype))
                 self.counts[0] = 0
-        return self.anchor * 0.0
+        logits = self._scores()
+        return nn.functional.cross_entropy(logits.expand(batch["target"].shape[0], -1), batch["target"])
 
     def predict(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        B = batch["seq"].shape[0]
-        scores = (self.counts + self.smoothing).log1p() + self.anchor
-        scores = scores.expand(B, -1).clone()
-        scores[:, 0] = float("-inf")
-        return scores
+        return self._scores().expand(batch["seq"].shape[0], -1).clone()
 
 
 def build_pop(config: Any, info: DatasetInfo) -> Pop:

@@ -1,0 +1,93 @@
+"""Partitioners, attacks, client sampling and malicious-id selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pk_fl.attacks import poison_labels, poison_updates
+from pk_fl.partition import partition, sinkhorn_balance
+from pk_fl.simulator import malicious_ids, sample_clients
+
+METHODS = ("iid", "dirichlet", "dynafed-dirichlet", "shards")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@given(
+    n=st.integers(20, 400), classes=st.integers(2, 10), clients=st.integers(1, 12),
+    alpha=st.sampled_from([0.01, 0.1, 0.5, 10.0]), seed=st.integers(0, 2**31),
+)
+def test_partitions_cover_each_index_exactly_once_and_are_deterministic(method, n, classes, clients, alpha, seed):
+    labels = np.random.default_rng(seed).integers(0, classes, n)
+    parts = partition(labels, clients, method, seed, alpha=alpha, shards_per_client=2)
+    assert len(parts) == clients
+    allidx = np.concatenate(parts)
+    assert np.array_equal(np.sort(allidx), np.arange(n))
+    again = partition(labels, clients, method, seed, alpha=alpha, shards_per_client=2)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_different_seeds_give_different_partitions():
+    labels = np.arange(500) % 10
+    a = partition(labels, 8, "dirichlet", 0, alpha=0.5)
+    b = partition(labels, 8, "dirichlet", 1, alpha=0.5)
+    assert any(not np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_dirichlet_gets_more_skewed_as_alpha_shrinks():
+    labels = np.arange(4000) % 10
+
+    def mean_classes(alpha: float) -> float:
+        parts = partition(labels, 20, "dirichlet", 3, alpha=alpha)
+        return float(np.mean([len(np.unique(labels[p])) for p in parts]))
+
+    assert mean_classes(0.01) < mean_classes(0.5) < mean_classes(100.0)
+
+
+@given(classes=st.integers(2, 10), clients=st.integers(2, 30), seed=st.integers(0, 10_000))
+def test_sinkhorn_rows_sum_to_one_and_balances_clients(classes, clients, seed):
+    x = np.random.default_rng(seed).dirichlet([0.5] * clients, size=classes)
+    y = sinkhorn_balance(x)
+    np.testing.assert_allclose(y.sum(1), 1.0, atol=1e-9)
+    # column sums approach C / K (each client gets about the same share of the data)
+    assert np.abs(y.sum(0) - classes / clients).max() < 0.05 * classes / clients + 1e-6
+
+
+def test_dynafed_split_gives_nearly_equal_client_sizes_and_extreme_skew():
+    labels = np.repeat(np.arange(10), 800)
+    parts = partition(labels, 20, "dynafed-dirichlet", 4, alpha=0.01)
+    sizes = np.array([len(p) for p in parts])
+    assert sizes.max() - sizes.min() <= 0.1 * sizes.mean()
+    assert np.mean([len(np.unique(labels[p])) for p in parts]) < 3
+
+
+def test_label_attacks():
+    y = torch.arange(10)
+    assert torch.equal(poison_labels(y, 10, "label-flip"), (y + 1) % 10)
+    assert torch.equal(poison_labels(y, 10, "all-to-one"), torch.ones(10, dtype=torch.long))
+    assert poison_labels(y, 10, "none") is y
+
+
+def test_model_attacks():
+    glob = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    states = [{"w": torch.tensor([1.0, 2.0, 3.0]), "n": torch.tensor(6)}, {"w": torch.tensor([3.0, 2.0, 1.0]), "n": torch.tensor(6)}]
+    flipped = poison_updates(glob, states, "sign-flip", scale=2.0)
+    assert torch.equal(flipped[0]["w"], torch.tensor([-2.0, -4.0, -6.0]))
+    assert torch.equal(flipped[0]["n"], torch.tensor(6))  # integer buffers untouched
+    lie = poison_updates(glob, states, "lie", z=1.0)
+    torch.testing.assert_close(lie[0]["w"], torch.tensor([1.0, 2.0, 1.0]))  # mean 2 - std (1, 0, 1)
+    assert torch.equal(states[0]["w"], torch.tensor([1.0, 2.0, 3.0]))  # inputs untouched
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(poison_updates(glob, states, "gaussian", generator=g1)[1]["w"],
+                       poison_updates(glob, states, "gaussian", generator=g2)[1]["w"])
+
+
+def test_sampling_is_seeded_and_malicious_ids_are_fixed():
+    a = [sample_clients(20, 0.4, g) for g in [torch.Generator().manual_seed(1)] for _ in range(5)]
+    b = [sample_clients(20, 0.4, g) for g in [torch.Generator().manual_seed(1)] for _ in range(5)]
+    assert a == b and all(len(s) == 8 for s in a) and len({tuple(s) for s in a}) > 1
+    assert malicious_ids(20, 0.2, 7) == malicious_ids(20, 0.2, 7)
+    assert len(malicious_ids(20, 0.4, 7)) == 8

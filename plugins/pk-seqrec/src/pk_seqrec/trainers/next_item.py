@@ -1,0 +1,139 @@
+"""The ``next-item`` trainer.
+
+Per epoch: shuffled training batches (order from ``run.generator("shuffle")``), one
+optimisation step each; full-ranking validation every ``eval_every`` epochs; early stop
+after ``patience`` validations without a better ``metric``; the best weights are restored.
+A ``last`` checkpoint after every epoch holds model, optimizers, generator and global RNG
+states and the best state, so ``pk train --resume`` ends bit-identical on CPU.
+
+Extension point: a model that defines both
+``configure_optimizers(trainer_config) -> list[torch.optim.Optimizer]`` and
+``train_step(batch, optimizers) -> dict[str, float]`` (zero_grad/backward/step done by the
+model; the dict must hold "loss") takes over its optimisation step. Otherwise the trainer
+makes one optimizer over ``model.parameters()`` and minimises ``model.loss(batch)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from pk.core.contracts import RunHandle
+from pk.core.errors import ConfigError
+from pk.core.seed import capture_rng_state, restore_rng_state
+from pk.core.utils import make_optimizer, to_device
+from pk_seqrec.evaluation import evaluate_ranking
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class NextItemTrainer:
+    """See the module docstring. ``fit`` returns best_valid_<metric>, best_epoch, epochs and
+    steps (wall times go to metrics.jsonl only, so results stay deterministic); ``evaluate`` returns HR/NDCG/MRR@K and ``history_excluded``."""
+
+    resumable = True
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        metric = getattr(config, "metric", "ndcg@10")
+        kind, _, k = metric.partition("@")
+        if kind not in ("hr", "ndcg", "mrr") or not k.isdigit():
+            raise ConfigError(f"trainer.metric must look like ndcg@10, hr@20 or mrr@5, got {metric!r}")
+        if int(k) not in list(config.ks):
+            raise ConfigError(f"trainer.metric {metric!r} uses K={k}, which is not in trainer.ks={list(config.ks)}")
+
+    # -- optimisation ---------------------------------------------------------------
+    def _optimizers(self, model: nn.Module) -> tuple[list[torch.optim.Optimizer], bool]:
+        custom = hasattr(model, "configure_optimizers") and hasattr(model, "train_step")
+        if custom:
+            return list(model.configure_optimizers(self.config)), True
+        cfg = self.config
+        return [make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)], False
+
+    def _step(self, model: nn.Module, batch: dict[str, Any], optimizers: list[torch.optim.Optimizer], custom: bool) -> float:
+        if custom:
+            return float(model.train_step(batch, optimizers)["loss"])
+        opt = optimizers[0]
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss(batch)
+        if loss.requires_grad:
+            loss.backward()
+            if self.config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
+            opt.step()
+        return float(loss.detach())
+
+    # -- main loop -----------------------------------------------------------------
+    def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
+        cfg = self.config
+        optimizers, custom = self._optimizers(model)
+        shuffle = run.generator("shuffle")
+        start_epoch, step, bad, seconds = 0, 0, 0, 0.0
+        best: dict[str, Any] = {"value": -math.inf, "epoch": -1, "state": None}
+        ckpt = run.latest_checkpoint()
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            for opt, state in zip(optimizers, ckpt["optimizers"], strict=True):
+                opt.load_state_dict(state)
+            shuffle.set_state(ckpt["shuffle"])
+            restore_rng_state(ckpt["rng"])
+            start_epoch, step, bad, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["bad"], ckpt["best"]
+            seconds = float(ckpt.get("seconds", 0.0))
+            run.echo(f"resumed at epoch {start_epoch}")
+        stopped = start_epoch >= cfg.max_epochs or (0 <= cfg.max_steps <= step) or bad >= cfg.patience
+        epoch = start_epoch - 1
+        epochs = range(start_epoch, cfg.max_epochs) if not stopped else range(0)
+        for epoch in run.progress(epochs, total=len(epochs), description="epochs"):
+            model.train()
+            total, count, examples = 0.0, 0, 0
+            started = _now()
+            extra = {"length_buckets": cfg.length_buckets} if cfg.length_buckets > 0 else {}
+            for batch in data.loader("train", cfg.batch_size, shuffle=True, generator=shuffle, **extra):
+                if 0 <= cfg.max_steps <= step:
+                    break
+                batch = to_device(batch, run.device)
+                total += self._step(model, batch, optimizers, custom)
+                count += 1
+                step += 1
+                examples += int(batch["seq"].shape[0])
+            elapsed = _now() - started
+            seconds += elapsed
+            run.log(step, "train", loss=total / max(count, 1), epoch=epoch, seconds=elapsed,
+                    seq_per_s=examples / max(elapsed, 1e-9))
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.max_epochs:
+                valid = self.evaluate(model, data, "valid", run)
+                run.log(step, "valid", epoch=epoch, **valid)
+                if valid[cfg.metric] > best["value"]:
+                    best, bad = {"value": valid[cfg.metric], "epoch": epoch, "state": _clone_state(model)}, 0
+                else:
+                    bad += 1
+            stopped = bad >= cfg.patience or (0 <= cfg.max_steps <= step)
+            run.save_checkpoint({
+                "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                "shuffle": shuffle.get_state(), "rng": capture_rng_state(), "epoch": epoch, "step": step,
+                "bad": bad, "best": best, "seconds": seconds,
+            })
+            if stopped:
+                break
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        return {f"best_valid_{cfg.metric}": float(best["value"]) if best["state"] is not None else 0.0,
+                "best_epoch": float(best["epoch"]), "epochs": float(epoch + 1), "steps": float(step)}
+
+    def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
+        cfg = self.config
+        out = evaluate_ranking(model, data, split, ks=list(cfg.ks), exclude_history=cfg.exclude_history,
+                               batch_size=cfg.eval_batch_size, device=run.device)
+        out["history_excluded"] = float(cfg.exclude_history)
+        return out
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()

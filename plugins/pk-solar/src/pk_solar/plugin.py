@@ -1,0 +1,134 @@
+"""pk-solar registrations: SOLAR depth up-scaling (DUS) and causal-LM pretraining.
+
+Stdlib and pk.core only; builders live in ``pk_solar.text``, ``pk_solar.models`` and
+``pk_solar.trainer`` and are imported when used. The streaming up-scaler is the ``pk dus``
+command (``pk_solar.cli:dus_cmd``, entry-point group ``pk.commands``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pk.core import hookimpl
+
+TASK = "causal-lm"
+PAPER = {
+    "title": "SOLAR 10.7B: Scaling Large Language Models with Simple yet Effective Depth Up-Scaling",
+    "year": 2023,
+    "url": "https://arxiv.org/abs/2312.15166",
+    "venue": "NAACL 2024 Industry Track",
+}
+
+
+@dataclass
+class TextLMConfig:
+    """Text cut into next-token windows of ``context`` tokens.
+
+    ``source``: "auto" (``path``, else shared ``tinyshakespeare/input.txt``, else the bundled
+    public-domain text), "file" (fail without a local file) or "synthetic" (bundled text).
+    ``tokenizer``: "char", "byte" or a local Hugging Face tokenizer folder. Splits by
+    character offset: train, then valid, then test. ``train_stride`` 0 means ``context``.
+    """
+
+    source: str = "auto"
+    path: str = ""
+    tokenizer: str = "char"
+    context: int = 64
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    train_stride: int = 0
+
+
+@dataclass
+class TinyLlamaConfig:
+    """A LlamaForCausalLM of ``layers`` layers (hidden 64, FFN 176, 4 heads, 2 KV heads:
+    the pilot's 378k-parameter 8-layer model at layers = 8). ``init_from``: continue from a
+    checkpoint (HF folder, pk run dir or export_dir; ``{seed}`` = run seed) instead."""
+
+    layers: int = 4
+    hidden: int = 64
+    intermediate: int = 176
+    heads: int = 4
+    kv_heads: int = 2
+    max_positions: int = 256
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = False
+    init_from: str = ""
+
+
+@dataclass
+class DusLlamaConfig:
+    """DUS of ``base_checkpoint`` with m = ``n_remove``: 2(n - m) layers, new layer j <- base
+    [0..n-m-1] ++ [m..n-1]. Without a checkpoint, up-scales a fresh tiny Llama built from
+    the architecture fields (``layers`` = n). ``{seed}`` in the path = run seed."""
+
+    base_checkpoint: str = ""
+    n_remove: int = 1
+    layers: int = 4
+    hidden: int = 64
+    intermediate: int = 176
+    heads: int = 4
+    kv_heads: int = 2
+    max_positions: int = 256
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = False
+
+
+@dataclass
+class CausalLMTrainerConfig:
+    """AdamW (β 0.9/0.95), warm-up then cosine to ``min_lr_ratio · lr`` (or constant).
+
+    Length: ``steps``, or with ``total_flops > 0`` until the starting weights' compute plus
+    6·P·tokens reaches ``total_flops``. ``eval_batches`` bounds the periodic validation
+    (0 = whole split); the final one uses the whole split. ``export_dir`` (``{seed}`` =
+    run seed) receives the final model as a Hugging Face folder, for chaining runs.
+    """
+
+    steps: int = 200
+    total_flops: float = 0.0
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.0
+    warmup_steps: int = 20
+    schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 50
+    eval_batches: int = 8
+    eval_batch_size: int = 64
+    export_dir: str = ""
+
+    #: shrunk budget for pk's contract suite (two evaluations, so resume is exercised)
+    pk_test: ClassVar[dict[str, int]] = {"steps": 6, "eval_every": 3, "eval_batches": 2, "batch_size": 8, "warmup_steps": 2}
+
+
+@dataclass
+class PerplexityConfig:
+    batch_size: int = 64
+
+
+@hookimpl
+def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+    register("text-lm", "pk_solar.text:build_text_lm", config=TextLMConfig, tasks=(TASK,),
+             summary="Text as next-token windows: tinyshakespeare or a bundled public-domain text; char/byte/HF tokenizer")
+
+
+@hookimpl
+def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+    register("tiny-llama", "pk_solar.models:build_tiny_llama", config=TinyLlamaConfig, tasks=(TASK,), tags=("baseline",),
+             summary="Tiny LlamaForCausalLM built from config (or continued from a checkpoint)")
+    register("dus-llama", "pk_solar.models:build_dus_llama", config=DusLlamaConfig, tasks=(TASK,), paper=PAPER,
+             summary="SOLAR depth up-scaling of a base checkpoint: layers [0..n-m-1] ++ [m..n-1]")
+
+
+@hookimpl
+def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+    register("causal-lm", "pk_solar.trainer:CausalLMTrainer", config=CausalLMTrainerConfig, tasks=(TASK,),
+             summary="(Continued) pretraining with warm-up + cosine, FLOP budgets, perplexity, HF export")
+
+
+@hookimpl
+def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
+    register("perplexity", "pk_solar.trainer:PerplexityEvaluator", config=PerplexityConfig, tasks=(TASK,),
+             summary="Test-split perplexity and cross-entropy of a causal LM")

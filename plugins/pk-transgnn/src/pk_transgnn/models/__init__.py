@@ -1,0 +1,5 @@
+"""TransGNN model, sampling and positional encodings."""
+
+from pk_transgnn.models.transgnn import SampledAttention, TransGNN, build_transgnn
+
+__all__ = ["SampledAttention", "TransGNN", "build_transgnn"]

@@ -1,0 +1,106 @@
+"""End-to-end CLI behaviour through click's runner (built-ins only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import BASE, invoke
+
+
+def test_help_lists_commands(runner):
+    out = invoke(runner, ["--help"])
+    assert out.exit_code == 0
+    for cmd in ("list", "info", "train", "eval", "batch", "install", "check", "doctor", "report", "runs"):
+        assert cmd in out.output
+
+
+def test_list_all_shows_builtins_json(runner):
+    out = invoke(runner, ["list", "--all", "--json"])
+    assert out.exit_code == 0
+    names = {(c["kind"], c["name"]) for c in json.loads(out.output)["components"]}
+    assert {("models", "mlp"), ("datasets", "synthetic-classification"), ("trainers", "supervised"), ("aggregators", "fedavg"),
+            ("calibrators", "identity"), ("evaluators", "accuracy")} <= names
+
+
+def test_info_shows_config_fields(runner):
+    out = invoke(runner, ["info", "supervised"])
+    assert out.exit_code == 0
+    assert "max_epochs: int = 10" in out.output
+
+
+def test_dry_run_prints_resolved_config_with_defaults(runner):
+    out = invoke(runner, ["train", *BASE, "-c", "trainer.lr=0.5", "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert "lr = 0.5" in out.output and "max_epochs = 10" in out.output
+    assert not Path("runs").exists()
+
+
+def test_train_then_eval(runner):
+    out = invoke(runner, ["train", *BASE, "-c", "trainer.max_epochs=2", "--json", "-q"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert result["status"] == "completed"
+    run_dir = Path(result["run_dir"])
+    for name in ("config.toml", "command.json", "env.json", "metrics.jsonl", "result.json", "checkpoints/model.pt"):
+        assert (run_dir / name).exists(), name
+    ev = invoke(runner, ["eval", str(run_dir), "--split", "test", "--json"])
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.output)["metrics"]["accuracy"] == result["metrics"]["test.accuracy"]
+
+
+def test_config_files_deep_merge_then_overrides(runner, tmp_path):
+    a = tmp_path / "a.toml"
+    a.write_text('[model]\nname = "mlp"\nhidden = [8]\n[dataset]\nname = "synthetic-classification"\n[trainer]\nname = "supervised"\nlr = 0.1\n')
+    b = tmp_path / "b.toml"
+    b.write_text("[trainer]\nmax_epochs = 3\n")
+    out = invoke(runner, ["train", str(a), "--config", str(b), "-c", "model.dropout=0.0", "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert "hidden = [8]" in out.output and "lr = 0.1" in out.output and "max_epochs = 3" in out.output and "dropout = 0.0" in out.output
+
+
+def test_batch_matrix_summary_and_resume(runner, tmp_path):
+    batch = tmp_path / "b.toml"
+    batch.write_text(
+        '[batch]\nname = "t"\nmetric = "test.accuracy"\nbaseline = "small"\nmethod = "big"\n'
+        '[defaults]\ndataset = { name = "synthetic-classification", num_samples = 200 }\ntrainer = { name = "supervised", max_epochs = 1 }\n'
+        '[matrix]\n"run.seed" = [0, 1]\n'
+        '[[runs]]\nname = "small"\noverrides = { model = { name = "mlp", hidden = [4] } }\n'
+        '[[runs]]\nname = "big"\noverrides = { model = { name = "mlp", hidden = [32] } }\n'
+    )
+    out = invoke(runner, ["batch", str(batch), "--out", "bdir"])
+    assert out.exit_code == 0, out.output
+    lines = [json.loads(x) for x in Path("bdir/batch.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and all(x["status"] == "completed" for x in lines)
+    assert "small" in Path("bdir/summary.csv").read_text()
+    assert "baseline vs method" in out.output
+    again = invoke(runner, ["batch", str(batch), "--out", "bdir", "--resume"])
+    assert again.exit_code == 0
+    assert again.output.count("skip ") == 4
+    assert len(list(Path("bdir").glob("*-s*-*"))) == 4
+
+
+def test_batch_dry_run_lists_expansion(runner, tmp_path):
+    batch = tmp_path / "b.toml"
+    batch.write_text('[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\ntrainer={name="supervised"}\n[matrix]\n"run.seed"=[0,1,2]\n"trainer.lr"=[0.1,0.01]\n')
+    out = invoke(runner, ["batch", str(batch), "--dry-run", "--json"])
+    assert out.exit_code == 0
+    assert len(json.loads(out.output)) == 6
+
+
+def test_runs_lists_completed(runner):
+    invoke(runner, ["train", *BASE, "-c", "trainer.max_epochs=1", "-q"])
+    out = invoke(runner, ["runs", "--json"])
+    rows = json.loads(out.output)
+    assert len(rows) == 1 and rows[0]["status"] == "completed"
+
+
+def test_report_writes_pngs(runner):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    res = invoke(runner, ["train", *BASE, "-c", "trainer.max_epochs=2", "--json", "-q"])
+    run_dir = json.loads(res.output)["run_dir"]
+    out = invoke(runner, ["report", run_dir])
+    assert out.exit_code == 0, out.output
+    assert list(Path(run_dir, "report").glob("*.png"))

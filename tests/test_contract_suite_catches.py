@@ -1,0 +1,69 @@
+"""The contract suite must fail on deliberately broken components (a suite that cannot
+fail is a defect): each broken plugin below violates exactly one property."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from pk.core import hookimpl
+from pk.core.testing import Case, check
+
+
+@dataclass
+class Empty:
+    pass
+
+
+class BrokenPlugin:
+    @hookimpl
+    def pk_register_aggregators(self, register):
+        register("mutating-agg", "tests.broken_components:MutatingAggregator", config=Empty, summary="mutates its inputs")
+        register("order-agg", "tests.broken_components:FirstClientAggregator", config=Empty, summary="returns the first client")
+        register("lenient-agg", "tests.broken_components:LenientAggregator", config=Empty, summary="accepts empty rounds")
+        register("fake-robust-agg", "tests.broken_components:MeanClaimingRobust", config=Empty, summary="claims robustness")
+
+    @hookimpl
+    def pk_register_calibrators(self, register):
+        register("leaky-cal", "tests.broken_components:LeakyCalibrator", config=Empty, summary="puts mass on masked keys")
+
+    @hookimpl
+    def pk_register_models(self, register):
+        register("noisy-mlp", "tests.broken_components:build_noisy", config=Empty, summary="random outputs", tasks=("classification",))
+        register("wrong-shape", "tests.broken_components:build_wrong_shape", config=Empty, summary="one logit", tasks=("classification",))
+
+    @hookimpl
+    def pk_register_datasets(self, register):
+        register("leaky-data", "tests.broken_components:build_leaky", config=Empty, summary="test overlaps train", tasks=("classification",))
+
+    @hookimpl
+    def pk_register_evaluators(self, register):
+        register("bad-range", "tests.broken_components:OutOfRangeEvaluator", config=Empty, summary="accuracy 2.0", tasks=("classification",))
+
+
+BROKEN = [
+    ("aggregators", "mutating-agg", "aggregator_does_not_mutate"),
+    ("aggregators", "order-agg", "aggregator_permutation_invariant"),
+    ("aggregators", "lenient-agg", "aggregator_rejects_empty"),
+    ("aggregators", "fake-robust-agg", "aggregator_robust_bounded"),
+    ("calibrators", "leaky-cal", "calibrator_keeps_rows_stochastic"),
+    ("models", "noisy-mlp", "model_is_deterministic"),
+    ("models", "wrong-shape", "model_output_has_task_shape"),
+    ("datasets", "leaky-data", "dataset_splits_are_disjoint"),
+    ("evaluators", "bad-range", "evaluator_metrics_in_range"),
+]
+
+
+@pytest.mark.parametrize("kind,name,check_name", BROKEN, ids=[b[2] for b in BROKEN])
+def test_suite_catches_broken_component(pk_register_temp, kind, name, check_name):
+    registry = pk_register_temp(BrokenPlugin(), name="broken", distribution="pk-broken")
+    reg = registry.get(kind, name)
+    with pytest.raises(AssertionError):
+        check(Case(check_name, "pk-broken", reg))
+
+
+def test_suite_passes_the_good_twin(pk_register_temp):
+    """The same checks pass on the built-ins (so the failures above are not spurious)."""
+    registry = pk_register_temp(BrokenPlugin(), name="broken", distribution="pk-broken")
+    for kind, name, check_name in [("aggregators", "fedavg", "aggregator_does_not_mutate"), ("calibrators", "identity", "calibrator_keeps_rows_stochastic"), ("models", "mlp", "model_is_deterministic")]:
+        check(Case(check_name, "pk-core", registry.get(kind, name)))

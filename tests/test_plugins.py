@@ -1,0 +1,113 @@
+"""Plugin loading in real subprocesses: isolation of broken plugins, allow/deny lists,
+and the no-torch start-up guarantee."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_pk, write_fake_plugin
+
+GOOD = """
+from dataclasses import dataclass
+from pk.core import hookimpl
+
+@dataclass
+class Cfg:
+    width: int = 3
+
+@hookimpl
+def pk_register_models(register):
+    register("fake-good-model", "pk.core.builtins.components:build_mlp", config=Cfg, summary="good", tasks=("classification",))
+"""
+
+
+@pytest.fixture
+def fake_site(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    write_fake_plugin(site, "pk-fakegood", "fake_good", GOOD)
+    write_fake_plugin(site, "pk-fakeimport", "fake_import", "raise ImportError('no module named heavy_dep')\n")
+    write_fake_plugin(
+        site,
+        "pk-fakeraise",
+        "fake_raise",
+        "from pk.core import hookimpl\n@hookimpl\ndef pk_register_models(register):\n"
+        "    register('fake-partial', 'json:loads', summary='x')\n    raise RuntimeError('boom in hook')\n",
+    )
+    write_fake_plugin(site, "pk-fakespell", "fake_spell", "from pk.core import hookimpl\n@hookimpl\ndef pk_register_model(register):\n    pass\n")
+    return site
+
+
+def _env(site, **extra):
+    import os
+
+    return {"PYTHONPATH": str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra}
+
+
+def test_broken_plugins_are_listed_and_isolated(fake_site):
+    out = run_pk(["list", "--json"], env=_env(fake_site))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    failed = {f["distribution"]: f["error"] for f in data["failed"]}
+    assert "ImportError" in failed["pk-fakeimport"]
+    assert "boom in hook" in failed["pk-fakeraise"]
+    assert "pk_register_model" in failed["pk-fakespell"]
+    names = {c["name"] for c in data["components"]}
+    assert "fake-good-model" in names
+    assert "fake-partial" not in names, "a plugin whose hook raised must be rolled back"
+
+
+def test_broken_plugin_warning_and_strict_exit(fake_site):
+    out = run_pk(["list"], env=_env(fake_site))
+    assert out.returncode == 0
+    assert 'plugin pk-fakeimport 0.1 (entry point pk-fakeimport = fake_import) failed to load: ImportError' in out.stderr
+    strict = run_pk(["list", "--strict"], env=_env(fake_site))
+    assert strict.returncode == 3
+
+
+def test_other_commands_work_beside_a_broken_plugin(fake_site, tmp_path):
+    out = run_pk(["train", "-c", "model.name=fake-good-model", "-c", "dataset.name=synthetic-classification", "-c", "trainer.name=supervised", "--dry-run"], env=_env(fake_site), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert 'name = "fake-good-model"' in out.stdout
+
+
+def test_raise_plugin_errors(fake_site):
+    out = run_pk(["list"], env=_env(fake_site, PK_RAISE_PLUGIN_ERRORS="1"))
+    assert out.returncode == 3
+    assert 'error loading pk plugin "pk-fakeimport 0.1"' in out.stderr
+
+
+def test_disable_and_allowlist_applied_before_import(fake_site):
+    # the import-failing plugin is never imported when disabled or not allowed
+    out = run_pk(["list", "--json"], env=_env(fake_site, PK_DISABLE_PLUGINS="pk-fakeimport,pk-fakeraise,pk-fakespell"))
+    assert json.loads(out.stdout)["failed"] == []
+    out = run_pk(["list", "--json"], env=_env(fake_site, PK_LOAD_PLUGINS="pk-fakegood"))
+    data = json.loads(out.stdout)
+    assert data["failed"] == [] and {p["distribution"] for p in data["plugins"]} == {"pk-fakegood"}
+    out = run_pk(["list", "--json"], env=_env(fake_site, PK_LOAD_PLUGINS=""))
+    assert json.loads(out.stdout)["plugins"] == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "--json"], ["--version"]])
+def test_startup_never_imports_torch(args):
+    code = (
+        "import sys\nsys.argv=['pk']+%r\nfrom pk.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy=[m for m in ('torch','numpy','torch_geometric','pandas','hypothesis','transformers') if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY:'+','.join(heavy))\n" % args
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY:" in out.stderr
+    assert out.stderr.split("HEAVY:")[-1].strip() == "", f"pk {' '.join(args)} imported {out.stderr.split('HEAVY:')[-1]}"
+
+
+def test_version_verbose_lists_plugins():
+    out = run_pk(["--version", "-v"])
+    assert out.returncode == 0
+    assert out.stdout.startswith("pk-core ")
+    assert "pk-core==" in out.stdout
