@@ -29,7 +29,7 @@ from pk.core.io import atomic_write_json, atomic_write_text
 from pk.core.registry import Registry
 from pk.core.run import read_result, utc_stamp
 
-META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description"}
+META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description", "resources"}
 
 
 @dataclass
@@ -214,6 +214,24 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, dict[str, tuple[float, f
     return out
 
 
+class SubprocessPool:
+    """Runs each batch run as ``python -m pk.cli train`` in a thread pool of ``jobs``."""
+
+    def __init__(self, jobs: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(max_workers=jobs)
+
+    def submit(self, run: PlannedRun, run_dir: Path) -> Any:
+        return self.executor.submit(_run_subprocess, run, run_dir)
+
+    def result(self, handle: Any) -> dict[str, Any]:
+        return handle.result()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
 def _run_subprocess(run: PlannedRun, run_dir: Path) -> dict[str, Any]:
     cfg = run_dir.parent / f".{run.stem}.toml"
     atomic_write_text(cfg, dumps_toml(run.resolved.data))
@@ -236,8 +254,13 @@ def run_batch(
     only: Iterable[str] = (),
     reporter: Any = None,
     echo: Callable[[str], None] = lambda s: None,
+    pool: Any = None,
 ) -> list[Outcome]:
-    """Execute the planned runs; completed runs with the same config are skipped on resume."""
+    """Execute the planned runs; completed runs with the same config are skipped on resume.
+
+    Runs go in-process one by one, or to ``pool`` (``submit(run, run_dir)`` /
+    ``result(handle)``): a subprocess pool when ``jobs > 1``, or a Ray pool.
+    """
     from pk.core.console import Reporter
     from pk.core.runner import train
 
@@ -266,7 +289,7 @@ def run_batch(
         start = time.perf_counter()
         try:
             result = fn()
-            outcome = Outcome(run, "completed", str(run_dir), result.get("metrics", {}), time.perf_counter() - start)
+            outcome = Outcome(run, "completed", str(run_dir), result.get("metrics", {}), float(result.get("seconds") or time.perf_counter() - start))
         except (PkError, Exception) as exc:  # noqa: BLE001
             outcome = Outcome(run, "failed", str(run_dir), {}, time.perf_counter() - start, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         outcomes.append(outcome)
@@ -276,18 +299,19 @@ def run_batch(
         echo(f"[{i}/{total}] {run.group} seed={run.seed}: {outcome.status} in {outcome.seconds:.1f}s{metric}{' — ' + outcome.error if outcome.error else ''}")
         return outcome.status == "completed"
 
-    if jobs <= 1:
+    if pool is None and jobs > 1:
+        pool = SubprocessPool(jobs)
+    if pool is None:
         for i, run in enumerate(todo, 1):
             ok = finish(i, run, lambda run=run: train(run.resolved, run_dir=batch_dir / run.stem, argv=["pk", "batch", spec.source], reporter=reporter or Reporter("quiet"))[1])
             if not ok and not continue_on_error:
                 break
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [(run, pool.submit(_run_subprocess, run, batch_dir / run.stem)) for run in todo]
-            for i, (run, fut) in enumerate(futures, 1):
-                finish(i, run, fut.result)
+        handles = [(run, pool.submit(run, (batch_dir / run.stem).resolve())) for run in todo]
+        for i, (run, handle) in enumerate(handles, 1):
+            finish(i, run, lambda handle=handle: pool.result(handle))
+        if hasattr(pool, "close"):
+            pool.close()
     _record(batch_dir, outcomes)
     return outcomes
 

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
+
 from pk.core import PROJECT_NAME, __version__, hookspecs
 from pk.core.errors import PluginError
 from pk.core.registry import KINDS, PluginInfo, Registration, Registry

@@ -78,6 +78,7 @@ def git_info() -> dict[str, Any]:
 def environment(device: str) -> dict[str, Any]:
     """The env.json record: python, platform, torch, devices, pk distributions, git."""
     import torch
+
     from pk.core.plugins import environment_lines
 
     env: dict[str, Any] = {

@@ -97,11 +97,16 @@ def train(
     argv: list[str] | None = None,
     overrides: list[str] | None = None,
     reporter: Any = None,
+    existing: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[Path, dict[str, Any]]:
     """Train the configured model; return the run dir and result.json's content.
 
     Raises RunFailed (exit 1) when the trainer raises; the run dir then holds
     ``result.json`` with status ``failed`` and ``error.txt`` with the traceback.
+    ``existing``: the run dir and its header were made by a launcher (distributed runs);
+    only rank 0 writes records.
     """
     import torch
 
@@ -110,21 +115,30 @@ def train(
     device = pick_device(run_cfg.device)
     if run_cfg.threads:
         torch.set_num_threads(run_cfg.threads)
-    if resume:
+    if resume or existing:
         path = Path(run_dir)  # type: ignore[arg-type]
     else:
         path = new_run_dir(resolved, run_dir)
         write_run_header(path, resolved, argv or sys.argv, overrides or [], device)
     seed_everything(run_cfg.seed, deterministic=run_cfg.deterministic)
     components = Components(resolved, device)
-    run = Run(path, resolved, device=device, resume=resume, builder=components.build, reporter=reporter)
+    run = Run(path, resolved, device=device, resume=resume, builder=components.build, reporter=reporter, rank=rank, world_size=world_size)
+    main = rank == 0
     started = time.time()
-    result: dict[str, Any] = {"status": "running", "run_dir": str(path), "started": started}
-    atomic_write_json(path / "result.json", result)
+    result: dict[str, Any] = {"status": "running", "run_dir": str(path), "started": started, "world_size": world_size}
+
+    def record(**fields: Any) -> None:
+        result.update(fields)
+        if main:
+            atomic_write_json(path / "result.json", result)
+
+    record()
     try:
         data = components.dataset()
         model = components.model(data.info)
         trainer = components.build("trainer")
+        if world_size > 1 and not getattr(trainer, "supports_distributed", False):
+            raise UsageError(f"trainer {resolved.data['trainer']['name']!r} does not support multi-process training")
         if resume and not getattr(trainer, "resumable", False):
             raise UsageError(f"trainer {resolved.data['trainer']['name']!r} cannot resume; start a new run")
         if reporter is not None:
@@ -133,26 +147,25 @@ def train(
         test_metrics = trainer.evaluate(model, data, "test", run) if "test" in data.splits else {}
         evaluator = components.build("evaluator")
         eval_metrics = evaluator.evaluate(model, data, run) if evaluator is not None else {}
-        save_tensors(path / "checkpoints" / MODEL_FILE, {"model": model.state_dict(), "_pk": {"config": resolved.data}})
+        if main:
+            save_tensors(path / "checkpoints" / MODEL_FILE, {"model": model.state_dict(), "_pk": {"config": resolved.data}})
     except KeyboardInterrupt:
-        result.update(status="interrupted", ended=time.time())
-        atomic_write_json(path / "result.json", result)
+        record(status="interrupted", ended=time.time())
         raise
-    except PkError:
-        result.update(status="failed", ended=time.time())
-        atomic_write_json(path / "result.json", result)
-        atomic_write_text(path / "error.txt", traceback.format_exc())
+    except PkError as exc:
+        record(status="failed", ended=time.time(), error=str(exc))
+        if main:
+            atomic_write_text(path / "error.txt", traceback.format_exc())
         raise
     except Exception as exc:
-        result.update(status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
-        atomic_write_json(path / "result.json", result)
-        atomic_write_text(path / "error.txt", traceback.format_exc())
+        record(status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
+        if main:
+            atomic_write_text(path / "error.txt", traceback.format_exc())
         raise RunFailed(f"run failed: {type(exc).__name__}: {exc} (traceback in {path / 'error.txt'})") from exc
     metrics = {f"fit.{k}": float(v) for k, v in fit_metrics.items()}
     metrics.update({f"test.{k}": float(v) for k, v in test_metrics.items()})
     metrics.update({f"eval.{k}": float(v) for k, v in eval_metrics.items()})
-    result.update(status="completed", ended=time.time(), seconds=round(time.time() - started, 3), metrics=metrics)
-    atomic_write_json(path / "result.json", result)
+    record(status="completed", ended=time.time(), seconds=round(time.time() - started, 3), metrics=metrics)
     return path, result
 
 

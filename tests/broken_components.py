@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from pk.core.base import TensorBundle
 from pk.core.builtins.components import FedAvg, build_synthetic_classification
 from pk.core.builtins.plugin import SyntheticClassificationConfig
 from pk.core.contracts import DatasetInfo
-from torch import nn
 
 
 class MutatingAggregator(FedAvg):

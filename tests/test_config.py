@@ -8,6 +8,7 @@ import sys
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pk.core.config import apply_overrides, config_hash, deep_merge, dumps_toml, parse_override, resolve
 from pk.core.errors import ConfigError
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+
 from pk.core import hookimpl
 from pk.core.testing import Case, check
 

@@ -11,6 +11,7 @@ from tests.conftest import BASE, invoke
 
 def test_resume_is_bitwise_identical(runner, monkeypatch):
     import torch
+
     from pk.core.io import load_tensors
     from pk.core.run import Run
 

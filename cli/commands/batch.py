@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from pk.cli.output import print_json, print_table
 
 

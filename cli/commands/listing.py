@@ -6,6 +6,7 @@ import dataclasses
 import typing
 
 import click
+
 from pk.cli.output import print_json, print_table
 from pk.core.registry import KINDS
 

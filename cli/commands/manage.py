@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from pk.cli.output import print_json
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+
 from pk.cli.output import print_json, print_table
 
 

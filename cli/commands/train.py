@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from pk.cli.output import print_json
 
 
@@ -48,7 +49,8 @@ def train_cmd(configs, extra_configs, overrides, dry_run, run_dir, resume_dir, n
     if nproc_per_node > 1 or nnodes > 1:
         from pk.core.distributed import launch
 
-        raise click.exceptions.Exit(launch(resolved, nproc_per_node, nnodes, rdzv_endpoint, run_dir, list(overrides)))
+        rc = launch(resolved, nproc_per_node, nnodes, rdzv_endpoint, resume_dir or run_dir, list(overrides), resume=bool(resume_dir))
+        raise click.exceptions.Exit(1 if rc else 0)
     from pk.core.runner import train
 
     path, result = train(

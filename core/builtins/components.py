@@ -8,11 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
+
 from pk.core.base import TensorBundle
 from pk.core.contracts import DatasetInfo, RunHandle
+from pk.core.distributed import loss_module, rank_chunk, reduce_mean
 from pk.core.seed import capture_rng_state, derive_seed, restore_rng_state
 from pk.core.utils import check_updates, classification_metrics, make_optimizer, to_device
-from torch import nn
 
 
 # -- data ------------------------------------------------------------------------------
@@ -82,7 +84,7 @@ class SupervisedTrainer:
     """
 
     resumable = True
-    supports_distributed = True
+    supports_distributed = True  # splits each global batch across ranks (DDP), same result
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -92,6 +94,7 @@ class SupervisedTrainer:
         device = run.device
         opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
         shuffle = run.generator("shuffle")
+        loss_fn = loss_module(model, run)
         start_epoch, step = 0, 0
         best: dict[str, Any] = {"accuracy": -1.0, "state": None, "epoch": -1}
         ckpt = run.latest_checkpoint()
@@ -108,13 +111,13 @@ class SupervisedTrainer:
             for batch in data.loader("train", cfg.batch_size, shuffle=True, generator=shuffle):
                 if 0 <= cfg.max_steps <= step:
                     break
-                batch = to_device(batch, device)
+                chunk, scale = rank_chunk(to_device(batch, device), run)
                 opt.zero_grad(set_to_none=True)
-                loss = model.loss(batch)
-                loss.backward()
+                loss = loss_fn(chunk)
+                (loss * scale).backward()
                 opt.step()
                 step += 1
-                total += float(loss.detach())
+                total += reduce_mean(float(loss.detach()), scale, run)
                 count += 1
             valid = classification_metrics(model, data, "valid", cfg.eval_batch_size, device)
             run.log(step, "train", loss=total / max(count, 1), epoch=epoch)

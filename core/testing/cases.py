@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from pk.core.registry import Registration, Registry
 
 #: checks run for each kind (names are functions in pk.core.testing.checks)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pk.core.config import dumps_toml, load_toml, resolve
 from pk.core.registry import Registration
 from pk.core.testing import strategies as pks
@@ -79,6 +80,7 @@ def _stack(case: Case, need: tuple[str, ...]) -> dict[str, Registration]:
 
 def _build_data_model(parts: dict[str, Registration], seed: int = 0) -> tuple[Any, Any]:
     import torch
+
     from pk.core.runner import Components
 
     torch.set_num_threads(1)

@@ -38,8 +38,9 @@ def client_updates(seed: int, n: int) -> list[tuple[dict[str, Any], float, dict[
 def server_context(seed: int = 0) -> Any:
     """A ServerContext whose model is the MLP of :func:`model_state` and 100 proxy samples."""
     import torch
-    from pk.core.contracts import DatasetInfo, ServerContext
     from torch import nn
+
+    from pk.core.contracts import DatasetInfo, ServerContext
 
     def build_model() -> nn.Module:
         return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,5 +107,8 @@ def test_cli_median_resists_sign_flip_where_fedavg_fails(tmp_path):
 
 
 def test_cli_bad_config_is_one_line_exit_2(tmp_path):
-    res = CliRunner().invoke(cli, ["train", *BASE, "-c", "trainer.participation=0", "--run-dir", str(tmp_path / "r")])
-    assert res.exit_code == 2 and "participation" in res.output and "Traceback" not in res.output
+    pk = Path(sys.executable).parent / "pk"
+    res = subprocess.run([str(pk), "train", *BASE, "-c", "trainer.participation=0", "--run-dir", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "participation" in res.stderr and "Traceback" not in res.stderr

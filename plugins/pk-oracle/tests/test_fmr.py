@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pk.core.errors import ConfigError
 from pk_oracle.evaluator import FMREvaluator, PGDEvaluator, make_logits_fn
-from pk_oracle.generators import PCAGenerator, PixelGenerator, TorchScriptGenerator
+from pk_oracle.generators import PCAGenerator, PixelGenerator, CustomGenerator
 from pk_oracle.oracles import (
     OracleZoo,
     SklearnOracle,
@@ -163,8 +163,8 @@ def test_zoo_that_disagrees_with_clean_labels_is_refused_or_reported(bundle, mlp
 def test_unknown_oracle_and_missing_generator_weights_are_clear_errors(bundle, mlp, kit, tmp_path):
     with pytest.raises(ConfigError, match="unknown oracle 'resnet'"):
         FMREvaluator(kit.fmr_config(oracles=["resnet"])).evaluate(mlp, bundle, kit.FakeRun(tmp_path))
-    with pytest.raises(ConfigError, match="generator_path"):
-        TorchScriptGenerator("", [1, 8, 8], 0.0, 1.0)
+    with pytest.raises(ConfigError, match="generator_factory"):
+        CustomGenerator("", "", [1, 8, 8], 0.0, 1.0)
 
 
 def test_clip_without_weights_is_skipped_with_a_message(bundle, mlp, kit, tmp_path, monkeypatch):
@@ -175,20 +175,19 @@ def test_clip_without_weights_is_skipped_with_a_message(bundle, mlp, kit, tmp_pa
     assert any("clip' skipped" in m for m in run.messages)
 
 
-def test_torchscript_generator_plugs_in(bundle, mlp, zoo, tmp_path):
-    class Halves(torch.nn.Module):
-        def encode(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 2.0
-
-        def decode(self, z: torch.Tensor) -> torch.Tensor:
-            return z / 2.0
-
-    scripted = torch.jit.script(Halves())
-    scripted.save(str(tmp_path / "gen.pt"))
-    gen = TorchScriptGenerator(str(tmp_path / "gen.pt"), [1, 8, 8], 0.0, 1.0)
+def test_custom_generator_plugs_in(bundle, mlp, zoo, tmp_path, monkeypatch):
+    (tmp_path / "my_vqgan.py").write_text(
+        "class Halves:\n"
+        "    def __init__(self, path, shape):\n        self.shape = shape\n"
+        "    def encode(self, x):\n        return x * 2.0\n"
+        "    def decode(self, z):\n        return z / 2.0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gen = CustomGenerator("my_vqgan:Halves", "", [1, 8, 8], 0.0, 1.0)
     x, y = _test_xy(bundle)
     res = latent_search(make_logits_fn(mlp, [1, 8, 8]), gen, zoo, x, y, step_size=0.5, budget=3)
     assert torch.allclose(res.reconstruction, x)
+    assert int(res.steps.sum()) > 0
 
 
 def test_clip_zero_shot_code_path_with_a_tiny_random_model():

@@ -7,7 +7,6 @@ import math
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
 from pk_seqrec.evaluation import full_ranking_metrics, mask_history
 
 

@@ -6,12 +6,11 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch import nn
-
 from pk_seqrec.models.bert4rec import BERT4Rec, cloze_mask
 from pk_seqrec.models.encoder import masked_softmax
 from pk_seqrec.models.gru4rec import GRU4Rec
 from pk_seqrec.models.sasrec import SASRec
+from torch import nn
 
 N, L = 30, 8
 torch.set_num_threads(1)

@@ -25,7 +25,7 @@ from pk.core.errors import ConfigError
 from pk.core.io import atomic_write_bytes, atomic_write_json, save_tensors
 from pk.core.paths import cache_dir
 from pk.core.seed import derive_seed
-from pk_oracle.generators import AutoencoderGenerator, Generator, PCAGenerator, PixelGenerator, TorchScriptGenerator
+from pk_oracle.generators import AutoencoderGenerator, Generator, PCAGenerator, PixelGenerator, CustomGenerator
 from pk_oracle.oracles import (
     SKLEARN_FAMILIES,
     OracleZoo,
@@ -143,14 +143,14 @@ def build_generator(cfg: Any, x_train: torch.Tensor, image_shape: Sequence[int],
         return PCAGenerator(cfg.latent_dim, lo, hi).fit(flat)
     if cfg.generator == "autoencoder":
         return AutoencoderGenerator(cfg.latent_dim, lo, hi).fit(flat, epochs=cfg.ae_epochs, seed=derive_seed(seed, "fmr-generator"))
-    if cfg.generator == "torchscript":
-        return TorchScriptGenerator(cfg.generator_path, image_shape, lo, hi)
-    raise ConfigError(f"unknown evaluator.generator {cfg.generator!r}; use pca, autoencoder, pixel or torchscript")
+    if cfg.generator == "custom":
+        return CustomGenerator(cfg.generator_factory, cfg.generator_path, image_shape, lo, hi)
+    raise ConfigError(f"unknown evaluator.generator {cfg.generator!r}; use pca, autoencoder, pixel or custom")
 
 
 def load_or_build_assets(cfg: Any, data: Any, run: RunHandle, x_train: torch.Tensor, y_train: torch.Tensor, *, with_generator: bool) -> Assets:
     """Fit (or load from the cache) the picklable oracles and the generator. CLIP and
-    TorchScript parts are never cached (they load from the user's local files)."""
+    custom generators are never cached (they load from the user's local files)."""
     image_shape = (data.info.extra or {}).get("image_shape") or list(x_train.shape[1:])
     bounds = data_bounds(x_train)
     cacheable = [o for o in cfg.oracles if o != "clip"]
@@ -168,7 +168,7 @@ def load_or_build_assets(cfg: Any, data: Any, run: RunHandle, x_train: torch.Ten
         oracles = build_oracles(cacheable, x_train, y_train, data.info, run.seed, model_epochs=cfg.model_oracle_epochs,
                                 clip_path="", run=run) if cacheable else []
         generator = None
-        if with_generator and cfg.generator != "torchscript":
+        if with_generator and cfg.generator != "custom":
             generator = build_generator(cfg, x_train, image_shape, bounds, run.seed)
         cached = Assets(oracles, generator)
         if getattr(cfg, "cache", False):
@@ -186,7 +186,7 @@ def load_or_build_assets(cfg: Any, data: Any, run: RunHandle, x_train: torch.Ten
     if not oracles:
         raise ConfigError("no usable oracle in evaluator.oracles (clip without weights is skipped); add e.g. \"svc\"")
     generator = cached.generator
-    if with_generator and cfg.generator == "torchscript":
+    if with_generator and cfg.generator == "custom":
         generator = build_generator(cfg, x_train, image_shape, bounds, run.seed)
     return Assets(oracles, generator)
 

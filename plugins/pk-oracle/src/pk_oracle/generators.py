@@ -3,13 +3,14 @@
 
 Inputs are flattened images. ``PixelGenerator`` (z = x) is the pixel-space baseline,
 ``PCAGenerator`` and ``AutoencoderGenerator`` are fitted on the train split, and
-``TorchScriptGenerator`` loads a user's scripted encoder/decoder (e.g. an exported VQGAN).
+``CustomGenerator`` builds a user's encoder/decoder from a factory (e.g. a VQGAN).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -135,21 +136,30 @@ class AutoencoderGenerator(Generator):
         return self.clamp(self._raw_decode(z))
 
 
-class TorchScriptGenerator(Generator):
-    """A user's scripted module exposing ``encode(x)`` and ``decode(z)`` on image-shaped
-    tensors ``[N, *image_shape]`` (the entry point for a locally exported VQGAN)."""
+class CustomGenerator(Generator):
+    """A user's generator, built by ``factory(weights_path, image_shape)`` from a
+    ``"module:callable"`` string; the object must offer ``encode(x)`` and a differentiable
+    ``decode(z)`` on image-shaped tensors ``[N, *image_shape]`` (the entry point for a VQGAN
+    wrapped around locally stored weights; none ship offline)."""
 
-    name = "torchscript"
+    name = "custom"
 
-    def __init__(self, path: str, image_shape: Sequence[int] | None, lo: float | None, hi: float | None) -> None:
+    def __init__(self, factory: str, weights_path: str, image_shape: Sequence[int] | None, lo: float | None, hi: float | None) -> None:
         super().__init__(lo, hi)
-        if not path or not Path(path).is_file():
+        if ":" not in factory:
             raise ConfigError(
-                f"generator 'torchscript' needs evaluator.generator_path to a scripted module file, got {path!r}; "
+                f"generator 'custom' needs evaluator.generator_factory = \"module:callable\", got {factory!r}; "
                 "no VQGAN weights ship offline, use generator = \"pca\" or \"autoencoder\""
             )
-        self.module = torch.jit.load(path, map_location="cpu").eval()
-        for p in self.module.parameters():
+        module_name, _, attr = factory.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"evaluator.generator_factory {factory!r} cannot be imported ({exc}); check the module path") from None
+        self.impl = obj(weights_path, list(image_shape) if image_shape else None)
+        for p in getattr(self.impl, "parameters", lambda: [])():
             p.requires_grad_(False)
         self.image_shape = tuple(image_shape) if image_shape else None
 
@@ -158,8 +168,8 @@ class TorchScriptGenerator(Generator):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.module.encode(self._img(x.float())).detach()
+            return self.impl.encode(self._img(x.float())).detach()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.module.decode(z)
+        out = self.impl.decode(z)
         return self.clamp(out.reshape(out.shape[0], -1))

@@ -28,13 +28,15 @@ class FMRConfig:
     ``oracles``: "svc", "knn", "logreg", "mlp-oracle" (sklearn families), "model:<registered
     model>" (a pk model trained on the train split) and "clip" (needs ``clip_path`` or
     ``PK_CLIP_PATH``; skipped with a message otherwise). ``generator``: "pca", "autoencoder",
-    "pixel" (the baseline: z = x) or "torchscript" (a scripted module with ``encode``/``decode``,
-    e.g. an exported VQGAN, at ``generator_path``). ``pgd_eps`` > 0 also runs the fixed-eps
+    "pixel" (the baseline: z = x) or "custom" (``generator_factory`` = "module:callable" called
+    with (``generator_path``, image_shape), returning an object with ``encode``/``decode``, e.g.
+    a VQGAN wrapper around local weights). ``pgd_eps`` > 0 also runs the fixed-eps
     PGD-Linf baseline and reports how many PGD images the zoo rejects.
     """
 
-    generator: Literal["pca", "autoencoder", "pixel", "torchscript"] = "pca"
+    generator: Literal["pca", "autoencoder", "pixel", "custom"] = "pca"
     latent_dim: int = 24
+    generator_factory: str = ""
     generator_path: str = ""
     ae_epochs: int = 60
     oracles: list[str] = field(default_factory=_default_zoo)
@@ -55,7 +57,8 @@ class FMRConfig:
     per_class: bool = True
     cache: bool = True
 
-    pk_test: ClassVar[dict[str, object]] = {"budget": 3, "ae_epochs": 2, "grid_images": 0, "max_test": 64, "cache": False}
+    pk_test: ClassVar[dict[str, object]] = {"budget": 3, "ae_epochs": 2, "grid_images": 0, "max_test": 64, "cache": False,
+                                            "oracles": ["knn"], "pgd_steps": 2, "allow_weak_oracles": True}
 
 
 @dataclass
@@ -73,7 +76,7 @@ class PGDConfig:
     max_test: int = 0
     cache: bool = True
 
-    pk_test: ClassVar[dict[str, object]] = {"steps": 2, "max_test": 64, "cache": False}
+    pk_test: ClassVar[dict[str, object]] = {"steps": 2, "max_test": 64, "cache": False, "oracles": ["knn"]}
 
 
 @dataclass
@@ -88,6 +91,8 @@ class NoiseTrainerConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     eval_batch_size: int = 256
+
+    pk_test: ClassVar[dict[str, object]] = {"max_epochs": 2, "max_steps": 6}
 
 
 @dataclass
@@ -106,6 +111,8 @@ class AdversarialTrainerConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     eval_batch_size: int = 256
+
+    pk_test: ClassVar[dict[str, object]] = {"max_epochs": 2, "max_steps": 6, "attack_steps": 1}
 
 
 @hookimpl

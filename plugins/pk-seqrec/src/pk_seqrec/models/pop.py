@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import nn
-
 from pk.core.contracts import DatasetInfo
+from torch import nn
 
 
 class Pop(nn.Module):

@@ -19,12 +19,12 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
-
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.utils import make_optimizer, to_device
+from torch import nn
+
 from pk_seqrec.evaluation import evaluate_ranking
 
 

@@ -75,9 +75,10 @@ def select_topk(owner: Tensor, candidate: Tensor, hn: Tensor, k: int) -> Tensor:
     keep = (candidate >= 0) & (candidate != owner)
     key = torch.unique(owner[keep] * n + candidate[keep])
     owner, candidate = key // n, key % n
-    score = (hn[owner] * hn[candidate]).sum(-1)
-    order = torch.argsort(score, descending=True, stable=True)
-    order = order[torch.argsort(owner[order], stable=True)]
+    score = (hn[owner] * hn[candidate]).sum(-1).double().clamp(-1, 1)
+    # one sort: by owner, then by descending score (scores lie in [-1, 1], so 4 * owner separates owners);
+    # the stable sort keeps ascending candidate id among equal scores
+    order = torch.sort(owner.double() * 4.0 + (1.0 - score), stable=True).indices
     owner, candidate = owner[order], candidate[order]
     counts = torch.bincount(owner, minlength=n)
     starts = torch.cumsum(counts, 0) - counts

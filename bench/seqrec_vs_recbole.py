@@ -1,0 +1,176 @@
+"""pk-seqrec vs RecBole 1.2.1: SASRec on ml-100k, same model config, side by side.
+
+Config (both): H=64, 2 layers, 2 heads, inner 256, dropout 0.5, L=50, CE over all items,
+batch 256, Adam lr 1e-3, leave-one-out by time, full ranking, history NOT excluded
+(RecBole's convention), no k-core. Measured per epoch: training throughput (training
+time only, no evaluation) and valid NDCG@10.
+
+Throughput is reported two ways, because the two libraries batch different things:
+- ``prefixes/s``: next-item targets trained per second. RecBole trains one prefix per
+  example (97,171 per epoch on ml-100k); pk trains every position of a window in one causal
+  pass, so one pk row carries up to L targets. This is the like-for-like figure.
+- ``rows/s``: examples (RecBole prefixes, pk windows) per second.
+
+RecBole runs in its own virtual environment (``--recbole-python``), e.g.::
+
+    python3 -m venv /tmp/recbole-venv
+    /tmp/recbole-venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    /tmp/recbole-venv/bin/pip install recbole==1.2.1 "numpy<2" "pandas<3" "setuptools>=77.0.3,<81"
+
+Run::
+
+    /work/main/.venv/bin/python bench/seqrec_vs_recbole.py --epochs 3 --recbole-python /tmp/recbole-venv/bin/python
+
+Without ``--recbole-python`` only pk is measured (and the note's published RecBole
+reference figures are printed beside it, marked as such).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RECBOLE_SCRIPT = r"""
+import json, sys, time
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.model.sequential_recommender import SASRec
+from recbole.trainer import Trainer
+from recbole.utils import init_seed
+epochs, data_path, threads = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+import torch
+torch.set_num_threads(threads)
+cfg = {
+    "model": "SASRec", "dataset": "ml-100k", "data_path": data_path, "epochs": epochs, "train_batch_size": 256,
+    "eval_batch_size": 1024, "learning_rate": 1e-3, "loss_type": "CE", "train_neg_sample_args": None,
+    "MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256,
+    "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+    "initializer_range": 0.02, "metrics": ["Hit", "NDCG"], "topk": [10], "valid_metric": "NDCG@10",
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+    "seed": 2020, "reproducibility": True, "show_progress": False, "device": "cpu", "use_gpu": False,
+    "checkpoint_dir": data_path + "/saved",
+}
+config = Config(model="SASRec", dataset="ml-100k", config_dict=cfg)
+init_seed(config["seed"], config["reproducibility"])
+dataset = create_dataset(config)
+train_data, valid_data, _test = data_preparation(config, dataset)
+model = SASRec(config, train_data.dataset).to("cpu")
+trainer = Trainer(config, model)
+rows = len(train_data.dataset)
+out = []
+for epoch in range(epochs):
+    t0 = time.perf_counter()
+    trainer._train_epoch(train_data, epoch, show_progress=False)
+    seconds = time.perf_counter() - t0
+    _score, result = trainer._valid_epoch(valid_data, show_progress=False)
+    out.append({"epoch": epoch, "seconds": seconds, "rows": rows, "prefixes": rows, "ndcg@10": float(result["ndcg@10"])})
+print("RESULT " + json.dumps(out))
+"""
+
+#: Published reference (paper note, RecBole 1.2.1, same config, 2-core CPU, seed 2020).
+RECBOLE_REFERENCE = [
+    {"epoch": 0, "seconds": 90.0, "prefixes": 97171, "rows": 97171, "ndcg@10": 0.0520},
+    {"epoch": 1, "seconds": 90.0, "prefixes": 97171, "rows": 97171, "ndcg@10": 0.0535},
+    {"epoch": 2, "seconds": 90.0, "prefixes": 97171, "rows": 97171, "ndcg@10": 0.0550},
+]
+
+
+def run_pk(epochs: int, seed: int, device: str) -> list[dict[str, float]]:
+    import torch
+    from pk_seqrec.data.datasets import build_ml100k
+    from pk_seqrec.evaluation import evaluate_ranking
+    from pk_seqrec.models.sasrec import build_sasrec
+    from pk_seqrec.plugin import ML100kConfig, SASRecConfig
+
+    from pk.core.utils import make_optimizer, to_device
+
+    data = build_ml100k(ML100kConfig(source="file", kcore=0, max_len=50))
+    torch.manual_seed(seed)
+    model = build_sasrec(SASRecConfig(), data.info).to(device)
+    opt = make_optimizer("adam", model.parameters(), 1e-3, 0.0)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for epoch in range(epochs):
+        model.train()
+        rows = prefixes = 0
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for batch in data.loader("train", 256, shuffle=True, generator=gen):
+            batch = to_device(batch, device)
+            opt.zero_grad(set_to_none=True)
+            model.loss(batch).backward()
+            opt.step()
+            rows += int(batch["seq"].shape[0])
+            prefixes += int((batch["targets"] != 0).sum())
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        valid = evaluate_ranking(model, data, "valid", ks=[10], device=device, batch_size=1024)
+        out.append({"epoch": epoch, "seconds": seconds, "rows": rows, "prefixes": prefixes, "ndcg@10": valid["ndcg@10"]})
+        print(f"pk epoch {epoch}: {seconds:.1f}s, {prefixes / seconds:,.0f} prefixes/s, valid NDCG@10 {valid['ndcg@10']:.4f}", flush=True)
+    return out
+
+
+def run_recbole(python: str, epochs: int, threads: int) -> list[dict[str, float]]:
+    from pk.core.paths import shared_data_dir
+
+    shared = shared_data_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        if shared is not None:  # RecBole reads its bundled ml-100k anyway; give it the same files
+            os.makedirs(f"{tmp}/ml-100k")
+            for f in ("ml-100k.inter", "ml-100k.item", "ml-100k.user"):
+                os.symlink(shared / "ml-100k" / f, f"{tmp}/ml-100k/{f}")
+        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+        res = subprocess.run([python, "-c", RECBOLE_SCRIPT, str(epochs), tmp, str(threads)], capture_output=True,
+                             text=True, env=env, cwd=tmp)
+    line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if res.returncode != 0 or line is None:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-5:]
+        raise SystemExit("RecBole failed:\n" + "\n".join(tail))
+    return json.loads(line[len("RESULT "):])
+
+
+def summarise(name: str, rows: list[dict[str, float]]) -> dict[str, float]:
+    seconds = sum(r["seconds"] for r in rows)
+    return {"name": name, "epochs": len(rows), "seconds_per_epoch": seconds / len(rows),
+            "prefixes_per_s": sum(r["prefixes"] for r in rows) / seconds, "rows_per_s": sum(r["rows"] for r in rows) / seconds,
+            "valid_ndcg@10": rows[-1]["ndcg@10"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--recbole-python", default="", help="python of a venv with recbole==1.2.1")
+    ap.add_argument("--json", default="", help="also write the figures here")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    results = [summarise("pk-seqrec", run_pk(args.epochs, args.seed, args.device))]
+    if args.recbole_python:
+        results.append(summarise("recbole-1.2.1 (measured)", run_recbole(args.recbole_python, args.epochs, args.threads)))
+    else:
+        results.append(summarise("recbole-1.2.1 (published reference, not measured here)", RECBOLE_REFERENCE[: args.epochs]))
+    print(f"\nSASRec on ml-100k, {args.epochs} epochs, {args.threads} threads, device {args.device}")
+    print(f"{'':58s} {'s/epoch':>8s} {'prefixes/s':>11s} {'rows/s':>9s} {'valid NDCG@10':>14s}")
+    for r in results:
+        print(f"{r['name']:58s} {r['seconds_per_epoch']:8.1f} {r['prefixes_per_s']:11,.0f} {r['rows_per_s']:9,.0f} {r['valid_ndcg@10']:14.4f}")
+    speedup = results[0]["prefixes_per_s"] / results[1]["prefixes_per_s"]
+    print(f"pk / RecBole training throughput (prefixes/s): {speedup:.1f}x; "
+          f"NDCG@10 pk {results[0]['valid_ndcg@10']:.4f} vs RecBole {results[1]['valid_ndcg@10']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

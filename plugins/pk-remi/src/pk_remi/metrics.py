@@ -1,0 +1,102 @@
+"""REMI's protocol metrics and evaluator (held-out users, multi-target).
+
+Per user, with R the merged top-N list (distinct items, in score order) and T the user's
+distinct target items:
+- Recall@N = |R[:N] ∩ T| / |T|;  HitRate@N = 1 if R[:N] ∩ T is non-empty;
+- NDCG@N = sum_{r < N, R[r] in T} 1/log2(r + 2)  /  sum_{r < min(|T|, N)} 1/log2(r + 2).
+This NDCG is the standard, rank-aware one. The reference code iterates over a Python set of
+retrieved ids (positions follow set order) and normalises by the ideal DCG of #hits, so
+paper NDCG values are NOT comparable with these. Means are over users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from pk.core.errors import UsageError
+from pk.core.utils import to_device
+from pk_remi.losses import routing_stats
+from pk_remi.serving import InterestMerge, retrieve
+
+
+def ranking_metrics(ranked: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Per-user recall/hr/ndcg@k [B] (float64) from ``ranked`` [B, N] (distinct ids in rank
+    order, 0 = empty slot) and ``targets`` [B, T] (distinct ids, 0-padded; >= 1 per row)."""
+    hit = (ranked[:, :, None] == targets[:, None, :]).any(-1) & (ranked != 0)  # [B, N]
+    n_targets = (targets != 0).sum(1).double()
+    discounts = 1.0 / torch.log2(torch.arange(ranked.shape[1], dtype=torch.float64) + 2.0)
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        if k > ranked.shape[1]:
+            raise ValueError(f"K={k} exceeds the {ranked.shape[1]} retrieved items")
+        h = hit[:, :k].double()
+        dcg = (h * discounts[:k]).sum(1)
+        ideal_len = torch.minimum(n_targets, torch.tensor(float(k))).long()
+        idcg = torch.cumsum(discounts[:k], 0)[(ideal_len - 1).clamp_min(0)]
+        out[f"recall@{k}"] = h.sum(1) / n_targets.clamp_min(1)
+        out[f"hr@{k}"] = (h.sum(1) > 0).double()
+        out[f"ndcg@{k}"] = torch.where(ideal_len > 0, dcg / idcg, torch.zeros_like(dcg))
+    return out
+
+
+@torch.no_grad()
+def evaluate_protocol(model: Any, data: Any, split: str, *, ks: Sequence[int] = (20, 50), batch_size: int = 256,
+                      device: str = "cpu", merge: InterestMerge | None = None, exclude_history: bool = False,
+                      diagnostics: bool = True) -> dict[str, float]:
+    """Mean metrics over the held-out users of ``split`` (model in eval mode, then restored).
+    With ``diagnostics`` also ``routing_max`` (mean max routing weight per interest) and
+    ``routing_entropy`` (mean routing entropy over real items / log(#real items))."""
+    was_training = model.training
+    model.eval()
+    top_n = max(ks)
+    sums: dict[str, float] = {}
+    count = 0
+    try:
+        items = model.item_embeddings()
+        for batch in data.loader(split, batch_size):
+            batch = to_device(batch, device)
+            interests, routing = model.extract(batch["seq"])
+            exclude = batch["history"] if exclude_history else None
+            ranked, _ = retrieve(interests, items, top_n, merge, exclude)
+            per = ranking_metrics(ranked, batch["targets"], ks)
+            if diagnostics:
+                mask = torch.nn.functional.pad(batch["seq"], (0, routing.shape[-1] - batch["seq"].shape[1])) != 0
+                peak, entropy = routing_stats(routing, mask)
+                per["routing_max"] = peak.double().mean(1)
+                per["routing_entropy"] = entropy.double().mean(1)
+            for name, values in per.items():
+                sums[name] = sums.get(name, 0.0) + float(values.sum())
+            count += int(batch["seq"].shape[0])
+    finally:
+        model.train(was_training)
+    return {name: total / max(count, 1) for name, total in sums.items()}
+
+
+class REMIProtocolEvaluator:
+    """The ``remi-protocol`` evaluator (see the module docstring). Uses the run's configured
+    aggregator when it is a ranked-list merge, else the default ``interest-merge``."""
+
+    def __init__(self, config: Any = None) -> None:
+        self.split = getattr(config, "split", "test")
+        self.ks = [int(k) for k in getattr(config, "ks", [20, 50])]
+        self.batch_size = int(getattr(config, "batch_size", 256))
+        self.exclude_history = bool(getattr(config, "exclude_history", False))
+        names = [f"{m}@{k}" for k in self.ks for m in ("recall", "hr", "ndcg")] + ["routing_max", "routing_entropy"]
+        self.metrics: Mapping[str, tuple[float, float, bool]] = {n: (0.0, 1.0, not n.startswith("routing")) for n in names}
+
+    def evaluate(self, model: Any, data: Any, run: Any) -> dict[str, float]:
+        return evaluate_protocol(model, data, self.split, ks=self.ks, batch_size=self.batch_size,
+                                 device=getattr(run, "device", "cpu"), merge=configured_merge(run),
+                                 exclude_history=self.exclude_history)
+
+
+def configured_merge(run: Any) -> InterestMerge | None:
+    """The run's aggregator if one is configured and merges ranked lists, else None."""
+    try:
+        agg = run.build("aggregator")
+    except UsageError:  # a run handle that cannot build components: use the default merge
+        return None
+    return agg if getattr(agg, "kind", None) == "ranked-lists" else None

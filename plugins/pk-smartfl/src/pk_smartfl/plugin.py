@@ -1,0 +1,34 @@
+"""pk-smartfl registrations (stdlib + pk.core only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pk.core import hookimpl
+
+
+@dataclass
+class SmartFLConfig:
+    """Per round, optimise weights w on the simplex over the m participating clients so that
+    the model sum_k w_k theta_k minimises cross-entropy on the server proxy set (full batch).
+
+    ``weight_param``: "softmax" (w = softmax(a), Adam on a) or "simplex" (gradient step on w,
+    then Euclidean projection onto the simplex; can give exact zeros). ``init``: "uniform"
+    (equal-weight FedAvg) or "size" (n_k / sum n, size-weighted FedAvg). ``steps`` full-batch
+    steps of size ``lr``; the weights with the lowest proxy loss seen (initial ones included) win.
+    """
+
+    weight_param: Literal["softmax", "simplex"] = "softmax"
+    init: Literal["uniform", "size"] = "uniform"
+    steps: int = 50
+    lr: float = 0.05
+    simplex_lr: float = 0.05
+
+
+@hookimpl
+def pk_register_aggregators(register) -> None:  # type: ignore[no-untyped-def]
+    register("smartfl", "pk_smartfl.aggregator:SmartFL", config=SmartFLConfig, tags=("reconstructed",),
+             summary="SmartFL (reconstructed): client weights optimised on a server proxy set (convex hull)",
+             paper={"title": "Robust Federated Learning against both Data Heterogeneity and Poisoning Attack "
+                             "via Aggregation Optimization", "year": 2022, "url": "https://arxiv.org/abs/2211.05554"})
