@@ -17,11 +17,15 @@ from pk.core.registry import KINDS
 @click.option("--available", is_flag=True, help="Plugins known to registry.toml, installed or not.")
 @click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind of component.")
 @click.option("--strict", is_flag=True, help="Exit 3 if any plugin failed to load.")
-def list_cmd(show_all: bool, as_json: bool, available: bool, kind: str | None, strict: bool) -> None:
+@click.option("--catalogue", is_flag=True, help="Print registry.toml entries (provides, hooks) for the installed plugins.")
+def list_cmd(show_all: bool, as_json: bool, available: bool, kind: str | None, strict: bool, catalogue: bool) -> None:
     """List installed plugins, their components and any that failed to load."""
     from pk.core.plugins import get_registry
 
     registry = get_registry()
+    if catalogue:
+        _print_catalogue(registry)
+        return
     if available:
         _list_available(registry, as_json)
         return
@@ -48,6 +52,31 @@ def list_cmd(show_all: bool, as_json: bool, available: bool, kind: str | None, s
             )
     if strict and failures:
         raise click.exceptions.Exit(3)
+
+
+def _print_catalogue(registry) -> None:  # type: ignore[no-untyped-def]
+    """registry.toml tables for the loaded plugins, merged over the current catalogue."""
+    from pk.core.catalogue import load_catalogue
+    from pk.core.config import _toml_value
+
+    known = {e["distribution"]: e for e in load_catalogue()}
+    for info in registry.plugins:
+        if info.builtin or info.error:
+            continue
+        provides: dict[str, list[str]] = {}
+        for reg in registry:
+            if reg.distribution == info.distribution:
+                provides.setdefault(reg.kind, []).append(reg.name)
+        entry = dict(known.get(info.distribution, {}))
+        short = entry.pop("name", info.name)
+        entry.setdefault("distribution", info.distribution)
+        entry.setdefault("import", info.module.split(".")[0])
+        entry["hooks"] = [f"pk_register_{k}" for k in provides]
+        entry["provides"] = {k: sorted(v) for k, v in provides.items()}
+        click.echo(f"[plugins.{short}]")
+        for k, v in entry.items():
+            click.echo(f"{k} = {_toml_value(v)}")
+        click.echo("")
 
 
 def _list_available(registry, as_json: bool) -> None:  # type: ignore[no-untyped-def]
