@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from pk_oracle.plugin import FMRConfig
 
 from pk.core.base import TensorBundle
 from pk.core.builtins.components import MLP
 from pk.core.contracts import DatasetInfo
 from pk.core.seed import derive_seed
-from pk_oracle.plugin import FMRConfig
 
 
 def make_bundle(seed: int = 0, n: int = 300, classes: int = 3, noise: float = 0.15) -> TensorBundle:

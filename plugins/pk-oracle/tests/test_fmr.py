@@ -8,10 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pk.core.errors import ConfigError
 from pk_oracle.evaluator import FMREvaluator, PGDEvaluator, make_logits_fn
-from pk_oracle.generators import PCAGenerator, PixelGenerator, CustomGenerator
+from pk_oracle.generators import CustomGenerator, PCAGenerator, PixelGenerator
 from pk_oracle.oracles import (
     OracleZoo,
     SklearnOracle,
@@ -22,6 +20,8 @@ from pk_oracle.oracles import (
     make_sklearn_estimator,
 )
 from pk_oracle.search import fmr_metrics, latent_search, pgd_linf, predict_labels
+
+from pk.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pk.core.errors import ConfigError
 from pk.core.io import atomic_write_bytes, atomic_write_json, save_tensors
 from pk.core.paths import cache_dir
 from pk.core.seed import derive_seed
-from pk_oracle.generators import AutoencoderGenerator, Generator, PCAGenerator, PixelGenerator, CustomGenerator
+from pk_oracle.generators import AutoencoderGenerator, CustomGenerator, Generator, PCAGenerator, PixelGenerator
 from pk_oracle.oracles import (
     SKLEARN_FAMILIES,
     OracleZoo,
