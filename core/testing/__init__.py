@@ -10,7 +10,10 @@ A plugin runs it on its own registrations with a three-line test file::
 
 ``pk check NAME`` runs the same suite on any installed plugin. Config dataclasses may define
 a class attribute ``pk_test = {"field": value}`` to shrink a component for the suite
-(trainers' ``max_epochs``/``max_steps``/``rounds`` are shrunk automatically).
+(trainers' ``max_epochs``/``max_steps``/``rounds`` are shrunk automatically), and
+``pk_test_with = {"dataset": "name", "model": "name"}`` to choose the companions a model,
+trainer or evaluator is checked with (default: the first registration sharing a task,
+preferring the same plugin).
 """
 
 from __future__ import annotations

@@ -67,8 +67,12 @@ def _stack(case: Case, need: tuple[str, ...]) -> dict[str, Registration]:
     assert reg is not None
     parts = {reg.kind[:-1]: reg}
     tasks = reg.tasks
+    preferred = dict(getattr(reg.config, "pk_test_with", {}) or {}) if reg.config is not None else {}
     for section in need:
         if section in parts:
+            continue
+        if section in preferred:
+            parts[section] = _registry().get(section + "s", preferred[section])
             continue
         comp = _companion(section + "s", tasks, reg.distribution)
         if comp is None:
