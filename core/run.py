@@ -7,6 +7,7 @@ reused except by ``--resume``; every file is written atomically.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -55,7 +56,9 @@ def new_run_dir(resolved: Resolved, explicit: str | Path | None = None) -> Path:
     raise UsageError(f"could not create a run dir under {base}")
 
 
+@functools.lru_cache(maxsize=1)
 def distribution_versions() -> dict[str, str]:
+    """Versions of pk-* distributions and the big frameworks (scanned once per process)."""
     out = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"] or ""
@@ -91,7 +94,7 @@ def environment(device: str) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "threads": torch.get_num_threads(),
-        "distributions": distribution_versions(),
+        "distributions": dict(distribution_versions()),
         "git": git_info(),
     }
     try:
@@ -164,7 +167,7 @@ class Run:
         path = self.dir / "checkpoints" / f"{tag}.pt"
         if self.is_main:
             payload = dict(state)
-            payload["_pk"] = {"config": self.config, "versions": distribution_versions(), "tag": tag}
+            payload["_pk"] = {"config": self.config, "versions": dict(distribution_versions()), "tag": tag}
             save_tensors(path, payload)
         return path
 
