@@ -9,9 +9,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from pk_fl.aggregators import CoordinateMedian, Krum, TrimmedMean
 
 from pk.core.builtins.components import FedAvg
-from pk_fl.aggregators import CoordinateMedian, Krum, TrimmedMean
 
 ROBUST = {
     "median": lambda: CoordinateMedian(SimpleNamespace()),

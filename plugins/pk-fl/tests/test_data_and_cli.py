@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from pk_fl.data.images import load_cifar10_binary, load_digits_csv, load_mnist_idx
 
 from pk.cli.main import cli
 from pk.core.errors import DataError
 from pk.core.paths import shared_data_dir
-from pk_fl.data.images import load_cifar10_binary, load_digits_csv, load_mnist_idx
 
 
 def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, magic: int = 2051) -> None:

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from pk_smartfl.aggregator import SmartFL, project_to_simplex
 from torch import nn
 
 from pk.core.contracts import ServerContext
-from pk_smartfl.aggregator import SmartFL, project_to_simplex
 
 
 def build_model() -> nn.Module:
@@ -56,6 +56,7 @@ def test_projection_is_the_euclidean_projection(v):
 
 
 @pytest.mark.parametrize("param", ["softmax", "simplex"])
+@settings(max_examples=15)
 @given(seed=st.integers(0, 1000), m=st.integers(2, 5))
 def test_weights_on_simplex_and_result_is_a_convex_combination(param, seed, m):
     states = clients(seed, m)

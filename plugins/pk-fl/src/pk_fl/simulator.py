@@ -35,7 +35,6 @@ from pk.core.contracts import RunHandle, ServerContext
 from pk.core.errors import ConfigError, DataError
 from pk.core.seed import capture_rng_state, derive_seed, restore_rng_state
 from pk.core.utils import classification_metrics
-
 from pk_fl.attacks import LABEL_ATTACKS, MODEL_ATTACKS, poison_labels, poison_updates
 from pk_fl.partition import partition
 

@@ -125,8 +125,8 @@ class SmartFL:
         for _ in range(self.steps):
             opt.zero_grad(set_to_none=True)
             value = loss_of(current())
-            if float(value) < best_loss:
-                best_loss, best_w = float(value), current().detach().clone()
+            if float(value.detach()) < best_loss:
+                best_loss, best_w = float(value.detach()), current().detach().clone()
             value.backward()
             opt.step()
             if self.weight_param == "simplex":

@@ -1,0 +1,233 @@
+"""Rounds per second for FedAvg with 50 clients on MNIST t10k: pk's in-process simulator vs
+Flower's Ray simulation, side by side in one run; plus server (aggregation) time per round of
+SmartFL (and Dynafed, when pk-dynafed is installed) relative to FedAvg.
+
+Setup (as the fl-base note's reference figures): all 10,000 t10k images split IID over 50
+clients (200 each), all clients sampled every round, MLP 784-200-10, one local epoch of plain
+SGD (lr 0.05, batch 32), server evaluation on the 10,000 images after every round.
+
+    .venv/bin/python bench/fl_vs_flower.py --rounds 6 [--flower-python /path/to/flwr-env/bin/python]
+
+Flower runs in its own environment (``flwr[simulation]`` pins ray 2.55.1) as a subprocess of
+this script (``--role flower``); without ``--flower-python`` only pk's figures are measured.
+The first round is reported separately (Ray start-up); rates use rounds 2..R.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CLIENTS, HIDDEN, LR, BATCH = 50, 200, 0.05, 32
+
+
+def mnist_bundle() -> Any:
+    """TensorBundle with train = test = the 10,000 t10k images (the reference setup)."""
+    import torch
+    from pk_fl.data.images import load_mnist_idx
+
+    from pk.core.base import TensorBundle
+    from pk.core.contracts import DatasetInfo
+    from pk.core.paths import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None:
+        sys.exit("no shared data dir with mnist_t10k (set PK_SHARED_DATA)")
+    images, labels = load_mnist_idx(shared / "mnist_t10k")
+    x = images.unsqueeze(1).float() / 255.0
+    split = {"x": x, "y": labels, "index": torch.arange(len(labels))}
+    info = DatasetInfo(task="classification", num_features=784, num_classes=10, extra={"image_shape": [1, 28, 28]})
+    return TensorBundle(info=info, tensors={"train": split, "test": split})
+
+
+class BenchRun:
+    """The subset of pk's RunHandle the simulator uses, without files."""
+
+    def __init__(self, aggregator_factory: Any, seed: int = 0) -> None:
+        self.seed, self.device, self.factory = seed, "cpu", aggregator_factory
+        self._gens: dict[str, Any] = {}
+        self.server_log: list[tuple[int, float]] = []
+        self.dir = Path("/tmp")
+
+    def generator(self, name: str) -> Any:
+        import torch
+
+        from pk.core.seed import derive_seed
+
+        return self._gens.setdefault(name, torch.Generator().manual_seed(derive_seed(self.seed, name)))
+
+    def log(self, step: int, split: str = "train", **metrics: float) -> None:
+        if split == "server":
+            self.server_log.append((step, metrics["accuracy"]))
+
+    def build(self, section: str, **kwargs: Any) -> Any:
+        return self.factory(kwargs.get("context"))
+
+    def progress(self, iterable: Any, total: Any = None, description: str = "") -> Any:
+        return iterable
+
+    def echo(self, message: str) -> None:
+        pass
+
+    def latest_checkpoint(self) -> None:
+        return None
+
+    def save_checkpoint(self, state: Any, tag: str = "last") -> None:
+        return None
+
+    def artifact_path(self, name: str) -> Path:
+        return Path("/tmp") / f"pk-bench-{name}"
+
+
+def sim_config(rounds: int, participation: float = 1.0, num_clients: int = CLIENTS) -> Any:
+    from pk_fl.plugin import FedSimConfig
+
+    return FedSimConfig(rounds=rounds, num_clients=num_clients, participation=participation, local_epochs=1, batch_size=BATCH,
+                        lr=LR, proxy_samples=100, checkpoint_every=0, plot=False, eval_batch_size=2000)
+
+
+def run_pk(rounds: int, aggregator_factory: Any, data: Any, cfg: Any = None) -> dict[str, Any]:
+    import torch
+    from pk_fl.simulator import FedSimTrainer
+
+    from pk.core.builtins.components import MLP
+
+    torch.manual_seed(0)
+    model = MLP(784, 10, [HIDDEN], 0.0, "relu")
+    trainer = FedSimTrainer(cfg or sim_config(rounds))
+    run = BenchRun(aggregator_factory)
+    t0 = time.perf_counter()
+    trainer.fit(model, data, run)
+    return {"wall_s": time.perf_counter() - t0, **trainer.timing, "final_accuracy": run.server_log[-1][1]}
+
+
+def pk_side(rounds: int) -> dict[str, Any]:
+    import torch
+
+    from pk.core.builtins.components import FedAvg
+
+    torch.set_num_threads(1)
+    data = mnist_bundle()
+    res = run_pk(rounds, lambda ctx: FedAvg(None), data)
+    res["rounds_per_s"] = 1.0 / res["seconds_per_round"]
+    return res
+
+
+def server_side(rounds: int) -> dict[str, Any]:
+    """Server time per round of FedAvg, SmartFL (and Dynafed if installed), 20 of 50 clients per round."""
+    import torch
+    from pk_fl.flower import build_aggregator
+
+    from pk.core.builtins.components import FedAvg
+    from pk.core.plugins import get_registry
+
+    torch.set_num_threads(1)
+    data = mnist_bundle()
+    data.tensors = {"train": data.tensors["train"], "valid": data.tensors["train"], "test": data.tensors["test"]}
+    rules: dict[str, Any] = {"fedavg": lambda ctx: FedAvg(None),
+                             "smartfl": lambda ctx: build_aggregator("smartfl", {"steps": 30, "lr": 0.1}, ctx)}
+    if "dynafed" in get_registry().names("aggregators"):
+        rules["dynafed"] = lambda ctx: build_aggregator("dynafed", {}, ctx)
+    out = {}
+    for name, factory in rules.items():
+        r = run_pk(rounds, factory, data, sim_config(rounds, participation=0.4))
+        out[name] = {"server_s_per_round": r["server_seconds_per_round"], "round_s": r["seconds_per_round"]}
+    base = out["fedavg"]["server_s_per_round"]
+    for name in out:
+        out[name]["server_time_vs_fedavg"] = out[name]["server_s_per_round"] / base
+    return out
+
+
+def flower_side(rounds: int) -> dict[str, Any]:
+    """Flower 1.42 Message API + Ray backend (2 actors x 1 CPU), the same experiment."""
+    import torch
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAvg
+    from flwr.simulation import run_simulation
+    from torch import nn
+
+    data = mnist_bundle()
+    x, y = data.tensors["train"]["x"], data.tensors["train"]["y"]
+    parts = torch.arange(len(y)).chunk(CLIENTS)
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
+
+    client = ClientApp()
+
+    @client.train()
+    def train(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        model = net()
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        idx = parts[int(context.node_config["partition-id"])]
+        opt = torch.optim.SGD(model.parameters(), lr=LR)
+        order = idx[torch.randperm(len(idx))]
+        for s in range(0, len(order), BATCH):
+            b = order[s : s + BATCH]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[b]), y[b]).backward()
+            opt.step()
+        content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord({"num-examples": len(idx)})})
+        return Message(content=content, reply_to=msg)
+
+    stamps: list[tuple[int, float, float]] = []
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model = net()
+        model.load_state_dict(arrays.to_torch_state_dict())
+        with torch.no_grad():
+            acc = float((model(x).argmax(1) == y).float().mean())
+        stamps.append((server_round, time.perf_counter(), acc))
+        return MetricRecord({"accuracy": acc})
+
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=CLIENTS, min_available_nodes=CLIENTS)
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(net().state_dict()), num_rounds=rounds, evaluate_fn=evaluate_fn)
+
+    t0 = time.perf_counter()
+    run_simulation(server_app=server, client_app=client, num_supernodes=CLIENTS,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}})
+    wall = time.perf_counter() - t0
+    times = [t for _r, t, _a in stamps]
+    per_round = [b - a for a, b in zip(times, times[1:])]
+    steady = per_round[1:] or per_round
+    return {"wall_s": wall, "first_round_s": per_round[0] if per_round else float("nan"),
+            "seconds_per_round": sum(steady) / len(steady), "rounds_per_s": len(steady) / sum(steady),
+            "final_accuracy": stamps[-1][2] if stamps else float("nan")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--role", choices=["all", "flower"], default="all")
+    ap.add_argument("--flower-python", default="", help="python of an environment with flwr[simulation]")
+    ap.add_argument("--skip-server", action="store_true")
+    args = ap.parse_args()
+    if args.role == "flower":
+        print(json.dumps(flower_side(args.rounds)))
+        return
+    result: dict[str, Any] = {"pk": pk_side(args.rounds)}
+    if args.flower_python:
+        proc = subprocess.run([args.flower_python, __file__, "--role", "flower", "--rounds", str(args.rounds)],
+                              capture_output=True, text=True, timeout=1200)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        result["flower"] = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}
+    if not args.skip_server:
+        result["server_time"] = server_side(max(3, args.rounds // 2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
