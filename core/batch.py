@@ -29,7 +29,7 @@ from pk.core.io import atomic_write_json, atomic_write_text
 from pk.core.registry import Registry
 from pk.core.run import read_result, utc_stamp
 
-META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description", "resources"}
+META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description", "resources", "lower_is_better"}
 
 
 @dataclass
@@ -328,9 +328,27 @@ def comparison_row(spec: BatchSpec, outcomes: list[Outcome]) -> dict[str, Any] |
         return stats.get(group, {}).get(metric)
 
     b, m = cell(base), cell(method)
-    row = {"paper": meta.get("paper", spec.name), "recipe": spec.name, "metric": metric, "baseline": base, "method": method, "baseline_stats": b, "method_stats": m}
+    lower = bool(meta.get("lower_is_better", lower_is_better(metric)))
+    row = {"paper": meta.get("paper", spec.name), "recipe": spec.name, "metric": metric, "baseline": base, "method": method,
+           "baseline_stats": b, "method_stats": m, "lower_is_better": lower}
     row["delta"] = (m[0] - b[0]) if (b and m) else None
     return row
+
+
+def lower_is_better(metric: str) -> bool:
+    """Default direction of a metric from its name (losses, perplexity, forgetting, time)."""
+    name = metric.rsplit(".", 1)[-1].lower()
+    return any(w in name for w in ("loss", "perplexity", "ppl", "forgetting", "fm", "seconds", "time", "error"))
+
+
+def verdict(row: dict[str, Any]) -> str:
+    d = row.get("delta")
+    if d is None:
+        return "n/a"
+    if d == 0:
+        return "tie"
+    better = d < 0 if row.get("lower_is_better") else d > 0
+    return "method better" if better else "baseline better"
 
 
 def fmt_stat(stat: tuple[float, float, int] | None) -> str:

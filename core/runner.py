@@ -76,7 +76,7 @@ class Components:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, section, reg.name))
-            return _call_builder(builder, cfg, *args, **kwargs)
+            return _call_builder(builder, cfg, *args, seed=self.seed, **kwargs)
 
     def dataset(self) -> Any:
         if "dataset" not in self._cache:

@@ -64,7 +64,7 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, out
 
 
 def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore[no-untyped-def]
-    from pk.core.batch import comparison_row, fmt_stat, summarise
+    from pk.core.batch import comparison_row, fmt_stat, summarise, verdict
 
     if as_json:
         print_json(
@@ -86,7 +86,7 @@ def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore
         if row is None:
             continue
         d = row["delta"]
-        verdict = "n/a" if d is None else ("method better" if d > 0 else "baseline better" if d < 0 else "tie")
-        rows.append((row["paper"], row["metric"], f"{row['baseline']}: {fmt_stat(row['baseline_stats'])}", f"{row['method']}: {fmt_stat(row['method_stats'])}", "n/a" if d is None else f"{d:+.4f}", verdict))
+        metric = row["metric"] + (" (lower better)" if row["lower_is_better"] else "")
+        rows.append((row["paper"], metric, f"{row['baseline']}: {fmt_stat(row['baseline_stats'])}", f"{row['method']}: {fmt_stat(row['method_stats'])}", "n/a" if d is None else f"{d:+.4f}", verdict(row)))
     if rows:
         print_table("baseline vs method per paper (mean ± std over seeds)", ["paper", "metric", "baseline", "method", "Δ", "verdict"], rows)
