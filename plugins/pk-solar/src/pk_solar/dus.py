@@ -77,7 +77,7 @@ def find_layer_list(model: Any) -> tuple[Any, str]:
     """
     from torch import nn
 
-    n = int(getattr(model.config, "num_hidden_layers"))
+    n = int(model.config.num_hidden_layers)
     for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "layers"):
         parent: Any = model
         parts = path.split(".")

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from pk.core.errors import DataError, UsageError
-
 from pk_solar.dus import layer_count, layer_map, upscale_config_dict
 
 INDEX_NAME = "model.safetensors.index.json"

@@ -26,7 +26,6 @@ from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.utils import to_device
-
 from pk_solar.models import SIDECAR, CausalLM
 
 

@@ -1,0 +1,137 @@
+"""Loss-vs-compute plot and tables for a ``pk batch`` directory of the DUS protocol.
+
+    python -m pk_solar.report runs/batch-solar-protocol-<UTC> --out solar.png
+
+Reads ``batch.jsonl`` (run name, seed, run dir, final metrics) and each run's
+``metrics.jsonl`` (``valid`` lines carry ``loss`` and cumulative ``flops``). Prints markdown:
+final metrics per arm (mean ± sample std over seeds), validation loss interpolated at
+matched total compute, and the seam drop / recovery of up-scaled arms (relative to ``cont``,
+whose first evaluation is the base's weights on the same batches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+
+
+def load_batch(batch_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """arm name -> list of ``{seed, metrics, curve: [(flops, loss)]}`` for completed runs."""
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for line in (batch_dir / "batch.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("status") != "completed":
+            continue
+        curve = []
+        for row in (Path(rec["run_dir"]) / "metrics.jsonl").read_text().splitlines():
+            point = json.loads(row)
+            if point.get("split") == "valid" and "flops" in point:
+                curve.append((float(point["flops"]), float(point["loss"])))
+        arms.setdefault(rec["name"], []).append({"seed": rec["seed"], "metrics": rec["metrics"], "curve": curve})
+    return arms
+
+
+def interpolate(curve: list[tuple[float, float]], x: float) -> float | None:
+    """Linear interpolation of loss at compute ``x`` (None outside the curve)."""
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def tables(arms: dict[str, list[dict[str, Any]]]) -> str:
+    lines = ["| arm | layers | params | seeds | total FLOPs | final valid loss (nats/char) | test ppl |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, runs in arms.items():
+        m0 = runs[0]["metrics"]
+        lines.append(
+            f"| {arm} | {m0.get('fit.layers', 0):.0f} | {m0.get('fit.params', 0):,.0f} | {len(runs)} | "
+            f"{statistics.fmean(r['metrics']['fit.flops_total'] for r in runs):.3e} | "
+            f"{_mean_std([r['metrics']['fit.valid_loss'] for r in runs])} | {_mean_std([r['metrics']['eval.ppl'] for r in runs])} |"
+        )
+    base_flops = statistics.fmean(r["metrics"]["fit.flops_total"] for r in arms.get("base", [])) if "base" in arms else None
+    if base_flops:
+        points = [1.1, 1.2, 1.3, 1.4]
+        lines += ["", "Validation loss (periodic evals, fixed batches) at matched total compute, x = multiple of the base's compute:",
+                  "", "| arm | " + " | ".join(f"{p:g}x" for p in points) + " |", "|---|" + "---|" * len(points)]
+        for arm, runs in arms.items():
+            if arm == "base":
+                continue
+            cells = []
+            for p in points:
+                vals = [v for r in runs if (v := interpolate(r["curve"], p * base_flops)) is not None]
+                cells.append(_mean_std(vals) if len(vals) == len(runs) else "n/a")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    if "cont" in arms:
+        start = {r["seed"]: r["curve"][0][1] for r in arms["cont"]}
+        lines += ["", "Seam: loss right after up-scaling minus the base's loss (same batches); recovery = added FLOPs until "
+                  "the up-scaled model is back at the base's loss:", "", "| arm | seam drop | recovery FLOPs |", "|---|---|---|"]
+        for arm, runs in arms.items():
+            if arm in ("base", "cont", "scratch"):
+                continue
+            drops, recover = [], []
+            for r in runs:
+                if r["seed"] not in start:
+                    continue
+                drops.append(r["curve"][0][1] - start[r["seed"]])
+                hit = next((f for f, loss in r["curve"][1:] if loss <= start[r["seed"]]), None)
+                if hit is not None:
+                    recover.append(hit - r["curve"][0][0])
+            rec = f"{statistics.fmean(recover):.3e} ({len(recover)}/{len(runs)} seeds)" if recover else "not within budget"
+            lines.append(f"| {arm} | {_mean_std(drops)} | {rec} |")
+    return "\n".join(lines)
+
+
+def plot(arms: dict[str, list[dict[str, Any]]], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, runs in arms.items():
+        lo = max(r["curve"][0][0] for r in runs)
+        hi = min(r["curve"][-1][0] for r in runs)
+        grid = [lo + (hi - lo) * k / 60 for k in range(61)] if hi > lo else [lo]
+        means, stds = [], []
+        for x in grid:
+            vals = [v for r in runs if (v := interpolate(r["curve"], x)) is not None]
+            means.append(statistics.fmean(vals) if vals else math.nan)
+            stds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        ax.plot(grid, means, label=f"{arm} ({len(runs)} seeds)")
+        ax.fill_between(grid, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.2)
+    ax.set_xlabel("total training compute (FLOPs = 6·P·tokens)")
+    ax.set_ylabel("validation loss (nats/char)")
+    finals = [r["curve"][-1][1] for runs in arms.values() for r in runs]
+    ax.set_ylim(min(finals) - 0.05, min(finals) + 0.6)
+    ax.set_title("SOLAR DUS vs continued training vs scratch (mean ± std)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("batch_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("solar_protocol.png"))
+    args = parser.parse_args(argv)
+    arms = load_batch(args.batch_dir)
+    print(tables(arms))
+    print(f"\nplot: {plot(arms, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
