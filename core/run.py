@@ -146,6 +146,14 @@ class Run:
             self._generators[name] = torch.Generator().manual_seed(derive_seed(self.seed, name))
         return self._generators[name]
 
+    def generator_states(self) -> dict[str, Any]:
+        """States of every named generator handed out so far (for checkpoints)."""
+        return {name: g.get_state() for name, g in self._generators.items()}
+
+    def restore_generator_states(self, states: dict[str, Any]) -> None:
+        for name, state in states.items():
+            self.generator(name).set_state(state)
+
     # -- records ------------------------------------------------------------------
     def log(self, step: int, split: str = "train", **metrics: float) -> None:
         """Append one line ``{step, split, time, **metrics}`` to metrics.jsonl (rank 0)."""

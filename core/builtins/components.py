@@ -79,8 +79,10 @@ def build_mlp(config: Any, info: DatasetInfo) -> MLP:
 class SupervisedTrainer:
     """Epochs of shuffled mini-batches; validation each epoch; best weights restored.
 
-    Checkpoints ``last`` after every epoch (model, optimizer, RNG states, best state)
-    so a resumed run ends bit-identical to an uninterrupted one on CPU.
+    Checkpoints ``last`` after every epoch (model, optimizer, every named generator, global
+    RNG states, best state) so a resumed run ends bit-identical to an uninterrupted one on
+    CPU. Subclasses change the training inputs through :meth:`prepare` and
+    :meth:`transform_batch` (e.g. noise or adversarial examples) and keep everything else.
     """
 
     resumable = True
@@ -88,6 +90,18 @@ class SupervisedTrainer:
 
     def __init__(self, config: Any) -> None:
         self.config = config
+
+    def prepare(self, model: nn.Module, data: Any, run: RunHandle) -> None:
+        """Called once before training (after a resume's state is restored)."""
+
+    def transform_batch(self, model: nn.Module, batch: dict[str, Any], run: RunHandle) -> dict[str, Any]:
+        """The batch the loss is computed on; draw randomness only from ``run.generator``."""
+        return batch
+
+    def compute_loss(self, loss_fn: Any, batch: dict[str, Any]) -> Any:
+        """The training loss of one (per-rank) batch; ``loss_fn(batch)`` is ``model.loss``
+        (through DDP on several processes, where it may be called once per step)."""
+        return loss_fn(batch)
 
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
         cfg = self.config
@@ -101,19 +115,21 @@ class SupervisedTrainer:
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
-            shuffle.set_state(ckpt["shuffle"])
+            run.restore_generator_states(ckpt["generators"])
             restore_rng_state(ckpt["rng"])
             start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best"]
             run.echo(f"resumed at epoch {start_epoch}")
+        self.prepare(model, data, run)
         for epoch in run.progress(range(start_epoch, cfg.max_epochs), total=cfg.max_epochs - start_epoch, description="epochs"):
             model.train()
             total, count = 0.0, 0
             for batch in data.loader("train", cfg.batch_size, shuffle=True, generator=shuffle):
                 if 0 <= cfg.max_steps <= step:
                     break
-                chunk, scale = rank_chunk(to_device(batch, device), run)
+                batch = self.transform_batch(model, to_device(batch, device), run)
+                chunk, scale = rank_chunk(batch, run)
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(chunk)
+                loss = self.compute_loss(loss_fn, chunk)
                 (loss * scale).backward()
                 opt.step()
                 step += 1
@@ -128,7 +144,7 @@ class SupervisedTrainer:
                 {
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
-                    "shuffle": shuffle.get_state(),
+                    "generators": run.generator_states(),
                     "rng": capture_rng_state(),
                     "epoch": epoch,
                     "step": step,

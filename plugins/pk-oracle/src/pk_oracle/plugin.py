@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pk.core import hookimpl
+from pk.core.builtins.plugin import SupervisedConfig
 
 PAPER = {
     "title": "Foundation Model-oriented Robustness: Robust Image Model Evaluation with Pretrained Models",
@@ -80,23 +81,16 @@ class PGDConfig:
 
 
 @dataclass
-class NoiseTrainerConfig:
+class NoiseTrainerConfig(SupervisedConfig):
     """Supervised training on x + N(0, sigma^2) (clamped to the data range); best-valid weights kept."""
 
     sigma: float = 0.3
-    max_epochs: int = 10
-    max_steps: int = -1
-    batch_size: int = 64
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    eval_batch_size: int = 256
 
     pk_test: ClassVar[dict[str, object]] = {"max_epochs": 2, "max_steps": 6}
 
 
 @dataclass
-class AdversarialTrainerConfig:
+class AdversarialTrainerConfig(SupervisedConfig):
     """PGD-Linf adversarial training (Madry et al.): loss = (1 - adv_weight) * CE(x) +
     adv_weight * CE(PGD(x)), random start in the eps ball; best-valid (clean) weights kept."""
 
@@ -104,13 +98,6 @@ class AdversarialTrainerConfig:
     attack_steps: int = 5
     attack_step_size: float = 0.03
     adv_weight: float = 1.0
-    max_epochs: int = 10
-    max_steps: int = -1
-    batch_size: int = 64
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    eval_batch_size: int = 256
 
     pk_test: ClassVar[dict[str, object]] = {"max_epochs": 2, "max_steps": 6, "attack_steps": 1}
 

@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pk.core.builtins.components import SupervisedTrainer
 from pk.core.contracts import RunHandle
-from pk.core.seed import capture_rng_state, restore_rng_state
-from pk.core.utils import classification_metrics, make_optimizer, to_device
 
 
 def input_bounds(data: Any, batch_size: int = 1024) -> tuple[float | None, float | None]:
@@ -30,73 +29,28 @@ def _clamp(x: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.
     return x if bounds == (None, None) else x.clamp(bounds[0], bounds[1])
 
 
-class PerturbedTrainer:
-    """Supervised training where ``perturb(model, batch, gen, bounds)`` rewrites each batch."""
+class PerturbedTrainer(SupervisedTrainer):
+    """pk-core's supervised trainer whose training inputs are rewritten by
+    ``perturb_loss``; randomness comes from ``run.generator("perturb")`` (checkpointed)."""
 
-    resumable = True
+    def prepare(self, model: nn.Module, data: Any, run: RunHandle) -> None:
+        self.bounds = input_bounds(data)
+        self.perturb = run.generator("perturb")
 
-    def __init__(self, config: Any) -> None:
-        self.config = config
+    def transform_batch(self, model: nn.Module, batch: dict[str, Any], run: RunHandle) -> dict[str, Any]:
+        return {**batch, "x": self.perturbed_inputs(model, batch, self.perturb, self.bounds)}
 
-    def training_loss(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
+    def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
         raise NotImplementedError
-
-    def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
-        cfg = self.config
-        opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
-        shuffle, perturb = run.generator("shuffle"), run.generator("perturb")
-        bounds = input_bounds(data)
-        start_epoch, step = 0, 0
-        best: dict[str, Any] = {"accuracy": -1.0, "state": None, "epoch": -1}
-        ckpt = run.latest_checkpoint()
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            shuffle.set_state(ckpt["shuffle"])
-            perturb.set_state(ckpt["perturb"])
-            restore_rng_state(ckpt["rng"])
-            start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best"]
-            run.echo(f"resumed at epoch {start_epoch}")
-        for epoch in run.progress(range(start_epoch, cfg.max_epochs), total=cfg.max_epochs - start_epoch, description="epochs"):
-            model.train()
-            total, count = 0.0, 0
-            for batch in data.loader("train", cfg.batch_size, shuffle=True, generator=shuffle):
-                if 0 <= cfg.max_steps <= step:
-                    break
-                batch = to_device(batch, run.device)
-                loss = self.training_loss(model, batch, perturb, bounds)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                total += float(loss.detach())
-                count += 1
-            valid = classification_metrics(model, data, "valid", cfg.eval_batch_size, run.device)
-            run.log(step, "train", loss=total / max(count, 1), epoch=epoch)
-            run.log(step, "valid", **valid)
-            if valid["accuracy"] > best["accuracy"]:
-                best = {"accuracy": valid["accuracy"], "epoch": epoch,
-                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-            run.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "shuffle": shuffle.get_state(),
-                                 "perturb": perturb.get_state(), "rng": capture_rng_state(), "epoch": epoch, "step": step,
-                                 "best": best})
-            if 0 <= cfg.max_steps <= step:
-                break
-        if best["state"] is not None:
-            model.load_state_dict(best["state"])
-        return {"best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"]), "steps": float(step)}
-
-    def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
-        return classification_metrics(model, data, split, self.config.eval_batch_size, run.device)
 
 
 class NoiseAugmentedTrainer(PerturbedTrainer):
     """loss = CE(f(clamp(x + sigma * eps)), y), eps ~ N(0, I) drawn from the run's generator."""
 
-    def training_loss(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
+    def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
         x = batch["x"].float()
         noise = torch.randn(x.shape, generator=gen).to(x.device)
-        return model.loss({**batch, "x": _clamp(x + self.config.sigma * noise, bounds)})
+        return _clamp(x + self.config.sigma * noise, bounds)
 
 
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, step_size: float,
@@ -122,12 +76,18 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 class AdversarialTrainer(PerturbedTrainer):
     """loss = (1 - w) CE(f(x), y) + w CE(f(PGD(x)), y) with w = ``adv_weight`` (Madry: w = 1)."""
 
-    def training_loss(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
+    supports_distributed = False  # two forward passes per step
+
+    def transform_batch(self, model: nn.Module, batch: dict[str, Any], run: RunHandle) -> dict[str, Any]:
         cfg = self.config
-        x = batch["x"].float()
-        adv = pgd_attack(model, x, batch["y"], eps=cfg.eps, steps=cfg.attack_steps, step_size=cfg.attack_step_size,
-                         bounds=bounds, gen=gen)
-        loss = cfg.adv_weight * model.loss({**batch, "x": adv})
-        if cfg.adv_weight < 1.0:
-            loss = loss + (1.0 - cfg.adv_weight) * model.loss({**batch, "x": x})
+        adv = pgd_attack(model, batch["x"].float(), batch["y"], eps=cfg.eps, steps=cfg.attack_steps,
+                         step_size=cfg.attack_step_size, bounds=self.bounds, gen=self.perturb)
+        return {**batch, "x_adv": adv}
+
+    def compute_loss(self, loss_fn: Any, batch: dict[str, Any]) -> torch.Tensor:
+        w = self.config.adv_weight
+        clean = {k: v for k, v in batch.items() if k != "x_adv"}
+        loss = w * loss_fn({**clean, "x": batch["x_adv"]})
+        if w < 1.0:
+            loss = loss + (1.0 - w) * loss_fn(clean)
         return loss
