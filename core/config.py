@@ -65,18 +65,41 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: malformed TOML: {exc}; fix the file (see toml.io)") from None
 
 
+INHERITED = "__inherited__"
+
+
+def _switch_component(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A component table whose ``name`` changed: the new table, plus the old parameters it
+    does not set, marked inherited (``resolve`` keeps those the new component also has)."""
+    out = copy.deepcopy(dict(new))
+    carried = {k: v for k, v in old.items() if k not in ("name", INHERITED) and k not in new}
+    out.update(copy.deepcopy(carried))
+    marks = (set(old.get(INHERITED, ())) | set(carried)) - set(new)
+    if marks:
+        out[INHERITED] = sorted(marks)
+    return out
+
+
 def deep_merge(base: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``other`` into a copy of ``base``; tables merge, anything else replaces.
 
-    Changing a component's ``name`` drops the old component's parameters.
+    When a component's ``name`` changes, the old parameters that the new component also
+    has are kept (so ``[defaults] trainer.max_epochs`` survives a switch of trainer) and
+    the others are dropped at :func:`resolve`.
     """
     out = copy.deepcopy(dict(base))
     for key, value in other.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             if "name" in value and value["name"] != out[key].get("name"):
-                out[key] = copy.deepcopy(dict(value))
+                out[key] = _switch_component(out[key], value)
             else:
-                out[key] = deep_merge(out[key], value)
+                merged = deep_merge(out[key], value)
+                if INHERITED in merged:
+                    rest = sorted(set(merged[INHERITED]) - set(value))
+                    merged[INHERITED] = rest
+                    if not rest:
+                        del merged[INHERITED]
+                out[key] = merged
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -115,8 +138,13 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
                 raise ConfigError(f"override {text!r}: {part!r} is a value, not a table")
             node = nxt
         if path[-1] == "name" and len(path) == 2 and node.get("name") not in (None, value):
+            switched = _switch_component(node, {"name": value})
             node.clear()
+            node.update(switched)
+            continue
         node[path[-1]] = value
+        if len(path) == 2 and path[-1] in node.get(INHERITED, ()):
+            node[INHERITED] = [k for k in node[INHERITED] if k != path[-1]]
     return out
 
 
@@ -264,9 +292,12 @@ def resolve(raw: Mapping[str, Any], registry: Registry, *, required: Iterable[st
                 )
             continue
         name = table.pop("name", None)
+        inherited = set(table.pop(INHERITED, ()))
         if not isinstance(name, str):
             raise ConfigError(f"[{section}] needs name = \"<registered {section}>\" (`pk list --all`)")
         reg = registry.get(SECTION_TO_KIND[section], name)
+        own = {f.name for f in dataclasses.fields(reg.config)} if reg.config is not None else set()
+        table = {k: v for k, v in table.items() if k not in inherited or k in own}
         regs[section] = reg
         data[section] = {"name": name, **validate_params(table, reg.config, section)}
     return Resolved(data=data, registrations=regs)

@@ -64,9 +64,21 @@ def test_bare_word_override_is_a_string_and_quoting_works():
         parse_override("model.hidden=[1,")
 
 
-def test_override_changing_name_drops_old_parameters():
-    cfg = apply_overrides({"model": {"name": "a", "width": 3}}, ["model.name=b"])
-    assert cfg == {"model": {"name": "b"}}
+def test_switching_component_keeps_shared_parameters_only():
+    from pk.core.plugins import load_registry
+
+    reg = load_registry(entry_points=False)
+    base = {"model": {"name": "mlp", "dropout": 0.3}, "dataset": {"name": "synthetic-classification"},
+            "trainer": {"name": "supervised", "max_epochs": 3}}
+    # switching the trainer name keeps max_epochs (the new trainer has it)...
+    merged = deep_merge(base, {"trainer": {"name": "supervised"}})
+    assert resolve(merged, reg).data["trainer"]["max_epochs"] == 3
+    # ...and a parameter the new component lacks is dropped, not an error
+    cfg = apply_overrides({"model": {"name": "a", "width": 3}, "dataset": base["dataset"], "trainer": base["trainer"]}, ["model.name=mlp"])
+    assert "width" not in resolve(cfg, reg).data["model"]
+    # an explicit unknown key on the new component is still an error
+    with pytest.raises(ConfigError, match="width"):
+        resolve(deep_merge(cfg, {"model": {"width": 4}}), reg)
 
 
 def test_hash_ignores_out_dir_but_not_params():
