@@ -10,9 +10,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch import nn
-
-from pk.core.errors import ConfigError
 from pk_actsr.calibrators import (
     ACTSRCalibrator,
     AdversarialCalibrator,
@@ -22,6 +19,9 @@ from pk_actsr.calibrators import (
 )
 from pk_actsr.plugin import ACTSRCalibratorConfig, AdversarialCalibratorConfig, SpatialCalibratorConfig
 from pk_seqrec.models.encoder import MultiHeadAttention, causal_mask, masked_softmax, padding_mask, position_ids
+from torch import nn
+
+from pk.core.errors import ConfigError
 
 torch.set_num_threads(1)
 KINDS = {"ac-spatial": (SpatialCalibrator, SpatialCalibratorConfig),

@@ -10,11 +10,11 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-from pk.core.errors import ConfigError
 from pk_actsr.calibrators import ACTSRCalibrator, AdversarialCalibrator, SpatialCalibrator
 from pk_actsr.models import ACBERT4Rec, ACSASRec
 from pk_actsr.plugin import ACTSRCalibratorConfig, AdversarialCalibratorConfig, SpatialCalibratorConfig
+
+from pk.core.errors import ConfigError
 
 N, L = 30, 8
 torch.set_num_threads(1)

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from pk_seqrec.models.encoder import masked_softmax
 from torch import nn
 
 from pk.core.errors import ConfigError
-from pk_seqrec.models.encoder import masked_softmax
 
 LOG_EPS = 1e-24  # the reference's epsilon inside log p and log(1 - p)
 

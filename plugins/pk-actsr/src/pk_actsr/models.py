@@ -23,15 +23,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from pk_seqrec.models.bert4rec import BERT4Rec, cloze_mask
+from pk_seqrec.models.encoder import last_real_index, next_item_loss, position_ids
+from pk_seqrec.models.sasrec import SASRec
 from torch import nn
 
 from pk.core.contracts import DatasetInfo
 from pk.core.errors import ConfigError
 from pk.core.utils import make_optimizer
 from pk_actsr.calibrators import ACTSRCalibrator, Session, mask_penalty, perturbed_attention
-from pk_seqrec.models.bert4rec import BERT4Rec, cloze_mask
-from pk_seqrec.models.encoder import last_real_index, next_item_loss, position_ids
-from pk_seqrec.models.sasrec import SASRec
 
 
 def _show_layer_input(module: nn.Module, args: tuple[Any, ...]) -> None:

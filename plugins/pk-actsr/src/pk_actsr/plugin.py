@@ -141,7 +141,8 @@ class ACNextItemTrainerConfig:
     """pk-seqrec's next-item trainer with AC-TSR's released defaults: Adam lr 1e-4, batch
     256, model selection on valid HR@10 with patience 10. The optimisation split (L_cal ->
     everything but the mask generator, L_adv -> only the mask generator, one Adam step)
-    lives in the AC models' ``train_step``, which this trainer (like ``next-item``) calls."""
+    lives in the AC models' ``train_step``, which this trainer (like ``next-item``) calls.
+    Options of pk-seqrec's ``next-item`` not listed here take that trainer's defaults."""
 
     max_epochs: int = 200
     max_steps: int = -1
