@@ -1,0 +1,1 @@
+"""pk-dynafed: the Dynafed aggregator (arXiv 2211.10878). Heavy code lives in submodules."""
