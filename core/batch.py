@@ -316,23 +316,25 @@ def run_batch(
     return outcomes
 
 
-def comparison_row(spec: BatchSpec, outcomes: list[Outcome]) -> dict[str, Any] | None:
-    """The baseline-vs-method row a recipe declares in [batch] (None if it declares none)."""
+def comparison_rows(spec: BatchSpec, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """Baseline-vs-method rows the recipe declares in [batch], one per matrix cell
+    (groups ``name[key=value,...]`` are compared within the same cell)."""
     meta = spec.meta
     metric, base, method = meta.get("metric"), meta.get("baseline"), meta.get("method")
     if not (metric and base and method):
-        return None
+        return []
     stats = summarise(outcomes)
-
-    def cell(group: str) -> tuple[float, float, int] | None:
-        return stats.get(group, {}).get(metric)
-
-    b, m = cell(base), cell(method)
-    lower = bool(meta.get("lower_is_better", lower_is_better(metric)))
-    row = {"paper": meta.get("paper", spec.name), "recipe": spec.name, "metric": metric, "baseline": base, "method": method,
-           "baseline_stats": b, "method_stats": m, "lower_is_better": lower}
-    row["delta"] = (m[0] - b[0]) if (b and m) else None
-    return row
+    cells = sorted({g[len(base):] for g in stats if g == base or g.startswith(base + "[")})
+    rows = []
+    for cell in cells or [""]:
+        b = stats.get(base + cell, {}).get(metric)
+        m = stats.get(method + cell, {}).get(metric)
+        lower = bool(meta.get("lower_is_better", lower_is_better(metric)))
+        row = {"paper": meta.get("paper", spec.name) + (f" {cell}" if cell else ""), "recipe": spec.name, "metric": metric,
+               "baseline": base, "method": method, "baseline_stats": b, "method_stats": m, "lower_is_better": lower}
+        row["delta"] = (m[0] - b[0]) if (b and m) else None
+        rows.append(row)
+    return rows
 
 
 def lower_is_better(metric: str) -> bool:

@@ -64,12 +64,12 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, out
 
 
 def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore[no-untyped-def]
-    from pk.core.batch import comparison_row, fmt_stat, summarise, verdict
+    from pk.core.batch import comparison_rows, fmt_stat, summarise, verdict
 
     if as_json:
         print_json(
             [
-                {"batch": s.name, "dir": str(d), "runs": [o.as_dict() for o in outs], "comparison": comparison_row(s, outs)}
+                {"batch": s.name, "dir": str(d), "runs": [o.as_dict() for o in outs], "comparison": comparison_rows(s, outs)}
                 for s, outs, d in results
             ]
         )
@@ -81,10 +81,7 @@ def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore
             rows = [(g, *(fmt_stat(stats[g].get(m)) for m in metrics)) for g in stats]
             print_table(f"{spec.name} (mean ± std over seeds) — {bdir}", ["run", *metrics], rows)
     rows = []
-    for spec, outcomes, _ in results:
-        row = comparison_row(spec, outcomes)
-        if row is None:
-            continue
+    for row in [r for spec, outcomes, _ in results for r in comparison_rows(spec, outcomes)]:
         d = row["delta"]
         metric = row["metric"] + (" (lower better)" if row["lower_is_better"] else "")
         rows.append((row["paper"], metric, f"{row['baseline']}: {fmt_stat(row['baseline_stats'])}", f"{row['method']}: {fmt_stat(row['method_stats'])}", "n/a" if d is None else f"{d:+.4f}", verdict(row)))
