@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pk_seqrec.data.preprocess import interactions_to_sequences, kcore_filter, remap_items
+from pk_seqrec.data.readers import read_atomic_inter, read_seq_lines
 
 from pk.core.base import tensor_fingerprint
 from pk.core.contracts import DatasetInfo
 from pk.core.datasource import locate
 from pk.core.errors import ConfigError, DataError
 from pk.core.seed import derive_seed
-from pk_seqrec.data.preprocess import interactions_to_sequences, kcore_filter, remap_items
-from pk_seqrec.data.readers import read_atomic_inter, read_seq_lines
 
 #: the first training cut (ComiRec samples the target index from range(4, len))
 MIN_CUT = 4

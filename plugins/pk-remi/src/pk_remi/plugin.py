@@ -12,7 +12,6 @@ scored by exact inner product with ``model.item_embeddings()`` ``[N + 1, H]``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from pk.core import hookimpl
 
@@ -54,6 +53,8 @@ class MultiInterestSyntheticConfig:
     max_len: int = 20
     split_seed: int = 1230
 
+    pk_test = {"num_users": 150, "num_items": 120, "num_clusters": 8}
+
 
 @dataclass
 class UserSplitConfig:
@@ -90,6 +91,8 @@ class MultiInterestConfig:
     add_position: bool = True
     routing_iters: int = 3
     relu_layer: bool = False
+
+    pk_test = {"num_negatives": 128}
 
 
 @dataclass
