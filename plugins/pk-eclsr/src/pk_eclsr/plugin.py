@@ -1,0 +1,103 @@
+"""pk-eclsr registrations and config dataclasses (stdlib + pk.core only; no torch here).
+
+Two models on pk-seqrec's SASRec (same encoder, batch format, ``next-item`` trainer and
+full-ranking evaluation; sequences padded on the left, i.e. ECL's "right-aligned"):
+
+- ``eclsr``: ECL-SR (RecSys'23). A BERT4Rec generator sharing the item table fills masked
+  slots with its argmax item (no gradient through the choice); the SASRec encoder itself,
+  fed E[substituted item] + its own output on the original sequence, is the conditional
+  discriminator that tells which positions were replaced; a dropout-only second pass gives
+  a one-directional cosine InfoNCE. Loss = w_rec L_rec + w_con L_con + w_disc L_disc +
+  w_gen L_gen. Inference uses the encoder only.
+- ``cl4srec``: CL4SRec-style baseline: SASRec + NT-Xent between two views made by crop /
+  mask / reorder, with in-batch negatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pk.core import hookimpl
+
+MODELS = "pk_eclsr.models"
+TASKS = ("next-item",)
+
+
+@dataclass
+class ECLSRConfig:
+    """ECL-SR. Encoder sizes are pk-seqrec SASRec's (RecBole defaults); the generator is a
+    pk-seqrec BERT4Rec with the same sizes, sharing the item table (N + 2 rows, [MASK] = N + 1).
+
+    Defaults are the released **Amazon Sports** script: dropout 0.5/0.5, ``mask_strategy``
+    "sample", ``mask_ratio`` 0.2, ``contrast_k`` 10, weights con 2.0 / disc 0.05 / gen 0.5,
+    temperature 0.05 (the ml-1m row: dropout 0.2/0.2, k 20, con 0.001, disc 0.05, gen 0.2).
+
+    ``mask_strategy``: "sample" masks exactly floor(mask_ratio * n + 1) of the n real items,
+    never the oldest (capped at n - 1); "prob" masks each real item w.p. ``mask_ratio``
+    (never the absolute index 0 of a full-length row), keeps the first ceil(mask_ratio * L + 1),
+    and masks the newest item when nothing was chosen. ``contrast_k``: the contrastive view
+    is the mean of the last k positions (padding outputs included when n < k, as released).
+    ``ce_include_padding``: the padding row stays in the softmax (RecBole quirk, as
+    pk-seqrec SASRec); pad *targets* are always ignored (ECL trains them; documented).
+    """
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    inner: int = 256
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+    ce_include_padding: bool = True
+    mask_strategy: Literal["sample", "prob"] = "sample"
+    mask_ratio: float = 0.2
+    contrast_k: int = 10
+    temperature: float = 0.05
+    weight_rec: float = 1.0
+    weight_con: float = 2.0
+    weight_disc: float = 0.05
+    weight_gen: float = 0.5
+    discriminator_bidirectional: bool = False
+
+
+@dataclass
+class CL4SRecConfig:
+    """CL4SRec-style SASRec: L = L_rec + ``cl_weight`` * NT-Xent(view1, view2) over the 2B
+    in-batch views (dot product / ``temperature``, ICLRec's NCELoss). Each view applies one
+    augmentation drawn uniformly per sequence: crop (keep a contiguous max(1, floor(
+    ``crop_ratio`` * n)) items), mask (floor(``mask_ratio`` * n) items -> [MASK] = N + 1),
+    reorder (shuffle a contiguous floor(``reorder_ratio`` * n) window). Ratios are ICLRec's
+    defaults (0.2 / 0.7 / 0.2). The view representation is the hidden state at the newest
+    position."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    inner: int = 256
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+    ce_include_padding: bool = True
+    crop_ratio: float = 0.2
+    mask_ratio: float = 0.7
+    reorder_ratio: float = 0.2
+    cl_weight: float = 0.1
+    temperature: float = 1.0
+
+
+ECLSR_PAPER = {"title": "Equivariant Contrastive Learning for Sequential Recommendation", "year": 2023,
+               "url": "https://arxiv.org/abs/2211.05290"}
+CL4SREC_PAPER = {"title": "Contrastive Learning for Sequential Recommendation", "year": 2022,
+                 "url": "https://arxiv.org/abs/2010.14395"}
+
+
+@hookimpl
+def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+    register("eclsr", f"{MODELS}.eclsr:build_eclsr", config=ECLSRConfig, tasks=TASKS, paper=ECLSR_PAPER,
+             summary="ECL-SR: SASRec + jointly trained BERT4Rec generator, conditional substitution "
+                     "discriminator (the encoder itself) and dropout-view InfoNCE")
+    register("cl4srec", f"{MODELS}.cl4srec:build_cl4srec", config=CL4SRecConfig, tasks=TASKS, paper=CL4SREC_PAPER,
+             summary="CL4SRec-style SASRec: crop/mask/reorder views with in-batch NT-Xent", tags=("baseline",))
