@@ -192,7 +192,7 @@ def _check_task_shape(task: str, out: Any, batch: Any, info: Any) -> None:
     if task == "classification":
         n = batch["y"].shape[0]
         assert tuple(out.shape) == (n, info.num_classes), f"classification output {tuple(out.shape)} != ({n}, {info.num_classes})"
-    elif task == "next-item" and out.dim() == 2:
+    elif task.endswith("next-item") and out.dim() == 2:
         assert out.shape[-1] == info.num_items + 1, f"next-item output last dim {out.shape[-1]} != num_items+1"
         assert bool(torch.isneginf(out[:, 0]).all()), "next-item padding column 0 must be -inf"
         out = out[:, 1:]

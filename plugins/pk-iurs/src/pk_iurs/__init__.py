@@ -1,0 +1,1 @@
+"""pk-iurs: incremental-update recommender training and the streaming evaluation protocol."""
