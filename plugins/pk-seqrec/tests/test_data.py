@@ -8,13 +8,14 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from pk.core.errors import DataError
-from pk.core.paths import shared_data_dir
 from pk_seqrec.data.bundle import bundle_from_sequences
 from pk_seqrec.data.datasets import build_synthetic_seq
 from pk_seqrec.data.preprocess import interactions_to_sequences, kcore_filter, remap_items, training_windows
 from pk_seqrec.data.readers import read_atomic_inter, read_seq_lines, read_session_period
 from pk_seqrec.plugin import ML100kConfig, SeqLinesConfig, SyntheticSeqConfig
+
+from pk.core.errors import DataError
+from pk.core.paths import shared_data_dir
 
 seqs_st = st.lists(st.lists(st.integers(1, 12), min_size=1, max_size=14), min_size=1, max_size=8)
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+
 from pk.core.utils import to_device
 
 

@@ -140,13 +140,16 @@ class PopConfig:
 class NextItemTrainerConfig:
     """Mini-batch next-item training; validation every ``eval_every`` epochs on full
     ranking; early stopping after ``patience`` evaluations without a better ``metric``;
-    the best-validation weights are restored. ``length_buckets`` > 0 batches training
+    the best-validation weights are restored. ``batch_size`` counts training rows (windows
+    of up to L targets); ``batch_targets`` > 0 instead sizes batches to ~that many next-item
+    targets (RecBole's batch of N prefixes). ``length_buckets`` > 0 batches training
     examples of similar length together (needs a pk-seqrec bundle). ``exclude_history`` selects the ICLRec
     convention (history items removed from the ranking) instead of RecBole's."""
 
     max_epochs: int = 50
     max_steps: int = -1
     batch_size: int = 256
+    batch_targets: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"

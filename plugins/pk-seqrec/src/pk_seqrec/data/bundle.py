@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from pk.core.base import TensorBundle
 from pk.core.contracts import DatasetInfo
-
 from pk_seqrec.data.preprocess import leave_one_out_positions, training_windows
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from pk.core.datasource import Remote, locate
 from pk.core.errors import ConfigError, DataError
 from pk.core.seed import derive_seed
-
 from pk_seqrec.data.bundle import SeqBundle, bundle_from_sequences, bundle_from_splits
 from pk_seqrec.data.preprocess import interactions_to_sequences, kcore_filter, remap_items
 from pk_seqrec.data.readers import read_atomic_inter, read_periods, read_seq_lines

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from pk.core.contracts import DatasetInfo
 from torch import nn
 
+from pk.core.contracts import DatasetInfo
 from pk_seqrec.models.encoder import TransformerEncoder, init_weights, padding_mask, position_ids, score_all
 
 

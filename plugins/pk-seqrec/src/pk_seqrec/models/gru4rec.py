@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from pk.core.contracts import DatasetInfo
 from torch import nn
 
+from pk.core.contracts import DatasetInfo
 from pk_seqrec.models.encoder import init_weights, last_real_index, next_item_loss, score_all
 
 

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from pk.core.contracts import DatasetInfo
 from torch import nn
+
+from pk.core.contracts import DatasetInfo
 
 
 class Pop(nn.Module):

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from pk.core.contracts import DatasetInfo
 from torch import nn
 
+from pk.core.contracts import DatasetInfo
 from pk_seqrec.models.encoder import (
     TransformerEncoder,
     causal_mask,

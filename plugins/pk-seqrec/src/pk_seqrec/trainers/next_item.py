@@ -19,12 +19,12 @@ import math
 from typing import Any
 
 import torch
+from torch import nn
+
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.utils import make_optimizer, to_device
-from torch import nn
-
 from pk_seqrec.evaluation import evaluate_ranking
 
 
@@ -68,6 +68,17 @@ class NextItemTrainer:
             opt.step()
         return float(loss.detach())
 
+    def _batch_rows(self, data: Any) -> int:
+        """Rows per training batch: ``batch_size``, or with ``batch_targets`` > 0 as many
+        windows as hold ~``batch_targets`` next-item targets (RecBole's batch of N prefixes)."""
+        cfg = self.config
+        tensors = getattr(data, "tensors", {}).get("train", {})
+        if cfg.batch_targets <= 0 or "targets" not in tensors:
+            return cfg.batch_size
+        targets = tensors["targets"]
+        per_row = float((targets != 0).sum()) / max(int(targets.shape[0]), 1)
+        return max(1, round(cfg.batch_targets / max(per_row, 1.0)))
+
     # -- main loop -----------------------------------------------------------------
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
         cfg = self.config
@@ -85,6 +96,7 @@ class NextItemTrainer:
             start_epoch, step, bad, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["bad"], ckpt["best"]
             seconds = float(ckpt.get("seconds", 0.0))
             run.echo(f"resumed at epoch {start_epoch}")
+        batch_rows = self._batch_rows(data)
         stopped = start_epoch >= cfg.max_epochs or (0 <= cfg.max_steps <= step) or bad >= cfg.patience
         epoch = start_epoch - 1
         epochs = range(start_epoch, cfg.max_epochs) if not stopped else range(0)
@@ -93,7 +105,7 @@ class NextItemTrainer:
             total, count, examples = 0.0, 0, 0
             started = _now()
             extra = {"length_buckets": cfg.length_buckets} if cfg.length_buckets > 0 else {}
-            for batch in data.loader("train", cfg.batch_size, shuffle=True, generator=shuffle, **extra):
+            for batch in data.loader("train", batch_rows, shuffle=True, generator=shuffle, **extra):
                 if 0 <= cfg.max_steps <= step:
                     break
                 batch = to_device(batch, run.device)
