@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +100,13 @@ def loss_module(model: Any, run: Any) -> Any:
     return DistributedDataParallel(LossForward(model), device_ids=device_ids)
 
 
-def rank_chunk(batch: dict[str, Any], run: Any) -> tuple[dict[str, Any], float]:
+def rank_chunk(batch: dict[str, Any], run: Any, terms: Callable[[dict[str, Any]], int] | None = None) -> tuple[dict[str, Any], float]:
     """This rank's contiguous share of a global batch and the loss scale ``W * n_r / N``
-    that makes DDP's gradient average equal the gradient of the global mean loss."""
+    that makes DDP's gradient average equal the gradient of the global mean loss.
+
+    ``terms(batch)`` counts the loss terms a (sub-)batch averages over (default: rows),
+    e.g. the non-padding targets of a sequence batch.
+    """
     world = getattr(run, "world_size", 1)
     if world <= 1:
         return batch, 1.0
@@ -111,7 +116,8 @@ def rank_chunk(batch: dict[str, Any], run: Any) -> tuple[dict[str, Any], float]:
     bounds = torch.linspace(0, n, world + 1).round().long().tolist()
     lo, hi = bounds[run.rank], bounds[run.rank + 1]
     chunk = {k: (v[lo:hi] if hasattr(v, "shape") and v.shape[:1] == (n,) else v) for k, v in batch.items()}
-    return chunk, world * (hi - lo) / max(n, 1)
+    count = terms or (lambda b: next(iter(v for v in b.values() if hasattr(v, "shape"))).shape[0])
+    return chunk, world * count(chunk) / max(count(batch), 1)
 
 
 def reduce_mean(value: float, weight: float, run: Any) -> float:

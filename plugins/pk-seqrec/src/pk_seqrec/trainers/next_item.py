@@ -6,6 +6,10 @@ after ``patience`` validations without a better ``metric``; the best weights are
 A ``last`` checkpoint after every epoch holds model, optimizers, generator and global RNG
 states and the best state, so ``pk train --resume`` ends bit-identical on CPU.
 
+Multi-process: ``supports_distributed`` — each global batch is split across ranks
+(pk.core.distributed.rank_chunk, weighted by non-padding targets) and the loss goes through
+DistributedDataParallel; models that take over their optimisation step run on one process.
+
 Extension point: a model that defines both
 ``configure_optimizers(trainer_config) -> list[torch.optim.Optimizer]`` and
 ``train_step(batch, optimizers) -> dict[str, float]`` (zero_grad/backward/step done by the
@@ -22,6 +26,7 @@ import torch
 from torch import nn
 
 from pk.core.contracts import RunHandle
+from pk.core.distributed import loss_module, rank_chunk, reduce_mean
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.utils import make_optimizer, to_device
@@ -37,6 +42,7 @@ class NextItemTrainer:
     steps (wall times go to metrics.jsonl only, so results stay deterministic); ``evaluate`` returns HR/NDCG/MRR@K and ``history_excluded``."""
 
     resumable = True
+    supports_distributed = True
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -55,18 +61,20 @@ class NextItemTrainer:
         cfg = self.config
         return [make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)], False
 
-    def _step(self, model: nn.Module, batch: dict[str, Any], optimizers: list[torch.optim.Optimizer], custom: bool) -> float:
+    def _step(self, model: nn.Module, batch: dict[str, Any], optimizers: list[torch.optim.Optimizer], custom: bool,
+              loss_fn: Any, run: RunHandle) -> float:
         if custom:
             return float(model.train_step(batch, optimizers)["loss"])
         opt = optimizers[0]
         opt.zero_grad(set_to_none=True)
-        loss = model.loss(batch)
+        chunk, scale = rank_chunk(batch, run, _target_count)
+        loss = loss_fn(chunk)
         if loss.requires_grad:
-            loss.backward()
+            (loss * scale).backward()
             if self.config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
             opt.step()
-        return float(loss.detach())
+        return reduce_mean(float(loss.detach()), scale, run)
 
     def _batch_rows(self, data: Any) -> int:
         """Rows per training batch: ``batch_size``, or with ``batch_targets`` > 0 as many
@@ -83,6 +91,9 @@ class NextItemTrainer:
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
         cfg = self.config
         optimizers, custom = self._optimizers(model)
+        if custom and getattr(run, "world_size", 1) > 1:
+            raise ConfigError(f"{type(model).__name__} takes over its optimisation step; train it on one process")
+        loss_fn = loss_module(model, run)
         shuffle = run.generator("shuffle")
         start_epoch, step, bad, seconds = 0, 0, 0, 0.0
         best: dict[str, Any] = {"value": -math.inf, "epoch": -1, "state": None}
@@ -109,7 +120,7 @@ class NextItemTrainer:
                 if 0 <= cfg.max_steps <= step:
                     break
                 batch = to_device(batch, run.device)
-                total += self._step(model, batch, optimizers, custom)
+                total += self._step(model, batch, optimizers, custom, loss_fn, run)
                 count += 1
                 step += 1
                 examples += int(batch["seq"].shape[0])
@@ -143,6 +154,14 @@ class NextItemTrainer:
                                batch_size=cfg.eval_batch_size, device=run.device)
         out["history_excluded"] = float(cfg.exclude_history)
         return out
+
+
+def _target_count(batch: dict[str, Any]) -> int:
+    """Loss terms in a sequence batch: its non-padding targets (rows if it has none)."""
+    for key in ("targets", "target"):
+        if key in batch:
+            return int((batch[key] != 0).sum())
+    return int(batch["seq"].shape[0])
 
 
 def _now() -> float:
