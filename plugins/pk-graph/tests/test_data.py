@@ -9,13 +9,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pk.core.errors import DataError
-from pk.core.paths import shared_data_dir
 from pk_graph.data import build_csbm, build_motif_graphs, build_planetoid, build_tu
 from pk_graph.data.bundles import cv_split, stratified_folds
 from pk_graph.data.real import check_tu_raw, load_tu
 from pk_graph.plugin import CSBMConfig, MotifGraphsConfig, PlanetoidConfig, TUConfig
+
+from pk.core.errors import DataError
+from pk.core.paths import shared_data_dir
 
 
 @pytest.fixture(autouse=True)

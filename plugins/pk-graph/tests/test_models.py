@@ -7,13 +7,13 @@ import torch
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch_geometric.data import Batch, Data
-
-from pk.core.errors import ConfigError
 from pk_graph.models import GNNClassifier
 from pk_graph.plugin import NodeTrainerConfig
 from pk_graph.trainers import NodeClassificationTrainer
 from pk_graph.trainers.loop import neighbor_sampling_available
+from torch_geometric.data import Batch, Data
+
+from pk.core.errors import ConfigError
 
 
 def _random_graph(n: int, seed: int) -> Data:
@@ -78,8 +78,8 @@ def test_cli_trains_gcn_on_csbm(tmp_path, monkeypatch):
     assert 0.0 <= metrics["eval.macro_f1"] <= 1.0
 
 
-def test_cli_rejects_corrupt_tu_file_with_exit_2(tmp_path, monkeypatch):
-    from pk.cli.main import cli
+def test_cli_rejects_corrupt_tu_file_with_exit_2(tmp_path, monkeypatch, capsys):
+    from pk.cli.main import main
 
     monkeypatch.setenv("PK_CACHE_DIR", str(tmp_path / "cache"))
     raw = tmp_path / "BAD" / "raw"
@@ -88,7 +88,8 @@ def test_cli_rejects_corrupt_tu_file_with_exit_2(tmp_path, monkeypatch):
     (raw / "BAD_graph_indicator.txt").write_text("1\n1\n")
     args = ["train", "-c", "model.name=gin", "-c", "dataset.name=tu", "-c", "dataset.dataset_name=BAD", "-c", "dataset.source=file",
             "-c", f"dataset.path={tmp_path / 'BAD'}", "-c", "trainer.name=graph-classification", "-c", f"run.out_dir={tmp_path / 'runs'}"]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2, result.output
-    assert f"{raw / 'BAD_A.txt'}:2:" in result.output
-    assert "Traceback" not in result.output
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{raw / 'BAD_A.txt'}:2:" in err and "Traceback" not in err

@@ -71,7 +71,10 @@ class GNNClassifier(nn.Module):
         if conv == "gat" and hidden % heads:
             raise ValueError(f"gat: hidden ({hidden}) must be divisible by heads ({heads})")
         self.task, self.conv_kind, self.dropout, self.pool = task, conv, dropout, pool
-        self.input_dropout = dropout if input_dropout is None else input_dropout
+        # node tasks drop input features (Kipf & Welling, GAT); graph tasks keep them (GIN)
+        if input_dropout is None:
+            input_dropout = dropout if task == "node-classification" else 0.0
+        self.input_dropout = input_dropout
         node_task = task == "node-classification"
         widths = [in_features] + [hidden] * (layers - 1) + ([num_classes] if node_task else [hidden])
         self.convs = nn.ModuleList(

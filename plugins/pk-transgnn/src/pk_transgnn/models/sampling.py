@@ -75,7 +75,11 @@ def select_topk(owner: Tensor, candidate: Tensor, hn: Tensor, k: int) -> Tensor:
     keep = (candidate >= 0) & (candidate != owner)
     key = torch.unique(owner[keep] * n + candidate[keep])
     owner, candidate = key // n, key % n
-    score = (hn[owner] * hn[candidate]).sum(-1).double().clamp(-1, 1)
+    score = torch.empty(owner.numel(), dtype=torch.float64, device=hn.device)
+    for start in range(0, owner.numel(), 1 << 20):  # bounded memory: 1M pairs at a time
+        part = slice(start, start + (1 << 20))
+        score[part] = (hn[owner[part]] * hn[candidate[part]]).sum(-1).double()
+    score = score.clamp(-1, 1)
     # one sort: by owner, then by descending score (scores lie in [-1, 1], so 4 * owner separates owners);
     # the stable sort keeps ascending candidate id among equal scores
     order = torch.sort(owner.double() * 4.0 + (1.0 - score), stable=True).indices

@@ -22,11 +22,11 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
+from pk_graph.models.gnn import graph_loss
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, global_add_pool, global_mean_pool
 
 from pk.core.contracts import DatasetInfo
-from pk_graph.models.gnn import graph_loss
 from pk_transgnn.models.encodings import node_degree, pagerank, sample_hops
 from pk_transgnn.models.sampling import (
     PAD,
@@ -148,7 +148,8 @@ class TransGNN(nn.Module):
     # -- forward -----------------------------------------------------------------------------
     def encode(self, x: Tensor, structure: dict[str, Tensor]) -> Tensor:
         """``h0 = COMB([x W_in, SPE, DE, PRE])`` (only the configured encodings)."""
-        parts = [self.input(nn.functional.dropout(x.float(), self.dropout, self.training))]
+        input_dropout = self.dropout if self.task == "node-classification" else 0.0  # graph tasks keep their few features
+        parts = [self.input(nn.functional.dropout(x.float(), input_dropout, self.training))]
         if self.hop_embedding is not None:
             hops = structure["hops"]
             valid = (hops != self.max_hops + 2).sum(1, keepdim=True).clamp_min(1)
