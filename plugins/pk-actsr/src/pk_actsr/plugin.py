@@ -14,8 +14,10 @@ input to the calibrator, no absolute position embedding, and the two-loss traini
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Literal
+
+from pk_seqrec.plugin import NextItemTrainerConfig
 
 from pk.core import hookimpl
 
@@ -137,27 +139,16 @@ class ACBERT4RecConfig:
 
 # -- trainer ---------------------------------------------------------------------------
 @dataclass
-class ACNextItemTrainerConfig:
+class ACNextItemTrainerConfig(NextItemTrainerConfig):
     """pk-seqrec's next-item trainer with AC-TSR's released defaults: Adam lr 1e-4, batch
     256, model selection on valid HR@10 with patience 10. The optimisation split (L_cal ->
     everything but the mask generator, L_adv -> only the mask generator, one Adam step)
-    lives in the AC models' ``train_step``, which this trainer (like ``next-item``) calls.
-    Options of pk-seqrec's ``next-item`` not listed here take that trainer's defaults."""
+    lives in the AC models' ``train_step``, which this trainer (like ``next-item``) calls."""
 
     max_epochs: int = 200
-    max_steps: int = -1
-    batch_size: int = 256
     lr: float = 1e-4
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    grad_clip: float = 0.0
-    length_buckets: int = 0
     patience: int = 10
-    eval_every: int = 1
     metric: str = "hr@10"
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
-    exclude_history: bool = False
-    eval_batch_size: int = 512
 
 
 # -- registrations ---------------------------------------------------------------------

@@ -10,8 +10,6 @@ silently fall back to a single loss.
 
 from __future__ import annotations
 
-import dataclasses
-from types import SimpleNamespace
 from typing import Any
 
 from pk_seqrec.trainers.next_item import NextItemTrainer
@@ -27,9 +25,6 @@ class ACNextItemTrainer(NextItemTrainer):
 
     resumable = True
 
-    def __init__(self, config: Any) -> None:
-        super().__init__(_with_base_defaults(config))
-
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
         if not (hasattr(model, "configure_optimizers") and hasattr(model, "train_step")):
             raise ConfigError(
@@ -37,16 +32,3 @@ class ACNextItemTrainer(NextItemTrainer):
                 f"{type(model).__name__}; use trainer.name = next-item for other models"
             )
         return super().fit(model, data, run)
-
-
-def _with_base_defaults(config: Any) -> Any:
-    """``config`` plus pk-seqrec's next-item defaults for any field this plugin's config
-    does not declare (pk-seqrec may add trainer options; the parent reads them all)."""
-    from pk_seqrec.plugin import NextItemTrainerConfig
-
-    values = dataclasses.asdict(NextItemTrainerConfig())
-    if dataclasses.is_dataclass(config):
-        values.update({f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
-    else:
-        values.update(vars(config))
-    return SimpleNamespace(**values)
