@@ -13,7 +13,7 @@ from pk.cli.main import cli
 from pk.core.paths import shared_data_dir
 
 TINY = ["-c", "dataset.name=stream-synthetic", "-c", "dataset.blocks=4", "-c", "dataset.sessions_per_block=40",
-        "-c", "model.name=stream-sasrec", "-c", "model.hidden=16", "-c", "model.layers=1", "-c", "model.heads=1",
+        "-c", "model.name=sasrec", "-c", "model.hidden=16", "-c", "model.layers=1", "-c", "model.heads=1",
         "-c", "model.inner=32", "-c", "evaluator.name=streaming", "-c", "run.threads=1"]
 
 
@@ -48,7 +48,7 @@ def test_full_retrain_touches_more_examples_than_fine_tuning(tmp_path: Path) -> 
 
 def test_bad_period_range_is_one_line_config_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["train", "-c", "dataset.name=stream-diginetica", "-c", "dataset.source=file",
-                                   "-c", "dataset.first_period=5", "-c", "dataset.last_period=2", "-c", "model.name=stream-sasrec",
+                                   "-c", "dataset.first_period=5", "-c", "dataset.last_period=2", "-c", "model.name=sasrec",
                                    "-c", "trainer.name=iu-fine-tune", "--run-dir", str(tmp_path / "bad"), "--quiet"])
     from pk.core.errors import ConfigError
 

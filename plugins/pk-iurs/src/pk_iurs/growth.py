@@ -49,7 +49,7 @@ def item_count(model: nn.Module) -> int:
     """Number of real items the model scores (its item table has that many + 1 rows)."""
     table = getattr(model, "item_embedding", None)
     if not isinstance(table, nn.Embedding):
-        raise ConfigError(f"{type(model).__name__} has no item_embedding table; streaming needs stream-sasrec or stream-gru4rec")
+        raise ConfigError(f"{type(model).__name__} has no item_embedding table; streaming needs sasrec or gru4rec")
     return int(table.num_embeddings) - 1
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from pk_seqrec.plugin import GRU4RecConfig, SASRecConfig
-
 from pk.core import hookimpl
 
 TASK = "streaming-next-item"
@@ -107,7 +105,7 @@ class StreamTrainerConfig:
     metric: str = "hr@20"
     eval_batch_size: int = 512
     pk_test: ClassVar[dict] = {"pretrain_epochs": 1, "batch_size": 64}
-    pk_test_with: ClassVar[dict] = {"dataset": "stream-synthetic", "model": "stream-sasrec"}
+    pk_test_with: ClassVar[dict] = {"dataset": "stream-synthetic", "model": "sasrec"}
 
 
 @dataclass
@@ -204,7 +202,7 @@ class StreamingEvalConfig:
     last_blocks: int = 0
     forgetting: bool = True
     plot: bool = True
-    pk_test_with: ClassVar[dict] = {"dataset": "stream-synthetic", "model": "stream-sasrec"}
+    pk_test_with: ClassVar[dict] = {"dataset": "stream-synthetic", "model": "sasrec"}
 
 
 # -- registrations ---------------------------------------------------------------------
@@ -216,15 +214,6 @@ def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
              summary="DIGINETICA weekly periods (ADER) as a block stream; new items arrive every week", paper=ADER)
     register("stream-ml-100k", f"{DATA}:build_stream_ml100k", config=StreamML100kConfig, tasks=TASKS,
              summary="ml-100k cut into equal-count time blocks (stable sort on timestamp, line)")
-
-
-@hookimpl
-def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
-    # pk-seqrec's own builders, declared for the streaming task (its registrations declare next-item only).
-    register("stream-sasrec", "pk_seqrec.models.sasrec:build_sasrec", config=SASRecConfig, tasks=TASKS,
-             summary="pk-seqrec's SASRec, for streaming runs (item table grows as items arrive)", tags=("backbone",))
-    register("stream-gru4rec", "pk_seqrec.models.gru4rec:build_gru4rec", config=GRU4RecConfig, tasks=TASKS,
-             summary="pk-seqrec's GRU4Rec, for streaming runs (item table grows as items arrive)", tags=("backbone",))
 
 
 @hookimpl
