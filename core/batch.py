@@ -339,8 +339,10 @@ def comparison_rows(spec: BatchSpec, outcomes: list[Outcome]) -> list[dict[str, 
 
 def lower_is_better(metric: str) -> bool:
     """Default direction of a metric from its name (losses, perplexity, forgetting, time)."""
-    name = metric.rsplit(".", 1)[-1].lower()
-    return any(w in name for w in ("loss", "perplexity", "ppl", "forgetting", "fm", "seconds", "time", "error"))
+    import re
+
+    words = set(re.split(r"[^a-z0-9]+", metric.rsplit(".", 1)[-1].lower()))
+    return bool(words & {"loss", "perplexity", "ppl", "forgetting", "fm", "seconds", "time", "error", "mse", "mae", "rmse"})
 
 
 def verdict(row: dict[str, Any]) -> str:
