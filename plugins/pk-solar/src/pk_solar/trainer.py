@@ -67,6 +67,9 @@ def export_hf(model: CausalLM, folder: Path, sidecar: dict[str, Any]) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # pk's own console owns progress output
         model.lm.save_pretrained(str(tmp))
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         if folder.exists():
