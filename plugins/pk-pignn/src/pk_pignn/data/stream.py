@@ -19,6 +19,7 @@ its memory when indexed; pk does not). For task t >= 1 (PI-GNN, ``data/dataset.p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,14 @@ from pk.core.seed import derive_seed
 TASK = "continual-node-classification"
 SPLITS = ("train", "valid", "test")
 NUM_HOPS = 2
+SPARSE_DENSITY = 0.1
+
+
+def sparse_rows(x: torch.Tensor) -> torch.Tensor:
+    """A sparse CSR copy of ``x`` (the model multiplies it without densifying)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Sparse CSR tensor support is in beta state"
+        return x.to_sparse_csr()
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,8 @@ class SnapshotStream:
         self.arrivals = [e.long() for e in arrivals]
         self.name = name
         self.num_nodes = n
+        #: bag-of-words style features (< 10% non-zero) get a CSR copy ``x_sparse`` per graph
+        self.sparse_features = bool(n and float((self.x != 0).float().mean()) < SPARSE_DENSITY)
         self._edges: dict[int, torch.Tensor] = {}
         self._tasks: dict[tuple[int, int, int], TaskGraphs] = {}
         self._snapshots: dict[int, Data] = {}
@@ -132,6 +143,8 @@ class SnapshotStream:
         local[subset] = torch.arange(subset.numel())
         data = Data(x=self.x[subset], y=self.y[subset], edge_index=local[sub_edges], num_nodes=int(subset.numel()))
         data.node_ids = subset
+        if self.sparse_features:
+            data.x_sparse = sparse_rows(data.x)
         return data, local
 
     def snapshot(self, t: int) -> Data:
@@ -207,8 +220,11 @@ class StreamBundle:
     def batch(self, split: str, t: int | None = None) -> Data:
         """Snapshot ``t`` (default: the last) with ``mask`` set to ``split``'s nodes."""
         snap = self.stream.snapshot(self.stream.num_tasks - 1 if t is None else t)
-        return Data(x=snap.x, edge_index=snap.edge_index, y=snap.y, mask=getattr(snap, self._mask_name(split)),
-                    node_ids=snap.node_ids, num_nodes=snap.num_nodes)
+        out = Data(x=snap.x, edge_index=snap.edge_index, y=snap.y, mask=getattr(snap, self._mask_name(split)),
+                   node_ids=snap.node_ids, num_nodes=snap.num_nodes)
+        if getattr(snap, "x_sparse", None) is not None:
+            out.x_sparse = snap.x_sparse
+        return out
 
     def loader(self, split: str, batch_size: int = 0, *, shuffle: bool = False, generator: Any = None) -> Iterator[Data]:
         yield self.batch(split)

@@ -62,13 +62,31 @@ class ExpandableSAGELayer(MessagePassing):
         return zip(self.lin_l, self.lin_r, self.bias)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """``x [N, in_width]`` -> ``[N, out_width]`` (pre-activation)."""
-        neigh = self.propagate(edge_index, x=x, size=(x.shape[0], x.shape[0]))
-        outs = []
-        for wl, wr, b in self.blocks():
-            k = wl.shape[0]
-            outs.append(neigh[:, :k] @ wl + b + x[:, :k] @ wr)
-        return torch.cat(outs, dim=1)
+        """``x [N, >= in_width]`` (dense, or sparse CSR) -> ``[N, out_width]`` (pre-activation).
+
+        Mean aggregation is linear, so ``mean_j(x_j[:in_b]) @ Wl_b == mean_j(x_j[:in_b] @ Wl_b)``:
+        each run of blocks with the same in-width (and trainability) is projected with ONE matmul (sparse inputs
+        stay sparse) and the narrow projection is aggregated. Same function as aggregating first.
+        """
+        groups: list[tuple[tuple[int, bool], list[int]]] = []
+        for b, (k, _) in enumerate(self.block_widths()):
+            key = (k, self.lin_l[b].requires_grad)  # frozen blocks apart: no weight gradient for them
+            if groups and groups[-1][0] == key:
+                groups[-1][1].append(b)
+            else:
+                groups.append((key, [b]))
+        neigh_parts, root_parts = [], []
+        for (k, _), members in groups:
+            inputs = x if k == x.shape[1] else (x.to_dense() if x.layout != torch.strided else x)[:, :k]
+            weight = torch.cat([self.lin_l[b] for b in members] + [self.lin_r[b] for b in members], dim=1)
+            proj = torch.sparse.mm(inputs, weight) if inputs.layout != torch.strided else inputs @ weight
+            half = proj.shape[1] // 2
+            neigh_parts.append(proj[:, :half])
+            root_parts.append(proj[:, half:])
+        neigh = torch.cat(neigh_parts, dim=1)
+        n = neigh.shape[0]
+        bias = torch.cat(list(self.bias), dim=1)
+        return self.propagate(edge_index, x=neigh, size=(n, n)) + torch.cat(root_parts, dim=1) + bias
 
     def message(self, x_j: torch.Tensor) -> torch.Tensor:
         return x_j
@@ -137,7 +155,7 @@ class ProgressiveSAGE(nn.Module):
     # -- forward -----------------------------------------------------------------------------
     def hidden_states(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Last layer's units ``[N, widths()[-1]]`` after activation and dropout."""
-        h = x.float()
+        h = x if x.layout != torch.strided else x.float()
         for layer in self.layers:
             h = layer(h, edge_index)
             h = nn.functional.leaky_relu(h, self.negative_slope)
@@ -149,7 +167,9 @@ class ProgressiveSAGE(nn.Module):
         return h @ torch.cat(list(self.classifier), dim=0)
 
     def predict(self, batch: Any) -> torch.Tensor:
-        return self(batch.x, batch.edge_index)
+        """Logits ``[N, C]``; uses ``batch.x_sparse`` (CSR copy of ``x``) when the data provides one."""
+        x = getattr(batch, "x_sparse", None)
+        return self(batch.x if x is None else x, batch.edge_index)
 
     def loss(self, batch: Any) -> torch.Tensor:
         logits = self.predict(batch)

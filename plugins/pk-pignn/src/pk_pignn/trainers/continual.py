@@ -168,11 +168,9 @@ class ContinualTrainer:
             params = sum(p.numel() for p in model.parameters())
             run.log(t, "task", accuracy=float(acc[t, t]), seen_mean_accuracy=float(acc[t, : t + 1].nanmean()),
                     first_task_accuracy=float(acc[t, 0]), params=params, **stats)
-            run.save_checkpoint({
-                "model": model.state_dict(), "accuracy": acc, "macro_f1": f1, "task": t, "step": t,
-                "chunks_rng": run.generator("chunks").get_state(), "rng": capture_rng_state(),
-                "method_state": self.method_state(),
-            })
+            every = int(getattr(self.config, "checkpoint_every", 1))
+            if t == big_t - 1 or (every > 0 and (t + 1) % every == 0):
+                self.checkpoint(model, run, t, acc, f1)
         for p in model.parameters():
             p.requires_grad_(True)
         save_matrices(run.artifact_path(MATRIX_FILE), acc, f1,
@@ -183,6 +181,14 @@ class ContinualTrainer:
             "final_accuracy": float(acc[-1, -1]), "final_mean_accuracy": float(acc[-1].nanmean()),
             "num_tasks": float(big_t), "params": float(sum(p.numel() for p in model.parameters())),
         }
+
+    def checkpoint(self, model: nn.Module, run: RunHandle, t: int, acc: torch.Tensor, f1: torch.Tensor) -> None:
+        """Save ``last``: the (grown) model, matrices, RNG states and the method's state."""
+        run.save_checkpoint({
+            "model": model.state_dict(), "accuracy": acc, "macro_f1": f1, "task": t, "step": t,
+            "chunks_rng": run.generator("chunks").get_state(), "rng": capture_rng_state(),
+            "method_state": self.method_state(),
+        })
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
         """Accuracy / macro-F1 on ``split``'s nodes of the LAST snapshot (the whole graph)."""
