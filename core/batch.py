@@ -267,6 +267,7 @@ def run_batch(
     only = set(only)
     runs = [r for r in spec.runs if not only or r.name in only or r.group in only]
     batch_dir.mkdir(parents=True, exist_ok=True)
+    batch_dir = batch_dir.resolve()  # batch.jsonl records absolute run dirs
     atomic_write_json(batch_dir / "batch.json", {"name": spec.name, "source": spec.source, "meta": spec.meta, "runs": [r.as_dict() for r in runs]})
     outcomes: list[Outcome] = []
     todo: list[PlannedRun] = []
