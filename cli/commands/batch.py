@@ -54,7 +54,8 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, out
             from pk.core.batch import run_batch
 
             outcomes = run_batch(spec, Path(bdir), resume=resume, jobs=jobs, continue_on_error=continue_on_error, only=only, echo=echo)
-        any_failed |= any(o.status != "completed" for o in outcomes) or len(outcomes) < len(spec.runs)
+        wanted = [r for r in spec.runs if not only or r.name in only or r.group in only]
+        any_failed |= any(o.status != "completed" for o in outcomes) or len(outcomes) < len(wanted)
         results.append((spec, outcomes, bdir))
         if any_failed and not continue_on_error:
             break
