@@ -3,6 +3,8 @@ side (same global batch). Reads each run's logged ``seq_per_s`` and epoch second
 
     PK_LOAD_PLUGINS=pk-seqrec .venv/bin/python bench/ddp_scaling.py [--epochs 2] [--device cpu|cuda]
 
+Every process runs one intra-op thread (run.threads = 1), so N processes use N cores.
+
 Scaling efficiency = throughput(N) / (N * throughput(1)).
 """
 
@@ -21,7 +23,7 @@ def run(nproc: int, epochs: int, device: str, out: Path) -> dict[str, float]:
     cmd = [pk, "train", "-q", "--run-dir", str(out),
            "-c", "model.name=sasrec", "-c", "dataset.name=ml-100k", "-c", "dataset.source=file",
            "-c", "trainer.name=next-item", "-c", f"trainer.max_epochs={epochs}", "-c", "trainer.batch_targets=256",
-           "-c", "trainer.patience=100", "-c", f"run.device=\"{device}\""]
+           "-c", "trainer.patience=100", "-c", "run.threads=1", "-c", f"run.device=\"{device}\""]
     if nproc > 1:
         cmd += ["--nproc-per-node", str(nproc)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
