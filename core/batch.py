@@ -350,10 +350,13 @@ def verdict(row: dict[str, Any]) -> str:
     d = row.get("delta")
     if d is None:
         return "n/a"
-    if d == 0:
-        return "tie"
+    b, m = row.get("baseline_stats"), row.get("method_stats")
+    spread = max(b[1], m[1]) if b and m else 0.0
     better = d < 0 if row.get("lower_is_better") else d > 0
-    return "method better" if better else "baseline better"
+    side = "method" if better else "baseline"
+    if d == 0 or (b and m and min(b[2], m[2]) > 1 and abs(d) <= spread):
+        return f"{side} ahead within 1 std" if d else "tie"
+    return f"{side} better"
 
 
 def fmt_stat(stat: tuple[float, float, int] | None) -> str:
