@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from pk_seqrec.plugin import NextItemTrainerConfig
+from pk_seqrec.plugin import EncoderConfig, NextItemTrainerConfig
 
 from pk.core import hookimpl
 
@@ -101,40 +101,22 @@ class ACTSRCalibratorConfig:
 
 # -- models ----------------------------------------------------------------------------
 @dataclass
-class ACSASRecConfig:
+class ACSASRecConfig(EncoderConfig):
     """pk-seqrec's SASRec (RecBole defaults: H=64, 2 post-LN layers, 2 heads, inner 256,
     dropout 0.5) with the AC-TSR calibrator in every layer and NO absolute position
     embedding (``position_embedding = false``, as in every released AC config). Without a
     ``[calibrator]`` section the full ``ac-tsr`` calibrator with its defaults is used."""
 
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner: int = 256
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    layer_norm_eps: float = 1e-12
-    init_std: float = 0.02
     position_embedding: bool = False
-    ce_include_padding: bool = True
 
 
 @dataclass
-class ACBERT4RecConfig:
+class ACBERT4RecConfig(EncoderConfig):
     """pk-seqrec's BERT4Rec with the AC-TSR calibrator (bidirectional: both order classes
     occur) and no absolute position embedding; L_adv on the masked positions."""
 
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner: int = 256
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    layer_norm_eps: float = 1e-12
-    init_std: float = 0.02
     position_embedding: bool = False
     mask_ratio: float = 0.2
-    ce_include_padding: bool = True
 
 
 # -- trainer ---------------------------------------------------------------------------

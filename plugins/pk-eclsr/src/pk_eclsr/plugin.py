@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pk_seqrec.plugin import EncoderConfig
+
 from pk.core import hookimpl
 
 MODELS = "pk_eclsr.models"
@@ -25,7 +27,7 @@ TASKS = ("next-item",)
 
 
 @dataclass
-class ECLSRConfig:
+class ECLSRConfig(EncoderConfig):
     """ECL-SR. Encoder sizes are pk-seqrec SASRec's (RecBole defaults); the generator is a
     pk-seqrec BERT4Rec with the same sizes, sharing the item table (N + 2 rows, [MASK] = N + 1).
 
@@ -42,15 +44,6 @@ class ECLSRConfig:
     pk-seqrec SASRec); pad *targets* are always ignored (ECL trains them; documented).
     """
 
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner: int = 256
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    layer_norm_eps: float = 1e-12
-    init_std: float = 0.02
-    ce_include_padding: bool = True
     mask_strategy: Literal["sample", "prob"] = "sample"
     mask_ratio: float = 0.2
     contrast_k: int = 10
@@ -63,7 +56,7 @@ class ECLSRConfig:
 
 
 @dataclass
-class CL4SRecConfig:
+class CL4SRecConfig(EncoderConfig):
     """CL4SRec-style SASRec: L = L_rec + ``cl_weight`` * NT-Xent(view1, view2) over the 2B
     in-batch views (dot product / ``temperature``, ICLRec's NCELoss). Each view applies one
     augmentation drawn uniformly per sequence: crop (keep a contiguous max(1, floor(
@@ -72,15 +65,6 @@ class CL4SRecConfig:
     defaults (0.2 / 0.7 / 0.2). The view representation is the hidden state at the newest
     position."""
 
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner: int = 256
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    layer_norm_eps: float = 1e-12
-    init_std: float = 0.02
-    ce_include_padding: bool = True
     crop_ratio: float = 0.2
     mask_ratio: float = 0.7
     reorder_ratio: float = 0.2

@@ -77,44 +77,43 @@ class DigineticaPeriodsConfig:
 
 # -- models ----------------------------------------------------------------------------
 @dataclass
-class SASRecConfig:
+class EncoderConfig:
+    """Sizes of pk-seqrec's Transformer encoder (RecBole defaults: H=64, 2 post-LN layers,
+    2 heads, inner 256, dropout 0.5, LayerNorm eps 1e-12, init N(0, 0.02)); the padding row
+    stays in the CE softmax when ``ce_include_padding`` (RecBole). Plugins extend it."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    inner: int = 256
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+    ce_include_padding: bool = True
+
+
+@dataclass
+class SASRecConfig(EncoderConfig):
     """RecBole defaults: H=64, 2 post-LN layers, 2 heads, inner 256, dropout 0.5, GELU,
     init N(0, 0.02), tied item embeddings. ``loss_type``: "ce" (all items; the padding row
     is in the softmax when ``ce_include_padding``, as in RecBole) or "bpr" with
     ``num_negatives`` uniform negatives. ``position_embedding = false`` removes the
     absolute position table (AC-SASRec)."""
 
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner: int = 256
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    layer_norm_eps: float = 1e-12
-    init_std: float = 0.02
     position_embedding: bool = True
     loss_type: Literal["ce", "bpr"] = "ce"
     num_negatives: int = 1
-    ce_include_padding: bool = True
 
 
 @dataclass
-class BERT4RecConfig:
+class BERT4RecConfig(EncoderConfig):
     """Bidirectional encoder with cloze training: each real position masked with
     probability ``mask_ratio``, at most int(mask_ratio * (L+1)) kept (the last ones).
     The [MASK] token is id num_items + 1; the position table has L + 1 rows."""
 
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner: int = 256
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    layer_norm_eps: float = 1e-12
-    init_std: float = 0.02
     position_embedding: bool = True
     mask_ratio: float = 0.2
-    ce_include_padding: bool = True
 
 
 @dataclass
