@@ -192,7 +192,7 @@ class IdentityCalibrator:
     neutral = True
 
     def __init__(self, config: Any = None) -> None:
-        pass
+        """No parameters: ``config`` is accepted for the builder signature only."""
 
     def adjust_scores(self, scores: torch.Tensor, mask: torch.Tensor, *, layer: int = 0) -> torch.Tensor:
         return scores

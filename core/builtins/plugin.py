@@ -49,7 +49,7 @@ class FedAvgConfig:
 
 @dataclass
 class IdentityCalibratorConfig:
-    pass
+    """The identity calibrator has no parameters."""
 
 
 @dataclass

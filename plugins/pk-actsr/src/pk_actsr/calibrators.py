@@ -19,6 +19,7 @@ the direct spatial terms agree.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +89,7 @@ def _key_positions(session: Session | None, batch: int, length: int, device: tor
     return torch.arange(length, device=device).expand(batch, length)
 
 
-class _Stage(nn.Module):
+class _Stage(nn.Module, ABC):
     """Sizes, attach/begin/observe/end shared by the calibrators. Parameters are created as
     soon as ``hidden``, ``heads`` and ``layers`` are known (config, or the host's attach)."""
 
@@ -119,8 +120,9 @@ class _Stage(nn.Module):
     def head_dim(self) -> int:
         return self.hidden // self.heads
 
+    @abstractmethod
     def _build(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+        ...
 
     def _check_size(self, name: str, mine: int, host: int, host_field: str) -> int:
         if mine and mine != host:

@@ -19,6 +19,7 @@ Inference (``predict``) uses the calibrated branch only and draws no noise.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +44,7 @@ def _show_layer_input(module: nn.Module, args: tuple[Any, ...]) -> None:
             observe(module, args[0], int(args[3]))
 
 
-class _Calibrated:
+class _Calibrated(ABC):
     """Mixin over a pk-seqrec transformer model (needs ``encoder``, ``encode``)."""
 
     encoder: Any
@@ -140,8 +141,9 @@ class _Calibrated:
         optimizer.step()
         return out
 
+    @abstractmethod
     def losses(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:  # pragma: no cover
-        raise NotImplementedError
+        ...
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The recommendation loss L_cal (what a plain trainer would minimise)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,7 +64,7 @@ def test_block(model: nn.Module, data: Any, block: int, ks: list[int], batch_siz
     return out
 
 
-class StreamTrainer:
+class StreamTrainer(ABC):
     """Base of every strategy (see the module docstring). Subclasses override ``update``
     (block t >= P) and optionally ``after_update`` (memory upkeep, also run after the
     pretraining) and ``state_dict`` / ``load_state_dict`` (their memory)."""
@@ -103,8 +104,9 @@ class StreamTrainer:
     def pretrain(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, int]:
         return self.train_rows(model, data, data.train_rows(range(data.pretrain_blocks)), self.config.pretrain_epochs, run)
 
+    @abstractmethod
     def update(self, model: nn.Module, data: Any, t: int, run: RunHandle) -> dict[str, int]:
-        raise NotImplementedError
+        ...
 
     def after_update(self, model: nn.Module, data: Any, t: int, run: RunHandle) -> None:
         """Memory upkeep after the model learned block t (t = P-1: after pretraining)."""
@@ -113,7 +115,7 @@ class StreamTrainer:
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
+        """Nothing to restore by default (stateless strategies)."""
 
     # -- the protocol ----------------------------------------------------------------
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:

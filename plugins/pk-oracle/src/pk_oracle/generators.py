@@ -9,6 +9,7 @@ Inputs are flattened images. ``PixelGenerator`` (z = x) is the pixel-space basel
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch import nn
 from pk.core.errors import ConfigError
 
 
-class Generator:
+class Generator(ABC):
     """Base: ``lo``/``hi`` bound decoded pixels (None = unbounded)."""
 
     name = "generator"
@@ -31,11 +32,13 @@ class Generator:
             return x
         return x.clamp(self.lo, self.hi)
 
+    @abstractmethod
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
 
 class PixelGenerator(Generator):

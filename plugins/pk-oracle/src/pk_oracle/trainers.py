@@ -8,6 +8,7 @@ noise / random starts from ``run.generator("perturb")``; both states are checkpo
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ def _clamp(x: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.
     return x if bounds == (None, None) else x.clamp(bounds[0], bounds[1])
 
 
-class PerturbedTrainer(SupervisedTrainer):
+class PerturbedTrainer(SupervisedTrainer, ABC):
     """pk-core's supervised trainer whose training inputs are rewritten by
     ``perturb_loss``; randomness comes from ``run.generator("perturb")`` (checkpointed)."""
 
@@ -40,8 +41,9 @@ class PerturbedTrainer(SupervisedTrainer):
     def transform_batch(self, model: nn.Module, batch: dict[str, Any], run: RunHandle) -> dict[str, Any]:
         return {**batch, "x": self.perturbed_inputs(model, batch, self.perturb, self.bounds)}
 
+    @abstractmethod
     def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
 
 class NoiseAugmentedTrainer(PerturbedTrainer):
@@ -78,11 +80,14 @@ class AdversarialTrainer(PerturbedTrainer):
 
     supports_distributed = False  # two forward passes per step
 
-    def transform_batch(self, model: nn.Module, batch: dict[str, Any], run: RunHandle) -> dict[str, Any]:
+    def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
         cfg = self.config
-        adv = pgd_attack(model, batch["x"].float(), batch["y"], eps=cfg.eps, steps=cfg.attack_steps,
-                         step_size=cfg.attack_step_size, bounds=self.bounds, gen=self.perturb)
-        return {**batch, "x_adv": adv}
+        return pgd_attack(model, batch["x"].float(), batch["y"], eps=cfg.eps, steps=cfg.attack_steps,
+                          step_size=cfg.attack_step_size, bounds=bounds, gen=gen)
+
+    def transform_batch(self, model: nn.Module, batch: dict[str, Any], run: RunHandle) -> dict[str, Any]:
+        """Keeps the clean inputs beside the PGD ones (``x_adv``) for the mixed loss."""
+        return {**batch, "x_adv": self.perturbed_inputs(model, batch, self.perturb, self.bounds)}
 
     def compute_loss(self, loss_fn: Any, batch: dict[str, Any]) -> torch.Tensor:
         w = self.config.adv_weight

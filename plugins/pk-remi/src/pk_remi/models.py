@@ -18,6 +18,7 @@ REMI's IHN weights when ``ihn_beta`` > 0, plus ``rr_lambda`` * RR(routing).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from pk_remi.losses import hard_readout, routing_regulariser, sampled_softmax_lo
 EVAL_ROUTING_SEED = 1230
 
 
-class MultiInterestModel(nn.Module):
+class MultiInterestModel(nn.Module, ABC):
     """Shared embedding table, loss and serving API (subclasses implement ``extract``)."""
 
     routing_is_stochastic = False
@@ -70,8 +71,9 @@ class MultiInterestModel(nn.Module):
         emb = self.embeddings(seq) * mask[..., None]
         return seq, mask, emb
 
+    @abstractmethod
     def extract(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        ...
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.extract(batch["seq"])
@@ -151,9 +153,9 @@ class CapsuleRouting(MultiInterestModel):
             raise ConfigError("model.routing_iters must be >= 1")
         self.relu = nn.Linear(self.hidden, self.hidden, bias=False) if config.relu_layer else None
 
+    @abstractmethod
     def predictions(self, emb: torch.Tensor) -> torch.Tensor:
         """u_hat [B, K, L, H] from pad-zeroed embeddings [B, L, H]."""
-        raise NotImplementedError
 
     def _initial_logits(self, shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         if not self.random_init:

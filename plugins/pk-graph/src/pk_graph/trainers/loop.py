@@ -7,6 +7,7 @@ log through ``run.log``, checkpoint ``last`` every epoch and resume bit-identica
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,7 +37,7 @@ def train_node_epoch(model: nn.Module, batch: Any, optimizer: torch.optim.Optimi
     return float(loss.detach())
 
 
-class _EpochTrainer:
+class _EpochTrainer(ABC):
     """Shared loop; subclasses define :meth:`_train_batches`."""
 
     resumable = True
@@ -44,8 +45,9 @@ class _EpochTrainer:
     def __init__(self, config: Any) -> None:
         self.config = config
 
+    @abstractmethod
     def _train_batches(self, data: Any, run: Any, generator: torch.Generator) -> Iterable[Any]:
-        raise NotImplementedError
+        ...
 
     def fit(self, model: nn.Module, data: Any, run: Any) -> dict[str, float]:
         cfg = self.config

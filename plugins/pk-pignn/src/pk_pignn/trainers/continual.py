@@ -23,6 +23,7 @@ Checkpoint ``last`` after every task (grown model, matrices, RNG states): resuma
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,7 +92,7 @@ def train_stage(
     return {"loss": last, "steps": float(steps)}
 
 
-class ContinualTrainer:
+class ContinualTrainer(ABC):
     """Base of the family: the task loop, evaluation matrix, checkpoints and metrics.
 
     Subclasses implement :meth:`learn_task`; ``method_state``/``load_method_state`` carry
@@ -105,14 +106,15 @@ class ContinualTrainer:
         self.config = config
 
     # -- hooks ------------------------------------------------------------------------------------
+    @abstractmethod
     def learn_task(self, model: nn.Module, graphs: TaskGraphs, run: RunHandle) -> dict[str, float]:
-        raise NotImplementedError
+        ...
 
     def method_state(self) -> dict[str, Any]:
         return {}
 
     def load_method_state(self, state: dict[str, Any]) -> None:
-        pass
+        """Nothing to restore by default (stateless strategies)."""
 
     def start(self, model: nn.Module, run: RunHandle) -> None:
         """Called once before the task loop (and before a checkpoint is restored)."""
