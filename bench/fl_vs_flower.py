@@ -72,7 +72,7 @@ class BenchRun:
         return iterable
 
     def echo(self, message: str) -> None:
-        pass
+        """Silent: the benchmark prints its own table."""
 
     def latest_checkpoint(self) -> None:
         return None

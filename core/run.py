@@ -74,7 +74,7 @@ def git_info() -> dict[str, Any]:
         if sha.returncode == 0:
             return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
-        pass
+        return {"commit": None, "dirty": None}  # no git, or not a checkout
     return {"commit": None, "dirty": None}
 
 
