@@ -55,8 +55,18 @@ def _companion(kind: str, tasks: tuple[str, ...], prefer: str) -> Registration |
     return regs[0] if regs else None
 
 
+_SCRATCH: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def _scratch_dir() -> str:
+    """One placeholder ``run.out_dir`` per process for checks that never write a run; removed at exit."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.TemporaryDirectory(prefix="pk-check-"))
+    return _SCRATCH[0].name
+
+
 def _config(parts: dict[str, Registration], seed: int = 0, out_dir: str | None = None) -> Any:
-    raw: dict[str, Any] = {"run": {"seed": seed, "threads": 1, "out_dir": out_dir or tempfile.mkdtemp(prefix="pk-check-")}}
+    raw: dict[str, Any] = {"run": {"seed": seed, "threads": 1, "out_dir": out_dir or _scratch_dir()}}
     for section, reg in parts.items():
         raw[section] = {"name": reg.qualified_name, **_test_params(reg, section)}
     return resolve(raw, _registry(), required=())
