@@ -5,8 +5,11 @@ batch 256, Adam lr 1e-3, leave-one-out by time, full ranking, history NOT exclud
 (RecBole's convention), no k-core. Measured per epoch: training throughput (training
 time only, no evaluation) and valid NDCG@10.
 
-pk's batch holds as many windows as give ~256 targets (``--batch-prefixes``), so both take
-the same number of optimiser steps per epoch on the same amount of supervision.
+pk's batch holds as many rows as give ~256 targets (``--batch-prefixes``), so both take
+the same number of optimiser steps per epoch on the same amount of supervision. pk runs once
+per ``--pk-windows`` mode: ``prefixes`` trains RecBole's own examples (one row per target, the
+same 97k rows per epoch, 256 random prefixes per step); ``all`` trains whole windows (one
+causal pass scores every position, so a step of ~256 targets holds only ~6 users).
 
 On a shared machine wall time depends on other load, so CPU seconds of the training loop
 (``time.process_time``) are reported too.
@@ -88,8 +91,9 @@ RECBOLE_REFERENCE = [
 ]
 
 
-def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256) -> list[dict[str, float]]:
-    """pk's SASRec; a batch holds as many windows as give ~``batch_prefixes`` targets, so an
+def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windows: str = "prefixes",
+           length_buckets: int = 0) -> list[dict[str, float]]:
+    """pk's SASRec; a batch holds as many rows as give ~``batch_prefixes`` targets, so an
     optimiser step sees as many next-item targets as a RecBole batch of 256 prefixes."""
     import torch
     from pk_seqrec.data.datasets import build_ml100k
@@ -99,7 +103,7 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256) -> li
 
     from pk.core.utils import make_optimizer, to_device
 
-    data = build_ml100k(ML100kConfig(source="file", kcore=0, max_len=50))
+    data = build_ml100k(ML100kConfig(source="file", kcore=0, max_len=50, train_windows=windows))
     torch.manual_seed(seed)
     model = build_sasrec(SASRecConfig(), data.info).to(device)
     opt = make_optimizer("adam", model.parameters(), 1e-3, 0.0)
@@ -107,7 +111,7 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256) -> li
     train = data.tensors["train"]
     per_row = float((train["targets"] != 0).sum()) / train["targets"].shape[0]
     batch_rows = max(1, round(batch_prefixes / per_row))
-    print(f"pk: {train['targets'].shape[0]} windows, {per_row:.1f} targets each -> {batch_rows} windows per batch", flush=True)
+    print(f"pk ({windows}): {train['targets'].shape[0]} rows, {per_row:.1f} targets each -> {batch_rows} rows per batch", flush=True)
     out = []
     for epoch in range(epochs):
         model.train()
@@ -115,7 +119,7 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256) -> li
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
-        for batch in data.loader("train", batch_rows, shuffle=True, generator=gen):
+        for batch in data.loader("train", batch_rows, shuffle=True, generator=gen, length_buckets=length_buckets):
             batch = to_device(batch, device)
             opt.zero_grad(set_to_none=True)
             model.loss(batch).backward()
@@ -128,7 +132,7 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256) -> li
         valid = evaluate_ranking(model, data, "valid", ks=[10], device=device, batch_size=1024)
         out.append({"epoch": epoch, "seconds": seconds, "cpu_seconds": cpu, "rows": rows, "prefixes": prefixes,
                     "ndcg@10": valid["ndcg@10"]})
-        print(f"pk epoch {epoch}: {seconds:.1f}s wall, {cpu:.1f}s CPU, {prefixes / seconds:,.0f} prefixes/s, "
+        print(f"pk ({windows}) epoch {epoch}: {seconds:.1f}s wall, {cpu:.1f}s CPU, {prefixes / seconds:,.0f} prefixes/s, "
               f"valid NDCG@10 {valid['ndcg@10']:.4f}", flush=True)
     return out
 
@@ -168,13 +172,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-prefixes", type=int, default=256, help="targets per pk optimiser step")
+    ap.add_argument("--pk-windows", nargs="+", default=["prefixes", "all"], choices=["prefixes", "all"],
+                    help="pk training rows: RecBole's prefixes, or whole windows")
+    ap.add_argument("--length-buckets", type=int, default=0, help="pk: sort runs of k batches by length (less padding)")
     ap.add_argument("--recbole-python", default="", help="python of a venv with recbole==1.2.1")
     ap.add_argument("--json", default="", help="also write the figures here")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    results = [summarise("pk-seqrec", run_pk(args.epochs, args.seed, args.device, args.batch_prefixes))]
+    results = [summarise(f"pk-seqrec (train_windows={w})", run_pk(args.epochs, args.seed, args.device, args.batch_prefixes, w,
+                                                                  args.length_buckets)) for w in args.pk_windows]
     if args.recbole_python:
         results.append(summarise("recbole-1.2.1 (measured)", run_recbole(args.recbole_python, args.epochs, args.threads)))
     else:
@@ -184,9 +192,10 @@ def main() -> None:
     for r in results:
         print(f"{r['name']:58s} {r['seconds_per_epoch']:8.1f} {r['cpu_seconds_per_epoch']:9.1f} {r['prefixes_per_s']:11,.0f} "
               f"{r['prefixes_per_cpu_s']:11,.0f} {r['rows_per_s']:9,.0f} {r['valid_ndcg@10']:14.4f}")
-    speedup = results[0]["prefixes_per_s"] / results[1]["prefixes_per_s"]
-    print(f"pk / RecBole training throughput (prefixes/s): {speedup:.1f}x; "
-          f"NDCG@10 pk {results[0]['valid_ndcg@10']:.4f} vs RecBole {results[1]['valid_ndcg@10']:.4f}")
+    ref = results[-1]
+    for r in results[:-1]:
+        print(f"{r['name']} / RecBole training throughput (prefixes/s): {r['prefixes_per_s'] / ref['prefixes_per_s']:.1f}x; "
+              f"valid NDCG@10 {r['valid_ndcg@10']:.4f} vs RecBole {ref['valid_ndcg@10']:.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

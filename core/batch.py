@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,9 @@ def _slug(value: Any) -> str:
     return "".join(ch if ch.isalnum() or ch in ".-_" else "_" for ch in text)[:40]
 
 
-def load_batch(path: str | Path, registry: Registry) -> BatchSpec:
-    """Read and expand a batch file; every run's config is validated before any runs."""
+def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = ()) -> BatchSpec:
+    """Read and expand a batch file; every run's config is validated before any runs.
+    ``settings`` (``"section.key=value"``, as ``pk train -c``) apply to every run, last."""
     path = Path(path)
     data = load_toml(path)
     unknown = set(data) - {"batch", "defaults", "matrix", "runs"}
@@ -103,7 +104,7 @@ def load_batch(path: str | Path, registry: Registry) -> BatchSpec:
         raw = deep_merge(raw, entry.get("overrides", {}))
         for combo in itertools.product(*(matrix[k] for k in keys)) if keys else [()]:
             overrides = [f"{k}={json.dumps(v) if isinstance(v, str) else _toml_literal(v)}" for k, v in zip(keys, combo)]
-            run_raw = apply_overrides(raw, overrides)
+            run_raw = apply_overrides(raw, [*overrides, *settings])
             try:
                 resolved = resolve(run_raw, registry)
             except PkError as exc:

@@ -88,6 +88,21 @@ def test_batch_dry_run_lists_expansion(runner, tmp_path):
     assert len(json.loads(out.output)) == 6
 
 
+def test_batch_set_overrides_every_run_last(runner, tmp_path):
+    batch = tmp_path / "b.toml"
+    batch.write_text('[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\ntrainer={name="supervised", max_epochs=4}\n'
+                     '[matrix]\n"run.seed"=[0,1]\n[[runs]]\nname="a"\n[[runs]]\nname="b"\noverrides={trainer={max_epochs=9}}\n')
+    plain = json.loads(invoke(runner, ["batch", str(batch), "--dry-run", "--json"]).output)
+    out = invoke(runner, ["batch", str(batch), "--dry-run", "--json", "-c", "trainer.max_epochs=2"])
+    assert out.exit_code == 0, out.output
+    runs = json.loads(out.output)
+    assert {r["config"]["trainer"]["max_epochs"] for r in runs} == {2}  # beats defaults and run overrides
+    assert {r["config"]["trainer"]["max_epochs"] for r in plain} == {4, 9}
+    assert not {r["hash"] for r in runs} & {r["hash"] for r in plain}
+    bad = invoke(runner, ["batch", str(batch), "--dry-run", "-c", "trainer.nope=1"])
+    assert bad.exit_code == 2 and "unknown key trainer.nope" in bad.output
+
+
 def test_runs_lists_completed(runner):
     invoke(runner, ["train", *BASE, "-c", "trainer.max_epochs=1", "-q"])
     out = invoke(runner, ["runs", "--json"])

@@ -15,11 +15,13 @@ from pk.cli.output import print_json, print_table
 @click.option("--dry-run", is_flag=True, help="List the expanded runs and config hashes; run nothing.")
 @click.option("--continue-on-error", is_flag=True, help="Keep going when a run fails.")
 @click.option("--only", multiple=True, help="Run only these run names (repeatable).")
+@click.option("-c", "--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key in every run, after the recipe (repeatable), e.g. -c trainer.max_epochs=5.")
 @click.option("--out", type=click.Path(file_okay=False), help="Batch directory (default runs/batch-<name>-<UTC>).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (with --executor ray).")
 @click.option("--json", "as_json", is_flag=True)
-def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, out, executor, address, as_json) -> None:  # type: ignore[no-untyped-def]
+def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, settings, out, executor, address, as_json) -> None:  # type: ignore[no-untyped-def]
     """Run RECIPE (a batch .toml file, or PLUGIN:RECIPE such as pk-seqrec:quick)."""
     from pathlib import Path
 
@@ -31,11 +33,11 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, out
     if quick == bool(recipe):
         raise UsageError("give either a RECIPE (file.toml or plugin:recipe) or --quick")
     paths = quick_recipes(registry) if quick else [resolve_recipe(recipe, registry)]
-    specs = [load_batch(p, registry) for p in paths]
+    specs = [load_batch(p, registry, settings) for p in paths]
     if dry_run:
         rows = [(s.name, r.group, r.seed, r.resolved.hash(), r.stem) for s in specs for r in s.runs]
         if as_json:
-            print_json([{"batch": s.name, **r.as_dict()} for s in specs for r in s.runs])
+            print_json([{"batch": s.name, **r.as_dict(), "config": r.resolved.data} for s in specs for r in s.runs])
         else:
             print_table(None, ["batch", "run", "seed", "hash", "dir"], rows)
         return

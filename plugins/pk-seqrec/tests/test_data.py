@@ -20,9 +20,9 @@ from pk.core.paths import shared_data_dir
 seqs_st = st.lists(st.lists(st.integers(1, 12), min_size=1, max_size=14), min_size=1, max_size=8)
 
 
-@given(seqs=seqs_st, max_len=st.integers(1, 6))
-def test_split_leaks_no_eval_item_into_training(seqs: list[list[int]], max_len: int) -> None:
-    b = bundle_from_sequences(seqs, 12, max_len)
+@given(seqs=seqs_st, max_len=st.integers(1, 6), mode=st.sampled_from(["all", "prefixes"]))
+def test_split_leaks_no_eval_item_into_training(seqs: list[list[int]], max_len: int, mode: str) -> None:
+    b = bundle_from_sequences(seqs, 12, max_len, train_windows=mode)
     kept = [s for s in seqs if len(s) >= 3]
     assert b.sequences == kept
     train = b.tensors["train"]
@@ -45,13 +45,29 @@ def test_split_leaks_no_eval_item_into_training(seqs: list[list[int]], max_len: 
         assert not set(b.split_keys(a)) & set(b.split_keys(c))
 
 
-@given(n=st.integers(0, 40), max_len=st.integers(1, 9), mode=st.sampled_from(["all", "last"]))
+@given(seqs=seqs_st, max_len=st.integers(1, 6))
+def test_prefix_rows_train_one_target_each_and_count_items_once(seqs: list[list[int]], max_len: int) -> None:
+    b = bundle_from_sequences(seqs, 12, max_len, train_windows="prefixes")
+    train = b.tensors["train"]
+    assert ((train["targets"] != 0).sum(1) == 1).all() and (train["targets"][:, -1] == train["target"]).all()
+    expected = torch.zeros(13)
+    for s in (s for s in b.sequences if len(s) > 3):  # 3 items: nothing to train on
+        for item in s[: len(s) - 2]:
+            expected[item] += 1
+    if train["target"].numel():
+        assert torch.equal(b.train_item_counts(), expected)
+
+
+@given(n=st.integers(0, 40), max_len=st.integers(1, 9), mode=st.sampled_from(["all", "last", "prefixes"]))
 def test_training_windows_tile_targets(n: int, max_len: int, mode: str) -> None:
     wins = training_windows(n, max_len, mode)
     targets = [t for s, e in wins for t in range(s + 1, e)]
     assert all(e - 1 - s <= max_len for s, e in wins)
     if mode == "all":
         assert sorted(targets) == list(range(1, n))
+    elif mode == "prefixes":  # one window per target, holding the max_len items before it
+        assert [e - 1 for _, e in wins] == list(range(n - 1, 0, -1))
+        assert all(s == max(0, e - 1 - max_len) for s, e in wins)
     else:
         assert len(wins) <= 1 and (not wins or wins[0][1] == n)
 

@@ -35,30 +35,33 @@ class SyntheticSeqConfig:
     follow: float = 0.9
     zipf: float = 1.1
     max_len: int = 20
-    train_windows: Literal["all", "last"] = "all"
+    train_windows: Literal["all", "last", "prefixes"] = "all"
 
 
 @dataclass
 class ML100kConfig:
     """RecBole atomic ml-100k (``ml-100k.inter``). Sequences by stable sort on (timestamp,
-    file line); ``kcore`` > 0 applies RecBole's iterative k-core on users and items."""
+    file line); ``kcore`` > 0 applies RecBole's iterative k-core on users and items.
+    ``train_windows``: "all" (windows tiling each history, every position a target),
+    "last" (newest window only) or "prefixes" (one row per target: RecBole's examples)."""
 
     source: str = "auto"
     path: str = ""
     kcore: int = 0
     max_len: int = 50
-    train_windows: Literal["all", "last"] = "all"
+    train_windows: Literal["all", "last", "prefixes"] = "all"
 
 
 @dataclass
 class SeqLinesConfig:
-    """One line per user: ``user item item ...`` (oldest first), ICLRec/S3-Rec format."""
+    """One line per user: ``user item item ...`` (oldest first), ICLRec/S3-Rec format.
+    ``train_windows`` as for ml-100k."""
 
     source: str = "auto"
     path: str = ""
     kcore: int = 0
     max_len: int = 50
-    train_windows: Literal["all", "last"] = "all"
+    train_windows: Literal["all", "last", "prefixes"] = "all"
 
 
 @dataclass

@@ -46,6 +46,12 @@ class NodeBundle:
             raise KeyError(f"unknown split {split!r}; have {', '.join(SPLITS)}")
         return getattr(self.data, MASK_NAMES[split])
 
+    def to(self, device: str | torch.device) -> NodeBundle:
+        """Move the graph to ``device`` in place and return self: every later batch shares the
+        device tensors, so per-graph caches keyed on them (TransGNN's samples) stay valid."""
+        self.data = self.data.to(device)
+        return self
+
     def batch(self, split: str) -> Data:
         """The whole graph with ``mask`` set to ``split``'s nodes (tensors are shared, not copied)."""
         d = self.data

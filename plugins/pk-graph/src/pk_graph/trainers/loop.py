@@ -17,6 +17,7 @@ from torch import nn
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.utils import make_optimizer, to_device
+from pk_graph.data.bundles import NodeBundle
 from pk_graph.trainers.metrics import split_metrics
 
 
@@ -63,6 +64,8 @@ class _EpochTrainer(ABC):
             restore_rng_state(ckpt["rng"])
             start, step, best, bad = ckpt["epoch"] + 1, ckpt["step"], ckpt["best"], ckpt["bad_epochs"]
             run.echo(f"resumed at epoch {start}")
+        if isinstance(data, NodeBundle):  # full batch: one host-to-device copy, not one per step
+            data.to(run.device)
         epoch = start - 1
         for epoch in run.progress(range(start, cfg.max_epochs), total=cfg.max_epochs - start, description="epochs"):
             model.train()

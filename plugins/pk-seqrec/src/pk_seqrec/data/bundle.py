@@ -10,6 +10,8 @@ Batch format (a dict of tensors; ``B`` batch, ``L`` = ``info.max_len``):
 - ``tpos``     [B] long: index of ``target`` inside the user's full sequence.
 - train only: ``targets`` [B, L] long, aligned with ``seq``: ``targets[:, j]`` is the item
   following ``seq[:, j]`` (0 where ``seq`` is padding), so ``targets[:, -1] == target``.
+  With ``train_windows = "prefixes"`` only the last column is set (one target per row,
+  RecBole's prefix examples); losses skip 0 targets.
 - valid/test only: ``history`` [B, Hmax] int32: every item the user had before ``target``
   (all of it, not only the last L), 0-padded on the right; used to exclude history items.
 """
@@ -72,7 +74,11 @@ class SeqBundle(TensorBundle):
         index 0 (padding) is 0."""
         t = self.tensors["train"]
         counts = torch.zeros(int(self.info.num_items) + 1)
-        for part in (t["seq"].flatten(), t["target"].flatten()):
+        parts = (t["seq"].flatten(), t["target"].flatten())
+        if self.params.get("train_windows") == "prefixes":  # rows overlap: each target once, plus first items
+            firsts = [self.sequences[u][0] for u in sorted(set(t["user"].tolist()))]
+            parts = (t["target"].flatten(), torch.tensor(firsts, dtype=torch.long))
+        for part in parts:
             counts.index_add_(0, part, torch.ones(part.numel()))
         counts[0] = 0
         return counts
@@ -120,7 +126,8 @@ def train_tensors(
         n = len(items) if train_lengths is None else int(train_lengths[u])
         for s, e in training_windows(n, max_len, mode):
             seq_rows.append(items[s : e - 1])
-            tgt_rows.append(items[s + 1 : e])
+            nexts = items[s + 1 : e]
+            tgt_rows.append(nexts if mode != "prefixes" else [0] * (len(nexts) - 1) + [nexts[-1]])
             user_col.append(u)
             tpos_col.append(e - 1)
     seq = _left_pad(seq_rows, max_len)

@@ -71,14 +71,23 @@ def leave_one_out_positions(length: int) -> tuple[int, int] | None:
     return length - 2, length - 1
 
 
+TRAIN_WINDOW_MODES = ("all", "last", "prefixes")
+
+
 def training_windows(length: int, max_len: int, mode: str = "all") -> list[tuple[int, int]]:
     """Training windows over the first ``length`` items of a sequence (its training part).
 
     A window ``(s, e)`` feeds inputs ``items[s:e-1]`` and targets ``items[s+1:e]``
     (at most ``max_len`` each). Windows tile the training part from its end, so every item
     but the first is a target exactly once (``mode="all"``), or only the newest window is
-    kept (``mode="last"``, the original SASRec). Newest window first.
+    kept (``mode="last"``, the original SASRec). ``mode="prefixes"`` is RecBole's augmentation:
+    one window per target, ending at it (inputs = the ``max_len`` items before it), so
+    ``length - 1`` windows. Newest window first.
     """
+    if mode not in TRAIN_WINDOW_MODES:
+        raise ValueError(f"train_windows must be one of {TRAIN_WINDOW_MODES}, got {mode!r}")
+    if mode == "prefixes":
+        return [(max(0, end - 1 - max_len), end) for end in range(length, 1, -1)]
     windows: list[tuple[int, int]] = []
     end = length
     while end >= 2:
