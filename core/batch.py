@@ -1,6 +1,7 @@
 """``pk batch``: expand a batch file into runs, execute them, and summarise over seeds.
 
-A batch file has ``[batch]`` (name; optional paper/metric/baseline/method/metrics),
+A batch file has ``[batch]`` (name; optional paper/metric/baseline/method/metrics; ``pool``:
+matrix keys summarised together with the seeds, e.g. ``["dataset.fold"]`` for k-fold CV),
 ``[defaults]`` (a config), ``[matrix]`` (dotted key -> list, Cartesian product) and
 ``[[runs]]`` (``name`` plus ``overrides`` table or ``config`` file). Each run gets its own
 run dir ``<batch dir>/<name>[-matrix values]-s<seed>-<config hash>``; ``batch.jsonl`` and
@@ -29,7 +30,7 @@ from pk.core.io import atomic_write_json, atomic_write_text
 from pk.core.registry import Registry
 from pk.core.run import read_result, utc_stamp
 
-META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description", "resources", "lower_is_better"}
+META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description", "resources", "lower_is_better", "pool"}
 
 
 @dataclass
@@ -91,6 +92,9 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
         raise ConfigError(f"{path}: [matrix] values must be non-empty lists, e.g. \"run.seed\" = [0, 1, 2]")
     runs = data.get("runs") or [{"name": name}]
     keys = list(matrix)
+    pooled = meta.get("pool", [])
+    if not isinstance(pooled, list) or any(k not in matrix or k == "run.seed" for k in pooled):
+        raise ConfigError(f"{path}: [batch] pool must list [matrix] keys other than run.seed, e.g. pool = [\"dataset.fold\"]")
     planned: list[PlannedRun] = []
     for i, entry in enumerate(runs):
         if "name" not in entry:
@@ -110,9 +114,10 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
             except PkError as exc:
                 raise type(exc)(f"{path}: run {entry['name']!r}: {exc}") from None
             seed = resolved.run.seed
-            labels = [f"{k.split('.')[-1]}={_slug(v)}" for k, v in zip(keys, combo) if k != "run.seed"]
+            labels = [f"{k.split('.')[-1]}={_slug(v)}" for k, v in zip(keys, combo) if k != "run.seed" and k not in pooled]
             group = entry["name"] + (f"[{','.join(labels)}]" if labels else "")
-            stem = f"{_slug(entry['name'])}{'-' + '-'.join(_slug(v) for k, v in zip(keys, combo) if k != 'run.seed') if labels else ''}-s{seed}-{resolved.hash()}"
+            cell = [_slug(v) for k, v in zip(keys, combo) if k != "run.seed"]
+            stem = f"{_slug(entry['name'])}{'-' + '-'.join(cell) if cell else ''}-s{seed}-{resolved.hash()}"
             planned.append(PlannedRun(entry["name"], group, seed, resolved, stem))
     stems = [p.stem for p in planned]
     if len(set(stems)) != len(stems):

@@ -103,6 +103,20 @@ def test_batch_set_overrides_every_run_last(runner, tmp_path):
     assert bad.exit_code == 2 and "unknown key trainer.nope" in bad.output
 
 
+def test_batch_pool_summarises_matrix_key_with_seeds(runner, tmp_path):
+    body = ('[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\ntrainer={name="supervised"}\n'
+            '[matrix]\n"run.seed"=[0,1]\n"trainer.lr"=[0.1,0.01]\n[[runs]]\nname="a"\n')
+    batch = tmp_path / "b.toml"
+    batch.write_text('[batch]\npool=["trainer.lr"]\n' + body)
+    runs = json.loads(invoke(runner, ["batch", str(batch), "--dry-run", "--json"]).output)
+    assert {r["group"] for r in runs} == {"a"} and len({r["stem"] for r in runs}) == 4
+    batch.write_text(body)
+    assert {r["group"] for r in json.loads(invoke(runner, ["batch", str(batch), "--dry-run", "--json"]).output)} == {"a[lr=0.1]", "a[lr=0.01]"}
+    batch.write_text('[batch]\npool=["run.seed"]\n' + body)
+    bad = invoke(runner, ["batch", str(batch), "--dry-run"])
+    assert bad.exit_code == 2 and "pool must list [matrix] keys" in bad.output
+
+
 def test_runs_lists_completed(runner):
     invoke(runner, ["train", *BASE, "-c", "trainer.max_epochs=1", "-q"])
     out = invoke(runner, ["runs", "--json"])

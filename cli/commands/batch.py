@@ -82,7 +82,8 @@ def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore
             stats = summarise(outcomes)
             metrics = spec.meta.get("metrics") or sorted({k for g in stats.values() for k in g if k.startswith("test.")})[:5]
             rows = [(g, *(fmt_stat(stats[g].get(m)) for m in metrics)) for g in stats]
-            print_table(f"{spec.name} (mean ± std over seeds) — {bdir}", ["run", *metrics], rows)
+            over = " × ".join(["seeds", *spec.meta.get("pool", [])])
+            print_table(f"{spec.name} (mean ± std over {over}) — {bdir}", ["run", *metrics], rows)
     rows = []
     for row in [r for spec, outcomes, _ in results for r in comparison_rows(spec, outcomes)]:
         d = row["delta"]
