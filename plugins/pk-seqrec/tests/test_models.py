@@ -76,6 +76,30 @@ def test_all_position_loss_equals_prefix_losses() -> None:
     assert torch.allclose(full, prefix.mean(), atol=1e-5)
 
 
+@given(rows=st.lists(items_st, min_size=1, max_size=5), targets=st.lists(st.integers(1, N), min_size=5, max_size=5))
+def test_last_position_shortcut_equals_the_full_pass(rows: list[list[int]], targets: list[int]) -> None:
+    """Left-padded rows with one target at the newest position (evaluation, prefix training):
+    the last-layer shortcut gives the full pass's state and loss."""
+    model = _models()[0]
+    seq = torch.cat([_left(r) for r in rows])
+    tg = torch.zeros_like(seq)
+    tg[:, -1] = torch.tensor(targets[: len(rows)])
+    with torch.no_grad():
+        full = model.encode(seq)
+        assert torch.allclose(model.encode(seq, last_only=True)[:, 0], full[:, -1], atol=1e-5)
+        assert torch.allclose(model.user_state(seq), full[:, -1], atol=1e-5)
+        expected = nn.functional.cross_entropy(full[:, -1] @ model.item_embedding.weight.t(), tg[:, -1])
+        assert torch.allclose(model.loss({"seq": seq, "targets": tg}), expected, atol=1e-5)
+
+
+def test_last_position_shortcut_refuses_a_calibrator() -> None:
+    model = _models()[0]
+    model.encoder.calibrator = nn.Identity()  # anything: its terms need every query
+    assert not model._last_column_suffices(_left([1, 2, 3]))
+    with pytest.raises(ValueError, match="calibrator needs every query"):
+        model.encode(_left([1, 2, 3]), last_only=True)
+
+
 @given(seq=st.lists(st.integers(0, N), min_size=1, max_size=3 * L), ratio=st.floats(0.05, 0.9), seed=st.integers(0, 99))
 def test_bert4rec_masks_at_most_cap_and_never_padding(seq: list[int], ratio: float, seed: int) -> None:
     x = torch.tensor([seq])

@@ -108,7 +108,7 @@ class REMIConfig(MultiInterestConfig):
 class CandidateMatchingTrainerConfig:
     """Iteration-based (ComiRec/REMI): each step samples ``batch_size`` distinct training
     users and a random cut per user; validation every ``eval_every`` steps on ``metric``
-    over the valid users; early stop after ``patience`` validations without improvement;
+    over the valid users; early stop after ``patience`` validations without improvement (0: never);
     the best weights are restored. Negatives come from run.generator("negatives")."""
 
     max_steps: int = 5000

@@ -68,7 +68,7 @@ class CandidateMatchingTrainer:
         model.train()
         bar = run.progress(range(step, cfg.max_steps), total=cfg.max_steps - step, description="steps")
         for _ in bar:
-            if bad >= cfg.patience:
+            if 0 < cfg.patience <= bad:
                 break
             started = time.perf_counter()
             batch = data.sample_train_batch(cfg.batch_size, batches)

@@ -143,7 +143,7 @@ class PopConfig:
 @dataclass
 class NextItemTrainerConfig:
     """Mini-batch next-item training; validation every ``eval_every`` epochs on full
-    ranking; early stopping after ``patience`` evaluations without a better ``metric``;
+    ranking; early stopping after ``patience`` evaluations without a better ``metric`` (0: never);
     the best-validation weights are restored. ``batch_size`` counts training rows (windows
     of up to L targets); ``batch_targets`` > 0 instead sizes batches to ~that many next-item
     targets (RecBole's batch of N prefixes). ``length_buckets`` > 0 batches training

@@ -70,16 +70,25 @@ class MultiHeadAttention(nn.Module):
         B, L, _ = x.shape
         return x.view(B, L, self.heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, calibrator: Any = None, layer: int = 0) -> torch.Tensor:
-        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, calibrator: Any = None, layer: int = 0,
+                queries: int | None = None) -> torch.Tensor:
+        """``x`` [B, L, H] -> [B, L, H]; with ``queries`` = n only the last n positions query
+        (keys and values still come from all L) and the output is [B, n, H]."""
+        xq = x if queries is None else x[:, -queries:]
+        if queries is not None:
+            if calibrator is not None:
+                raise ValueError("a calibrator needs every query position (queries=None)")
+            if mask.shape[-2] > 1:
+                mask = mask[..., -queries:, :]
+        q, k, v = self._split(self.query(xq)), self._split(self.key(x)), self._split(self.value(x))
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
         if calibrator is not None:
             scores = calibrator.adjust_scores(scores, mask, layer=layer)
         attn = masked_softmax(scores, mask)
         if calibrator is not None:
             attn = calibrator.calibrate(attn, mask, layer=layer)
-        ctx = (self.attn_dropout(attn) @ v).transpose(1, 2).reshape(x.shape)
-        return self.norm(x + self.out_dropout(self.out(ctx)))
+        ctx = (self.attn_dropout(attn) @ v).transpose(1, 2).reshape(xq.shape)
+        return self.norm(xq + self.out_dropout(self.out(ctx)))
 
 
 class FeedForward(nn.Module):
@@ -106,9 +115,15 @@ class TransformerEncoder(nn.Module):
         self.num_heads = heads
         self.calibrator = calibrator  # an nn.Module calibrator is registered as a submodule here
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``last_only``: the last layer computes only position L-1 (output [B, 1, H]); the
+        same values as ``forward(x, mask)[:, -1:]`` at a fraction of the last layer's cost.
+        Not with a calibrator (its terms are defined on every query)."""
+        if last_only and self.calibrator is not None:
+            raise ValueError("a calibrator needs every query position; call with last_only=False")
+        last = len(self.attention) - 1
         for i, (attn, ff) in enumerate(zip(self.attention, self.feed_forward, strict=True)):
-            x = ff(attn(x, mask, self.calibrator, i))
+            x = ff(attn(x, mask, self.calibrator, i, queries=1 if last_only and i == last else None))
         return x
 
 

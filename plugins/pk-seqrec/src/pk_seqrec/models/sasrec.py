@@ -4,6 +4,10 @@ post-LN Transformer -> hidden state at the last real position -> tied-embedding 
 ``predict(batch) -> [B, N + 1]`` (column 0 = -inf). ``loss(batch)`` trains every position
 that has a target when the batch has ``targets`` [B, L] (one causal pass per window equals
 RecBole's prefix augmentation), else only the last position against ``target``.
+
+Left-padded rows whose only target is the last position (evaluation, and training with
+``train_windows = "prefixes"``) take a shortcut when no calibrator is attached: the last
+layer computes that one position only (same values; tested).
 """
 
 from __future__ import annotations
@@ -44,16 +48,26 @@ class SASRec(nn.Module):
         init_weights(self, init_std)
         self.encoder.calibrator = calibrator  # after init: a calibrator keeps its own initialisation
 
-    def encode(self, seq: torch.Tensor) -> torch.Tensor:
-        """[B, L] item ids (0 = padding, either side) -> [B, L] hidden states [B, L, H]."""
+    def encode(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[B, L] item ids (0 = padding, either side) -> hidden states [B, L, H]
+        (``last_only``: [B, 1, H], position L-1 only; no calibrator)."""
         x = self.item_embedding(seq)
         if self.position_embedding is not None:
             x = x + self.position_embedding(position_ids(seq).clamp_max(self.max_len - 1))
         x = self.input_dropout(self.input_norm(x))
-        return self.encoder(x, causal_mask(seq))
+        return self.encoder(x, causal_mask(seq), last_only=last_only)
+
+    def _last_column_suffices(self, seq: torch.Tensor) -> bool:
+        """True when every row's newest item sits in column L-1, no calibrator needs all queries
+        and ``encode`` is this class's own (subclasses that override it keep the full pass)."""
+        if self.encoder.calibrator is not None or type(self).encode is not SASRec.encode:
+            return False
+        return seq.shape[1] > 0 and bool((seq[:, -1] != 0).all())
 
     def user_state(self, seq: torch.Tensor) -> torch.Tensor:
         """[B, H]: the hidden state at the most recent real item."""
+        if self._last_column_suffices(seq):
+            return self.encode(seq, last_only=True)[:, 0]
         h = self.encode(seq)
         return h[torch.arange(seq.shape[0], device=seq.device), last_real_index(seq)]
 
@@ -62,7 +76,9 @@ class SASRec(nn.Module):
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         seq = batch["seq"]
-        if "targets" in batch:
+        if "targets" in batch and self._last_column_suffices(seq) and not bool(batch["targets"][:, :-1].any()):
+            h, targets = self.encode(seq, last_only=True)[:, 0], batch["targets"][:, -1]
+        elif "targets" in batch:
             h, targets = self.encode(seq), batch["targets"]
         else:
             h, targets = self.user_state(seq), batch["target"]

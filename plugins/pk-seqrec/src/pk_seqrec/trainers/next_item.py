@@ -108,7 +108,7 @@ class NextItemTrainer:
             seconds = float(ckpt.get("seconds", 0.0))
             run.echo(f"resumed at epoch {start_epoch}")
         batch_rows = self._batch_rows(data)
-        stopped = start_epoch >= cfg.max_epochs or (0 <= cfg.max_steps <= step) or bad >= cfg.patience
+        stopped = start_epoch >= cfg.max_epochs or (0 <= cfg.max_steps <= step) or 0 < cfg.patience <= bad
         epoch = start_epoch - 1
         epochs = range(start_epoch, cfg.max_epochs) if not stopped else range(0)
         for epoch in run.progress(epochs, total=len(epochs), description="epochs"):
@@ -135,7 +135,7 @@ class NextItemTrainer:
                     best, bad = {"value": valid[cfg.metric], "epoch": epoch, "state": _clone_state(model)}, 0
                 else:
                     bad += 1
-            stopped = bad >= cfg.patience or (0 <= cfg.max_steps <= step)
+            stopped = 0 < cfg.patience <= bad or (0 <= cfg.max_steps <= step)
             run.save_checkpoint({
                 "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                 "shuffle": shuffle.get_state(), "rng": capture_rng_state(), "epoch": epoch, "step": step,
