@@ -99,6 +99,8 @@ def test_batch_set_overrides_every_run_last(runner, tmp_path):
     assert {r["config"]["trainer"]["max_epochs"] for r in runs} == {2}  # beats defaults and run overrides
     assert {r["config"]["trainer"]["max_epochs"] for r in plain} == {4, 9}
     assert not {r["hash"] for r in runs} & {r["hash"] for r in plain}
+    only = json.loads(invoke(runner, ["batch", str(batch), "--dry-run", "--json", "--only", "b"]).output)
+    assert {r["name"] for r in only} == {"b"} and len(only) == 2  # --only filters the listing too
     bad = invoke(runner, ["batch", str(batch), "--dry-run", "-c", "trainer.nope=1"])
     assert bad.exit_code == 2 and "unknown key trainer.nope" in bad.output
 

@@ -34,6 +34,9 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, set
         raise UsageError("give either a RECIPE (file.toml or plugin:recipe) or --quick")
     paths = quick_recipes(registry) if quick else [resolve_recipe(recipe, registry)]
     specs = [load_batch(p, registry, settings) for p in paths]
+    if only:  # --only applies to the listing as to the run
+        for spec in specs:
+            spec.runs = [r for r in spec.runs if r.name in only or r.group in only]
     if dry_run:
         rows = [(s.name, r.group, r.seed, r.resolved.hash(), r.stem) for s in specs for r in s.runs]
         if as_json:
