@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from pk.core import hookimpl
+from pk.core.errors import PkError
 from pk.core.testing import Case, check
 
 
@@ -68,3 +69,42 @@ def test_suite_passes_the_good_twin(pk_register_temp):
     registry = pk_register_temp(BrokenPlugin(), name="broken", distribution="pk-broken")
     for kind, name, check_name in [("aggregators", "fedavg", "aggregator_does_not_mutate"), ("calibrators", "identity", "calibrator_keeps_rows_stochastic"), ("models", "mlp", "model_is_deterministic")]:
         check(Case(check_name, "pk-core", registry.get(kind, name)))
+
+
+GOOD_RECIPE = """[batch]
+metric = "test.accuracy"
+baseline = "a"
+method = "{method}"
+[defaults]
+dataset = {{ name = "synthetic-classification" }}
+trainer = {{ name = "supervised", {trainer_extra} }}
+[[runs]]
+name = "a"
+overrides = {{ model = {{ name = "mlp" }} }}
+[[runs]]
+name = "b"
+overrides = {{ model = {{ name = "mlp", hidden = [8] }} }}
+"""
+
+
+@pytest.mark.parametrize(
+    "method,trainer_extra,has_quick",
+    [("c", "max_epochs = 1", True), ("b", "max_epohcs = 1", True), ("b", "max_epochs = 1", False)],
+    ids=["method-not-a-run", "unknown-trainer-key", "no-quick-recipe"],
+)
+def test_suite_catches_broken_recipes(pk_register_temp, tmp_path, monkeypatch, method, trainer_extra, has_quick):
+    """A plugin whose recipes/ holds a recipe that would fail `pk batch` fails recipes_are_valid."""
+    package = tmp_path / "pk_brokenrecipes"
+    (package / "recipes").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "recipes" / "other.toml").write_text(GOOD_RECIPE.format(method=method, trainer_extra=trainer_extra))
+    if has_quick:
+        (package / "recipes" / "quick.toml").write_text(GOOD_RECIPE.format(method="b", trainer_extra="max_epochs = 1"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pk_register_temp(object(), name="pk_brokenrecipes.plugin", distribution="pk-brokenrecipes")
+    with pytest.raises((AssertionError, PkError)):
+        check(Case("recipes_are_valid", "pk-brokenrecipes"))
+    # the good twin: the same package with two valid recipes passes
+    (package / "recipes" / "other.toml").write_text(GOOD_RECIPE.format(method="b", trainer_extra="max_epochs = 1"))
+    (package / "recipes" / "quick.toml").write_text(GOOD_RECIPE.format(method="b", trainer_extra="max_epochs = 1"))
+    check(Case("recipes_are_valid", "pk-brokenrecipes"))

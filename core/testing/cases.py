@@ -11,7 +11,7 @@ from pk.core.registry import Registration, Registry
 
 #: checks run for each kind (names are functions in pk.core.testing.checks)
 CHECKS: dict[str, tuple[str, ...]] = {
-    "plugin": ("entry_module_is_light",),
+    "plugin": ("entry_module_is_light", "recipes_are_valid"),
     "all": ("registration_is_valid",),
     "datasets": ("dataset_is_deterministic", "dataset_splits_are_disjoint", "dataset_batches_fit_info"),
     "models": ("model_output_has_task_shape", "model_is_deterministic", "model_state_dict_round_trips", "model_loss_backpropagates"),

@@ -150,6 +150,24 @@ def entry_module_is_light(case: Case) -> None:
     assert out.returncode == 0, f"importing {module} pulls in heavy modules: {out.stdout.strip() or out.stderr[-300:]}"
 
 
+def recipes_are_valid(case: Case) -> None:
+    """Every ``recipes/*.toml`` expands and validates (``pk batch --dry-run``), and ``quick`` exists."""
+    from pk.core.batch import load_batch, recipe_dir
+
+    folder = recipe_dir(case.plugin, _registry())
+    recipes = sorted(folder.glob("*.toml"))
+    if not recipes:
+        pytest.skip(f"{case.plugin} ships no recipes")
+    assert (folder / "quick.toml").is_file(), f"{case.plugin}: recipes/quick.toml is missing (the README's main job runs it)"
+    for path in recipes:
+        spec = load_batch(path, _registry())
+        assert spec.runs, f"{path.name}: expands to no runs"
+        groups = {r.name for r in spec.runs}
+        for role in ("baseline", "method"):
+            name = spec.meta.get(role)
+            assert name is None or name in groups, f"{path.name}: [batch] {role} = {name!r} is not a run name ({', '.join(sorted(groups))})"
+
+
 # -- datasets --------------------------------------------------------------------------
 def dataset_is_deterministic(case: Case) -> None:
     from pk.core.runner import Components
