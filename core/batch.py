@@ -119,6 +119,10 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
             cell = [_slug(v) for k, v in zip(keys, combo) if k != "run.seed"]
             stem = f"{_slug(entry['name'])}{'-' + '-'.join(cell) if cell else ''}-s{seed}-{resolved.hash()}"
             planned.append(PlannedRun(entry["name"], group, seed, resolved, stem))
+    names = {p.name for p in planned}
+    for role in ("baseline", "method"):
+        if role in meta and meta[role] not in names:
+            raise ConfigError(f"{path}: [batch] {role} = {meta[role]!r} is not a run name; use one of {', '.join(sorted(names))}")
     stems = [p.stem for p in planned]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"{path}: two runs expand to the same config; give them different overrides or names")

@@ -135,3 +135,12 @@ def test_report_writes_pngs(runner):
     out = invoke(runner, ["report", run_dir])
     assert out.exit_code == 0, out.output
     assert list(Path(run_dir, "report").glob("*.png"))
+
+
+def test_batch_rejects_baseline_that_is_not_a_run(runner, tmp_path):
+    batch = tmp_path / "b.toml"
+    batch.write_text('[batch]\nmetric="test.accuracy"\nbaseline="a"\nmethod="typo"\n'
+                     '[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\ntrainer={name="supervised"}\n'
+                     '[[runs]]\nname="a"\n[[runs]]\nname="b"\noverrides={model={hidden=[8]}}\n')
+    out = invoke(runner, ["batch", str(batch), "--dry-run"])
+    assert out.exit_code == 2 and "method = 'typo' is not a run name" in out.output and "Traceback" not in out.output
