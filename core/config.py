@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pk.core.errors import ConfigError, did_you_mean
-from pk.core.registry import KINDS, SECTION_TO_KIND, Registration, Registry
+from pk.core.registry import CONSUMABLE, KINDS, SECTION_TO_KIND, Registration, Registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -214,6 +214,30 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+          "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def check_bounds(value: Any, metadata: Mapping[str, Any], where: str) -> None:
+    """Refuse numbers outside a field's declared range and non-finite floats.
+
+    A field declares its range in dataclass metadata, e.g.
+    ``field(default=1e-3, metadata={"gt": 0, "le": 10})``; lists are checked element-wise.
+    ``nan``/``inf`` are refused unless the field has ``metadata={"finite": False}``.
+    """
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_bounds(v, metadata, f"{where}[{i}]")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value) and metadata.get("finite", True):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    for key, (sign, ok) in BOUNDS.items():
+        if key in metadata and math.isfinite(value) and not ok(value, metadata[key]):
+            raise ConfigError(f"{where} must be {sign} {metadata[key]}, got {value!r}")
+
+
 def validate_params(params: Mapping[str, Any], config_cls: type | None, where: str) -> dict[str, Any]:
     """Validate parameters against a config dataclass and fill in defaults."""
     params = dict(params)
@@ -234,6 +258,7 @@ def validate_params(params: Mapping[str, Any], config_cls: type | None, where: s
     for name in fields:
         if name in params:
             out[name] = _check_value(params[name], hints.get(name, Any), f"{where}.{name}")
+            check_bounds(out[name], fields[name].metadata, f"{where}.{name}")
         else:
             out[name] = defaults[name]
     return out
@@ -300,7 +325,30 @@ def resolve(raw: Mapping[str, Any], registry: Registry, *, required: Iterable[st
         table = {k: v for k, v in table.items() if k not in inherited or k in own}
         regs[section] = reg
         data[section] = {"name": name, **validate_params(table, reg.config, section)}
+    if "model" in regs and "trainer" in regs:
+        check_consumed(regs, registry)
     return Resolved(data=data, registrations=regs)
+
+
+def check_consumed(regs: Mapping[str, Registration], registry: Registry) -> None:
+    """Refuse a configured calibrator or aggregator that no builder of the run takes.
+
+    Builders declare what they take at registration (``accepts=("calibrator",)``); a
+    component nobody takes would be silently dropped while the run record names it.
+    """
+    for section in CONSUMABLE:
+        if section not in regs:
+            continue
+        takers = ("model",) if section == "calibrator" else ("trainer", "evaluator")
+        if any(section in regs[s].accepts for s in takers if s in regs):
+            continue
+        who = " or ".join(f"{s} {regs[s].name!r}" for s in takers if s in regs)
+        able = sorted(r.name for s in takers for r in registry if r.kind == SECTION_TO_KIND[s] and section in r.accepts)
+        hint = f"use a {takers[0]} that takes one ({', '.join(able)})" if able else "no installed component takes one"
+        raise ConfigError(
+            f"{who} takes no {section}, so {section} = {regs[section].name!r} would be ignored; "
+            f"remove [{section}] or {hint}"
+        )
 
 
 # -- writing ---------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def register_plugin(registry: Registry, module: ModuleType | object, info: Plugi
         for kind in KINDS:
             hook = getattr(pm.hook, f"pk_register_{kind}")
             for impl in hook.get_hookimpls():
-                impl.function(registry.make_register(kind, info, staged))
+                offered = {"register": registry.make_register(kind, info, staged)}
+                impl.function(**{name: offered[name] for name in impl.argnames})
         _check_clashes(staged, info)
     except Exception as exc:  # noqa: BLE001 - isolation is the point
         if _raise_errors():

@@ -24,6 +24,9 @@ KINDS: dict[str, str] = {
     "evaluators": "evaluator",
 }
 SECTION_TO_KIND = {v: k for k, v in KINDS.items()}
+#: sections a builder may consume besides its own config: a model takes the run's calibrator,
+#: a trainer or evaluator the run's aggregator (declared with ``register(..., accepts=...)``)
+CONSUMABLE = ("calibrator", "aggregator")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 _TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -41,6 +44,7 @@ class Registration:
     tasks: tuple[str, ...] = ()
     paper: dict[str, Any] | None = None
     tags: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
     plugin: str = ""
     distribution: str = ""
     version: str = ""
@@ -77,6 +81,7 @@ class Registration:
             "tasks": list(self.tasks),
             "paper": self.paper,
             "tags": list(self.tags),
+            "accepts": list(self.accepts),
             "plugin": self.plugin,
             "distribution": self.distribution,
             "version": self.version,
@@ -125,6 +130,7 @@ class Registry:
             tasks: Iterable[str] = (),
             paper: dict[str, Any] | None = None,
             tags: Iterable[str] = (),
+            accepts: Iterable[str] = (),
         ) -> None:
             where = f"plugin '{plugin.distribution}' registering {kind[:-1]} {name!r}"
             if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -147,6 +153,11 @@ class Registry:
                 tasks = (tasks,)
             if isinstance(tags, str):
                 tags = (tags,)
+            if isinstance(accepts, str):
+                accepts = (accepts,)
+            bad = sorted(set(accepts) - set(CONSUMABLE))
+            if bad:
+                raise RegistrationError(f"{where}: accepts {bad} is not a component section; use {', '.join(CONSUMABLE)}")
             if any(r.name == name and r.kind == kind for r in sink):
                 raise RegistrationError(f"{where}: registered twice by the same plugin")
             sink.append(
@@ -159,6 +170,7 @@ class Registry:
                     tasks=tuple(tasks),
                     paper=dict(paper) if paper else None,
                     tags=tuple(tags),
+                    accepts=tuple(accepts),
                     plugin=plugin.name,
                     distribution=plugin.distribution,
                     version=plugin.version,

@@ -8,13 +8,14 @@ reused except by ``--resume``; every file is written atomically.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 from pk.core.config import Resolved, dumps_toml
 from pk.core.errors import UsageError
-from pk.core.io import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from pk.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_tensors, save_tensors
 from pk.core.seed import derive_seed
 
 
@@ -185,6 +186,32 @@ class Run:
             return None
         path = self.dir / "checkpoints" / "last.pt"
         return load_tensors(path) if path.exists() else None
+
+    def save_example_scores(self, split: str, scores: Mapping[str, Any]) -> Path | None:
+        """Write per-example scores of ``split`` to ``examples-<split>.npz`` (rank 0).
+
+        ``scores`` maps a metric name as the split's metrics name it (``"ndcg@10"`` for
+        ``test.ndcg@10``; ``split="eval"`` for evaluator metrics) to a 1-D array-like with
+        one value per test example (user, node, graph, image), in an order that is the same
+        for every run on the same data and seed. The metric itself must be their mean. The
+        batch summary pairs these arrays across arms for a paired bootstrap. No pickles.
+        """
+        import numpy as np
+
+        arrays = {}
+        for name, values in scores.items():
+            arr = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+            arrays[str(name)] = np.asarray(arr, dtype=np.float64).reshape(-1)
+        lengths = {a.shape[0] for a in arrays.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"example scores of {split!r} differ in length: {sorted(lengths)}")
+        if not self.is_main:
+            return None
+        path = self.dir / f"examples-{split}.npz"
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+        return path
 
     def artifact_path(self, name: str) -> Path:
         path = self.dir / "artifacts" / name

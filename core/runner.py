@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pk.core.config import Resolved, load_toml, resolve
-from pk.core.errors import CheckpointError, PkError, RunFailed, UsageError
+from pk.core.errors import CheckpointError, ConfigError, PkError, RunFailed, UsageError
 from pk.core.io import atomic_write_json, atomic_write_text, load_tensors, save_tensors
 from pk.core.paths import data_dir
 from pk.core.registry import Registry
@@ -42,14 +42,27 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+AMBIENT = ("seed", "device", "root", "context")
+
+
 def _call_builder(builder: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``builder`` with the keyword arguments it accepts (others are dropped)."""
+    """Call ``builder`` with the keyword arguments it takes.
+
+    Ambient keywords (seed, device, root, context) are passed where the signature takes
+    them; any other keyword (a configured component, declared with ``accepts=``) must be
+    taken, or this raises ConfigError rather than dropping it silently.
+    """
     try:
         params = inspect.signature(builder).parameters
     except (TypeError, ValueError):
         return builder(*args, **kwargs)
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return builder(*args, **kwargs)
+    dropped = sorted(k for k in kwargs if k not in params and k not in AMBIENT)
+    if dropped:
+        name = getattr(builder, "__qualname__", repr(builder))
+        raise ConfigError(f"builder {name} does not take {', '.join(dropped)}, which its registration declares; "
+                          "fix the registration's accepts= or the builder's signature")
     return builder(*args, **{k: v for k, v in kwargs.items() if k in params})
 
 
@@ -84,8 +97,9 @@ class Components:
         return self._cache["dataset"]
 
     def model(self, info: Any) -> Any:
-        calibrator = self.build("calibrator")
-        model = self.build("model", info, calibrator=calibrator, device=self.device)
+        reg = self.resolved.registrations["model"]
+        extra = {"calibrator": self.build("calibrator")} if "calibrator" in reg.accepts else {}
+        model = self.build("model", info, device=self.device, **extra)
         return model.to(self.device) if hasattr(model, "to") else model
 
 

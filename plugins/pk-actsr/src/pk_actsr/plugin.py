@@ -147,9 +147,9 @@ def pk_register_calibrators(register) -> None:  # type: ignore[no-untyped-def]
 @hookimpl
 def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
     register("ac-sasrec", f"{MODELS}:build_ac_sasrec", config=ACSASRecConfig, tasks=TASKS, paper=PAPER,
-             summary="AC-SASRec: pk-seqrec SASRec + AC-TSR calibrators, no position embedding, two-loss step")
+             summary="AC-SASRec: pk-seqrec SASRec + AC-TSR calibrators, no position embedding, two-loss step", accepts=("calibrator",))
     register("ac-bert4rec", f"{MODELS}:build_ac_bert4rec", config=ACBERT4RecConfig, tasks=TASKS, paper=PAPER,
-             summary="AC-BERT4Rec: pk-seqrec BERT4Rec + AC-TSR calibrators, no position embedding, two-loss step")
+             summary="AC-BERT4Rec: pk-seqrec BERT4Rec + AC-TSR calibrators, no position embedding, two-loss step", accepts=("calibrator",))
 
 
 @hookimpl

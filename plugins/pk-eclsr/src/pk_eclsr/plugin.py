@@ -82,6 +82,6 @@ CL4SREC_PAPER = {"title": "Contrastive Learning for Sequential Recommendation", 
 def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
     register("eclsr", f"{MODELS}.eclsr:build_eclsr", config=ECLSRConfig, tasks=TASKS, paper=ECLSR_PAPER,
              summary="ECL-SR: SASRec + jointly trained BERT4Rec generator, conditional substitution "
-                     "discriminator (the encoder itself) and dropout-view InfoNCE")
+                     "discriminator (the encoder itself) and dropout-view InfoNCE", accepts=("calibrator",))
     register("cl4srec", f"{MODELS}.cl4srec:build_cl4srec", config=CL4SRecConfig, tasks=TASKS, paper=CL4SREC_PAPER,
-             summary="CL4SRec-style SASRec: crop/mask/reorder views with in-batch NT-Xent", tags=("baseline",))
+             summary="CL4SRec-style SASRec: crop/mask/reorder views with in-batch NT-Xent", tags=("baseline",), accepts=("calibrator",))

@@ -165,7 +165,7 @@ def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
 def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
     register("fedsim", "pk_fl.simulator:FedSimTrainer", config=FedSimConfig,
              summary="In-process federated simulator: sampling, local epochs, attacks, any aggregator, resume",
-             tasks=("classification",), paper=FL_BASE_PAPER)
+             tasks=("classification",), paper=FL_BASE_PAPER, accepts=("aggregator",))
 
 
 @hookimpl

@@ -184,7 +184,7 @@ def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
 @hookimpl
 def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
     register("remi-protocol", "pk_remi.metrics:REMIProtocolEvaluator", config=REMIProtocolConfig, tasks=TASKS,
-             summary="REMI protocol: Recall/HR/NDCG@20,50 over held-out users, multi-target, standard NDCG")
+             summary="REMI protocol: Recall/HR/NDCG@20,50 over held-out users, multi-target, standard NDCG", accepts=("aggregator",))
 
 
 @hookimpl

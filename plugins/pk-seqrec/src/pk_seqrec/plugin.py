@@ -202,11 +202,11 @@ def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
 @hookimpl
 def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
     register("sasrec", f"{MODELS}.sasrec:build_sasrec", config=SASRecConfig, tasks=MODEL_TASKS, paper=SASREC_PAPER,
-             summary="SASRec: causal self-attention next-item model (RecBole flavour)", tags=("baseline",))
+             summary="SASRec: causal self-attention next-item model (RecBole flavour)", tags=("baseline",), accepts=("calibrator",))
     register("bert4rec", f"{MODELS}.bert4rec:build_bert4rec", config=BERT4RecConfig, tasks=TASKS,
              summary="BERT4Rec: bidirectional encoder trained by cloze", tags=("baseline",),
              paper={"title": "BERT4Rec: Sequential Recommendation with Bidirectional Encoder Representations from Transformer",
-                    "year": 2019, "url": "https://arxiv.org/abs/1904.06690"})
+                    "year": 2019, "url": "https://arxiv.org/abs/1904.06690"}, accepts=("calibrator",))
     register("gru4rec", f"{MODELS}.gru4rec:build_gru4rec", config=GRU4RecConfig, tasks=MODEL_TASKS,
              summary="GRU4Rec: GRU over the item sequence, tied-embedding scores", tags=("baseline",),
              paper={"title": "Session-based Recommendations with Recurrent Neural Networks", "year": 2016,
