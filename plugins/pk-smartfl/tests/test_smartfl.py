@@ -55,7 +55,7 @@ def test_projection_is_the_euclidean_projection(v):
         assert bool((p == 0).any())  # exact zeros are possible
 
 
-@pytest.mark.parametrize("param", ["softmax", "simplex"])
+@pytest.mark.parametrize("param", ["softmax", "simplex", "exponentiated"])
 @settings(max_examples=15)
 @given(seed=st.integers(0, 1000), m=st.integers(2, 5))
 def test_weights_on_simplex_and_result_is_a_convex_combination(param, seed, m):
@@ -71,9 +71,10 @@ def test_weights_on_simplex_and_result_is_a_convex_combination(param, seed, m):
         torch.testing.assert_close(out[k].double(), oracle, rtol=0, atol=1e-6)
 
 
-def test_optimised_weights_do_not_raise_the_proxy_loss_and_move_off_uniform():
+@pytest.mark.parametrize("param", ["softmax", "simplex", "exponentiated"])
+def test_optimised_weights_do_not_raise_the_proxy_loss_and_move_off_uniform(param):
     states = clients(1, 4)
-    agg = smartfl(steps=40)
+    agg = smartfl(param, steps=40)
     agg.aggregate(states[0], [(s, 1.0, {}) for s in states])
     first, best = agg.last_proxy_loss
     assert best < first
@@ -136,3 +137,70 @@ def test_missing_proxy_data_is_a_clear_error():
         agg.aggregate(states[0], [(s, 1.0, {}) for s in states])
     with pytest.raises(ValueError, match="empty round"):
         agg.aggregate(states[0], [])
+
+
+def shared_offset_toy(offset_scale: float = 3.0) -> tuple[ServerContext, list[dict[str, torch.Tensor]]]:
+    """5 linear clients theta_k = G + delta_k sharing a large random offset G; client 0's delta is
+    the true classifier, the others' are noise, so client 0 is clearly the best. The shared G makes
+    every weight's gradient <grad L, theta_k> carry the same large component (all of one sign)."""
+    d, c = 8, 3
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, d, generator=g)
+    truth = torch.randn(c, d, generator=g)
+    offset = offset_scale * torch.randn(c, d, generator=g)
+    states = []
+    for k in range(5):
+        noise = torch.randn(c, d, generator=g)
+        states.append({"weight": offset + (truth if k == 0 else 0.5 * noise), "bias": torch.zeros(c)})
+    ctx = ServerContext(build_model=lambda: nn.Linear(d, c), proxy_data={"x": x, "y": (x @ truth.T).argmax(1)})
+    return ctx, states
+
+
+@pytest.mark.parametrize("param", ["simplex", "exponentiated"])
+def test_simplex_variants_leave_uniform_when_one_client_is_clearly_better(param):
+    """Catches the old simplex variant (Adam on w, then projection): on this toy it stays at
+    exactly [0.2] * 5 (see the control below), so the weight on client 0 would be 0.2."""
+    ctx, states = shared_offset_toy()
+    agg = SmartFL(SimpleNamespace(weight_param=param, init="uniform", steps=30, lr=0.05, simplex_lr=1.0), ctx)
+    agg.aggregate(states[0], [(s, 1.0, {}) for s in states])
+    w = agg.last_client_weights
+    assert w[0] > 0.6, w
+    assert all(v < 0.2 for v in w[1:]), w
+    first, best = agg.last_proxy_loss
+    assert best < 0.8 * first
+
+
+def test_control_adam_plus_projection_stays_uniform_on_the_toy():
+    """Control: the toy really is the case the issue describes. Adam's per-coordinate
+    normalisation turns the shared gradient component into identical steps that the projection
+    cancels; if this ever moved, the test above would not discriminate the old code."""
+    ctx, states = shared_offset_toy()
+    agg = SmartFL(SimpleNamespace(weight_param="simplex", init="uniform", steps=30, lr=0.05, simplex_lr=1.0), ctx)
+    loss_of = agg.proxy_loss_fn(states)
+    w = torch.full((5,), 0.2, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.05)
+    for _ in range(30):
+        opt.zero_grad()
+        loss_of(w).backward()
+        opt.step()
+        with torch.no_grad():
+            w.copy_(project_to_simplex(w))
+    assert torch.allclose(w.detach(), torch.full((5,), 0.2, dtype=torch.float64), atol=0.02)
+
+
+@pytest.mark.parametrize("param", ["simplex", "exponentiated"])
+def test_simplex_variants_never_raise_the_proxy_loss(param):
+    """Armijo backtracking. Clients = truth + independent noise, so their mean beats every single
+    client and a huge fixed step (to a vertex) raises the loss: catches dropping the Armijo test."""
+    d, c = 8, 3
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, d, generator=g)
+    truth = torch.randn(c, d, generator=g)
+    states = [{"weight": truth + 2.0 * torch.randn(c, d, generator=g), "bias": torch.zeros(c)} for _ in range(5)]
+    ctx = ServerContext(build_model=lambda: nn.Linear(d, c), proxy_data={"x": x, "y": (x @ truth.T).argmax(1)})
+    agg = SmartFL(SimpleNamespace(weight_param=param, init="uniform", steps=10, lr=0.05, simplex_lr=1e6), ctx)
+    agg.aggregate(states[0], [(s, 1.0, {}) for s in states])
+    first, best = agg.last_proxy_loss
+    assert best <= first + 1e-7
+    vertex = min(float(agg.proxy_loss_fn(states)(torch.eye(5, dtype=torch.float64)[k])) for k in range(5))
+    assert vertex > first  # the toy's premise: every single client is worse than the mean

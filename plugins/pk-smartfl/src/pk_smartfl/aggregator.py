@@ -5,8 +5,15 @@ find w on the probability simplex minimising CE(f(x; sum_k w_k theta_k), y), the
 sum_k w_k theta_k. Only m scalars are trained; the client models stay fixed.
 
 - Parametrisation "softmax": w = softmax(a), Adam on a (a = 0 or log(n_k / sum n) at start).
-- Parametrisation "simplex": Adam on w directly, each step followed by the Euclidean projection
-  onto the simplex (sort-based algorithm), which can produce exact zeros.
+- "simplex": projected gradient descent on w: ``w <- P(w - s * grad)`` with P the Euclidean
+  projection onto the simplex (sort-based algorithm; can produce exact zeros).
+- "exponentiated": exponentiated gradient (mirror descent on the simplex with the entropy):
+  ``w <- w * exp(-s * grad) / Z``; weights stay strictly positive.
+  Both pick the step ``s`` by Armijo backtracking from ``simplex_lr`` (halved until the proxy loss
+  decreases by at least ``1e-4 * grad . (w_new - w)``, doubled again after an accepted step), so
+  no per-problem step tuning is needed. Unlike Adam (whose per-coordinate normalisation turns the
+  component of ``grad`` that all clients share into identical steps, which the projection then
+  cancels), both move w along the *differences* between the clients' gradients.
 - The weights with the lowest proxy loss seen (the initial ones included) are applied, so the
   proxy loss of the result never exceeds that of the initial (FedAvg-like) combination.
 - Parameters enter the graph (``torch.func.functional_call`` on a model from
@@ -49,7 +56,14 @@ def _proxy_tensors(proxy: Any) -> tuple[torch.Tensor, torch.Tensor]:
                       "with trainer.proxy_samples > 0 and a dataset that has a valid split")
 
 
+WEIGHT_PARAMS = ("softmax", "simplex", "exponentiated")
+ARMIJO = 1e-4
+MAX_BACKTRACKS = 40
+
+
 class SmartFL:
+    """See the module docstring. ``aggregate`` ignores ``meta``; weights only mask clients."""
+
     kind = "weights"
     weighted = True
 
@@ -58,9 +72,11 @@ class SmartFL:
         self.init = getattr(config, "init", "uniform")
         self.steps = int(getattr(config, "steps", 50))
         self.lr = float(getattr(config, "lr", 0.05))
-        self.simplex_lr = float(getattr(config, "simplex_lr", 0.05))
-        if self.weight_param not in ("softmax", "simplex") or self.init not in ("uniform", "size"):
-            raise ConfigError("smartfl: weight_param must be softmax|simplex and init uniform|size")
+        self.simplex_lr = float(getattr(config, "simplex_lr", 1.0))
+        if self.weight_param not in WEIGHT_PARAMS or self.init not in ("uniform", "size"):
+            raise ConfigError(f"smartfl: weight_param must be one of {'|'.join(WEIGHT_PARAMS)} and init uniform|size")
+        if self.steps < 0 or not self.lr > 0 or not self.simplex_lr > 0:
+            raise ConfigError("smartfl: steps must be >= 0 and lr, simplex_lr > 0")
         self.context = context
         self._model: nn.Module | None = None
         self.last_client_weights: list[float] = []
@@ -104,41 +120,73 @@ class SmartFL:
         """The applied weights ``[m]`` (float64, on the simplex)."""
         w0 = self.initial_weights(sizes)
         if len(states) == 1 or self.steps <= 0:
+            self.last_proxy_loss = (float("nan"), float("nan"))
             return w0
         loss_of = self.proxy_loss_fn(states)
-        best_w = w0
         with torch.no_grad():
-            best_loss = float(loss_of(w0))
-        first_loss = best_loss
+            first_loss = float(loss_of(w0))
         if self.weight_param == "softmax":
-            logits = torch.log(w0).clone().requires_grad_(True)
-            opt = torch.optim.Adam([logits], lr=self.lr)
-
-            def current() -> torch.Tensor:
-                return torch.softmax(logits, 0)
+            best_w, best_loss = self._adam_softmax(loss_of, w0, first_loss)
         else:
-            w = w0.clone().requires_grad_(True)
-            opt = torch.optim.Adam([w], lr=self.simplex_lr)
+            best_w, best_loss = self._mirror_or_projected(loss_of, w0)
+        self.last_proxy_loss = (first_loss, best_loss)
+        return best_w / best_w.sum()
 
-            def current() -> torch.Tensor:
-                return w
+    def _adam_softmax(self, loss_of: Any, w0: torch.Tensor, first_loss: float) -> tuple[torch.Tensor, float]:
+        """Adam on logits a with w = softmax(a); the lowest-loss weights seen win."""
+        best_w, best_loss = w0, first_loss
+        logits = torch.log(w0).clone().requires_grad_(True)
+        opt = torch.optim.Adam([logits], lr=self.lr)
         for _ in range(self.steps):
             opt.zero_grad(set_to_none=True)
-            value = loss_of(current())
+            w = torch.softmax(logits, 0)
+            value = loss_of(w)
             if float(value.detach()) < best_loss:
-                best_loss, best_w = float(value.detach()), current().detach().clone()
+                best_loss, best_w = float(value.detach()), w.detach().clone()
             value.backward()
             opt.step()
-            if self.weight_param == "simplex":
-                with torch.no_grad():
-                    w.copy_(project_to_simplex(w))
         with torch.no_grad():
-            final = current().detach().clone()
+            final = torch.softmax(logits, 0).detach().clone()
             final_loss = float(loss_of(final))
         if final_loss < best_loss:
             best_loss, best_w = final_loss, final
-        self.last_proxy_loss = (first_loss, best_loss)
-        return best_w / best_w.sum()
+        return best_w, best_loss
+
+    def _step(self, w: torch.Tensor, grad: torch.Tensor, size: float) -> torch.Tensor:
+        """One projected-gradient or exponentiated-gradient step of size ``size`` from ``w``."""
+        if self.weight_param == "simplex":
+            return project_to_simplex(w - size * grad)
+        z = -size * grad
+        z = z - z.max()  # exp without overflow; the normalisation removes the shift
+        out = w * torch.exp(z)
+        return out / out.sum()
+
+    def _mirror_or_projected(self, loss_of: Any, w0: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``steps`` accepted steps of :meth:`_step` with Armijo backtracking (monotone loss)."""
+
+        def value_and_grad(w: torch.Tensor) -> tuple[float, torch.Tensor]:
+            wg = w.detach().clone().requires_grad_(True)
+            value = loss_of(wg)
+            (grad,) = torch.autograd.grad(value, wg)
+            return float(value.detach()), grad.detach().to(torch.float64)
+
+        w, size = w0.clone(), self.simplex_lr
+        loss, grad = value_and_grad(w)
+        for _ in range(self.steps):
+            for _ in range(MAX_BACKTRACKS):
+                cand = self._step(w, grad, size)
+                decrease = float(grad @ (cand - w))
+                with torch.no_grad():
+                    cand_loss = float(loss_of(cand))
+                if cand_loss <= loss + ARMIJO * decrease and decrease < 0:
+                    break
+                size *= 0.5
+            else:
+                break  # no descent step found: w is (numerically) stationary
+            w = cand
+            loss, grad = value_and_grad(w)
+            size *= 2.0
+        return w, loss
 
     def aggregate(
         self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any], state: Any = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pk.core import hookimpl
@@ -13,17 +13,20 @@ class SmartFLConfig:
     """Per round, optimise weights w on the simplex over the m participating clients so that
     the model sum_k w_k theta_k minimises cross-entropy on the server proxy set (full batch).
 
-    ``weight_param``: "softmax" (w = softmax(a), Adam on a) or "simplex" (gradient step on w,
-    then Euclidean projection onto the simplex; can give exact zeros). ``init``: "uniform"
-    (equal-weight FedAvg) or "size" (n_k / sum n, size-weighted FedAvg). ``steps`` full-batch
-    steps of size ``lr``; the weights with the lowest proxy loss seen (initial ones included) win.
+    ``weight_param``: "softmax" (w = softmax(a), Adam on a with ``lr``), "simplex" (projected
+    gradient on w: step, then Euclidean projection onto the simplex; can give exact zeros) or
+    "exponentiated" (exponentiated gradient / mirror descent: w * exp(-s * grad), renormalised).
+    The last two start from step ``simplex_lr`` and backtrack (Armijo), so the proxy loss never
+    rises. ``init``: "uniform" (equal-weight FedAvg) or "size" (n_k / sum n, size-weighted
+    FedAvg). ``steps`` full-batch steps; the weights with the lowest proxy loss seen (initial
+    ones included) win.
     """
 
-    weight_param: Literal["softmax", "simplex"] = "softmax"
+    weight_param: Literal["softmax", "simplex", "exponentiated"] = "softmax"
     init: Literal["uniform", "size"] = "uniform"
-    steps: int = 50
-    lr: float = 0.05
-    simplex_lr: float = 0.05
+    steps: int = field(default=50, metadata={"ge": 0, "le": 100_000})
+    lr: float = field(default=0.05, metadata={"gt": 0})
+    simplex_lr: float = field(default=1.0, metadata={"gt": 0})
 
 
 @hookimpl
