@@ -30,7 +30,8 @@ from pk.core.io import atomic_write_json, atomic_write_text
 from pk.core.registry import Registry
 from pk.core.run import read_result, utc_stamp
 
-META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description", "resources", "lower_is_better", "pool"}
+META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description", "resources", "lower_is_better", "pool",
+             "unequal"}
 
 
 @dataclass
@@ -42,9 +43,12 @@ class PlannedRun:
     seed: int
     resolved: Resolved
     stem: str
+    #: What pairs this run with the other arm's run of the same cell: seed and pooled values.
+    pair: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "group": self.group, "seed": self.seed, "hash": self.resolved.hash(), "stem": self.stem}
+        return {"name": self.name, "group": self.group, "seed": self.seed, "pair": self.pair or f"s{self.seed}",
+                "hash": self.resolved.hash(), "stem": self.stem}
 
 
 @dataclass
@@ -73,9 +77,50 @@ def _slug(value: Any) -> str:
     return "".join(ch if ch.isalnum() or ch in ".-_" else "_" for ch in text)[:40]
 
 
-def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = ()) -> BatchSpec:
+def split_settings(settings: Sequence[str], run_names: Iterable[str], where: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Split ``-c`` settings into those for every run and those scoped to one run.
+
+    ``RUN:section.key=value`` applies only to the ``[[runs]]`` entry named ``RUN`` (e.g.
+    ``-c dynafed:aggregator.pixel_mean=0.47``); ``section.key=value`` applies to all."""
+    names = set(run_names)
+    common: list[str] = []
+    scoped: dict[str, list[str]] = {}
+    for text in settings:
+        key = text.split("=", 1)[0]
+        if ":" not in key:
+            common.append(text)
+            continue
+        run, _, rest = text.partition(":")
+        if run not in names:
+            raise ConfigError(f"{where}: -c {text!r} names run {run!r}, which the recipe does not have; "
+                              f"runs: {', '.join(sorted(names))}")
+        scoped.setdefault(run, []).append(rest)
+    return common, scoped
+
+
+def parse_matrix(axes: Sequence[str]) -> dict[str, list[Any]]:
+    """``--matrix KEY=V1,V2,...`` to ``{KEY: [V1, V2, ...]}``; each value parses as ``-c`` does."""
+    from pk.core.config import parse_override
+
+    out: dict[str, list[Any]] = {}
+    for text in axes:
+        key, sep, values = text.partition("=")
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or "." not in key or not items:
+            raise ConfigError(f"--matrix {text!r}: write KEY=V1,V2,... with a dotted key, e.g. --matrix run.seed=0,1,2")
+        out[key.strip()] = [parse_override(f"{key.strip()}={v}")[1] for v in items]
+    return out
+
+
+def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (),
+               matrix_axes: Sequence[str] = ()) -> BatchSpec:
     """Read and expand a batch file; every run's config is validated before any runs.
-    ``settings`` (``"section.key=value"``, as ``pk train -c``) apply to every run, last."""
+
+    ``settings`` (``"section.key=value"``, as ``pk train -c``) apply to every run, last;
+    ``"RUN:section.key=value"`` only to run ``RUN``. ``matrix_axes`` (``"key=v1,v2"``)
+    replace or add a ``[matrix]`` axis. The declared baseline and method must share their
+    protocol and budget fingerprint (see :mod:`pk.core.budget`) in every matrix cell,
+    except the keys the recipe lists under ``[batch] unequal`` with a reason."""
     path = Path(path)
     data = load_toml(path)
     unknown = set(data) - {"batch", "defaults", "matrix", "runs"}
@@ -85,20 +130,26 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
     bad_meta = set(meta) - META_KEYS
     if bad_meta:
         raise ConfigError(f"{path}: unknown [batch] key(s) {', '.join(sorted(bad_meta))}; valid: {', '.join(sorted(META_KEYS))}")
+    unequal = meta.get("unequal", {})
+    if not isinstance(unequal, dict) or any(not isinstance(v, str) or not v.strip() for v in unequal.values()):
+        raise ConfigError(f"{path}: [batch] unequal maps a key to its reason, e.g. unequal = {{ \"trainer.max_epochs\" = \"why\" }}")
     name = str(meta.get("name", path.stem))
     defaults = data.get("defaults", {})
     matrix = data.get("matrix", {})
     if not isinstance(matrix, dict) or any(not isinstance(v, list) or not v for v in matrix.values()):
         raise ConfigError(f"{path}: [matrix] values must be non-empty lists, e.g. \"run.seed\" = [0, 1, 2]")
+    matrix = {**matrix, **parse_matrix(matrix_axes)}
     runs = data.get("runs") or [{"name": name}]
     keys = list(matrix)
     pooled = meta.get("pool", [])
     if not isinstance(pooled, list) or any(k not in matrix or k == "run.seed" for k in pooled):
         raise ConfigError(f"{path}: [batch] pool must list [matrix] keys other than run.seed, e.g. pool = [\"dataset.fold\"]")
-    planned: list[PlannedRun] = []
     for i, entry in enumerate(runs):
         if "name" not in entry:
             raise ConfigError(f"{path}: [[runs]] entry {i + 1} has no name")
+    common, scoped = split_settings(settings, (e["name"] for e in runs), str(path))
+    planned: list[PlannedRun] = []
+    for entry in runs:
         extra = set(entry) - {"name", "overrides", "config"}
         if extra:
             raise ConfigError(f"{path}: [[runs]] {entry['name']!r} has unknown key(s) {', '.join(sorted(extra))}; use overrides = {{...}} or config = \"file.toml\"")
@@ -108,7 +159,7 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
         raw = deep_merge(raw, entry.get("overrides", {}))
         for combo in itertools.product(*(matrix[k] for k in keys)) if keys else [()]:
             overrides = [f"{k}={json.dumps(v) if isinstance(v, str) else _toml_literal(v)}" for k, v in zip(keys, combo)]
-            run_raw = apply_overrides(raw, [*overrides, *settings])
+            run_raw = apply_overrides(raw, [*overrides, *common, *scoped.get(entry["name"], [])])
             try:
                 resolved = resolve(run_raw, registry)
             except PkError as exc:
@@ -118,7 +169,8 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
             group = entry["name"] + (f"[{','.join(labels)}]" if labels else "")
             cell = [_slug(v) for k, v in zip(keys, combo) if k != "run.seed"]
             stem = f"{_slug(entry['name'])}{'-' + '-'.join(cell) if cell else ''}-s{seed}-{resolved.hash()}"
-            planned.append(PlannedRun(entry["name"], group, seed, resolved, stem))
+            pair = ",".join([f"s{seed}", *(f"{k.split('.')[-1]}={_slug(v)}" for k, v in zip(keys, combo) if k in pooled)])
+            planned.append(PlannedRun(entry["name"], group, seed, resolved, stem, pair))
     names = {p.name for p in planned}
     for role in ("baseline", "method"):
         if role in meta and meta[role] not in names:
@@ -126,7 +178,36 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
     stems = [p.stem for p in planned]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"{path}: two runs expand to the same config; give them different overrides or names")
-    return BatchSpec(name=name, meta=meta, runs=planned, source=str(path))
+    spec = BatchSpec(name=name, meta=meta, runs=planned, source=str(path))
+    check_budgets(spec)
+    return spec
+
+
+def check_budgets(spec: BatchSpec) -> None:
+    """Refuse a baseline/method pair whose fingerprints differ outside ``[batch] unequal``."""
+    from pk.core.budget import differences, fingerprint
+
+    base, method = spec.meta.get("baseline"), spec.meta.get("method")
+    if not (base and method):
+        return
+    unequal = spec.meta.get("unequal", {})
+    arms: dict[str, dict[tuple[str, str], PlannedRun]] = {base: {}, method: {}}
+    for run in spec.runs:
+        if run.name in arms:
+            arms[run.name][(run.group[len(run.name):], run.pair)] = run
+    for key, b in arms[base].items():
+        m = arms[method].get(key)
+        if m is None:
+            continue
+        fb, fm = fingerprint(b.resolved), fingerprint(m.resolved)
+        for field_name in differences(fb, fm):
+            if field_name in unequal:
+                continue
+            raise ConfigError(
+                f"{spec.source}: baseline {base!r} and method {method!r} differ in {field_name} "
+                f"({fb.get(field_name, '<unset>')!r} vs {fm.get(field_name, '<unset>')!r}); give both arms one value, or declare "
+                f"[batch] unequal = {{ \"{field_name}\" = \"<reason>\" }}"
+            )
 
 
 def _toml_literal(value: Any) -> str:
@@ -194,7 +275,7 @@ def batch_dir_for(name: str, out: str | None, resume: bool, base: str = "runs") 
     return root / f"batch-{name}-{utc_stamp()}"
 
 
-def _record(batch_dir: Path, outcomes: list[Outcome]) -> None:
+def _record(batch_dir: Path, outcomes: list[Outcome], spec: BatchSpec | None = None) -> None:
     atomic_write_text(batch_dir / "batch.jsonl", "".join(json.dumps(o.as_dict()) + "\n" for o in outcomes))
     rows = summarise(outcomes)
     buf = io.StringIO()
@@ -204,6 +285,27 @@ def _record(batch_dir: Path, outcomes: list[Outcome]) -> None:
         for metric, (mean, std, n) in metrics.items():
             writer.writerow([group, metric, f"{mean:.6g}", f"{std:.6g}", n])
     atomic_write_text(batch_dir / "summary.csv", buf.getvalue())
+    if spec is not None:
+        write_comparison(batch_dir, comparison_rows(spec, outcomes))
+
+
+def write_comparison(batch_dir: Path, rows: list[dict[str, Any]], name: str = "comparison.csv") -> Path:
+    """``comparison.csv``: one line per baseline/method cell with its paired figures."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["paper", "metric", "baseline", "method", "n", "mean_diff", "ci95_low", "ci95_high", "p_ttest",
+                     "p_wilcoxon", "bootstrap_p", "verdict"])
+    for r in rows:
+        p = r.get("paired") or {}
+        writer.writerow([r["paper"], r["metric"], r["baseline"], r["method"], p.get("n", 0), _num(p.get("mean")),
+                         _num(p.get("low")), _num(p.get("high")), _num(p.get("p")), _num(p.get("p_wilcoxon")),
+                         ";".join(_num(b["p"]) for b in r.get("bootstrap", [])), r.get("verdict", "n/a")])
+    atomic_write_text(batch_dir / name, buf.getvalue())
+    return batch_dir / name
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.6g}"
 
 
 def summarise(outcomes: Iterable[Outcome]) -> dict[str, dict[str, tuple[float, float, int]]]:
@@ -304,7 +406,7 @@ def run_batch(
         except (PkError, Exception) as exc:  # noqa: BLE001
             outcome = Outcome(run, "failed", str(run_dir), {}, time.perf_counter() - start, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         outcomes.append(outcome)
-        _record(batch_dir, outcomes)
+        _record(batch_dir, outcomes, spec)
         shown = spec.meta.get("metric")
         metric = f" {shown}={outcome.metrics[shown]:.4f}" if shown in outcome.metrics else ""
         echo(f"[{i}/{total}] {run.group} seed={run.seed}: {outcome.status} in {outcome.seconds:.1f}s{metric}{' — ' + outcome.error if outcome.error else ''}")
@@ -323,29 +425,109 @@ def run_batch(
             finish(i, run, lambda handle=handle: pool.result(handle))
         if hasattr(pool, "close"):
             pool.close()
-    _record(batch_dir, outcomes)
+    _record(batch_dir, outcomes, spec)
     return outcomes
 
 
-def comparison_rows(spec: BatchSpec, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+def read_batch(batch_dir: str | Path) -> tuple[BatchSpec, list[Outcome]]:
+    """A finished (or interrupted) batch dir's spec meta and outcomes, from ``batch.json``
+    and ``batch.jsonl``; the planned runs carry no resolved config."""
+    batch_dir = Path(batch_dir)
+    head = json.loads((batch_dir / "batch.json").read_text()) if (batch_dir / "batch.json").is_file() else {}
+    outcomes = []
+    file = batch_dir / "batch.jsonl"
+    for line in (file.read_text().splitlines() if file.is_file() else []):
+        d = json.loads(line)
+        run = PlannedRun(d["name"], d["group"], d["seed"], None, d["stem"], d.get("pair", ""))  # type: ignore[arg-type]
+        outcomes.append(Outcome(run, d["status"], d["run_dir"], d.get("metrics", {}), d.get("seconds", 0.0), d.get("error", "")))
+    spec = BatchSpec(name=head.get("name", batch_dir.name), meta=head.get("meta", {}), runs=[o.run for o in outcomes],
+                     source=head.get("source", ""))
+    return spec, outcomes
+
+
+def pair_key(run: PlannedRun) -> str:
+    """The pairing key of a run: ``run.pair``, or for old batch records (no ``pair``) its
+    stem without the run name and config hash (matrix values and seed)."""
+    if run.pair:
+        return run.pair
+    return run.stem[len(_slug(run.name)):].rsplit("-", 1)[0]
+
+
+def example_scores(run_dir: str, metric: str) -> Any:
+    """The per-example scores behind ``metric`` (``"test.ndcg@10"`` reads
+    ``examples-test.npz["ndcg@10"]``) in a run dir, or None."""
+    split, _, name = metric.partition(".")
+    file = Path(run_dir) / f"examples-{split}.npz"
+    if not name or not file.is_file():
+        return None
+    import numpy as np
+
+    with np.load(file, allow_pickle=False) as data:
+        return data[name] if name in data.files else None
+
+
+def comparison_rows(spec: BatchSpec, outcomes: list[Outcome], *, bootstrap: bool = True) -> list[dict[str, Any]]:
     """Baseline-vs-method rows the recipe declares in [batch], one per matrix cell
-    (groups ``name[key=value,...]`` are compared within the same cell)."""
+    (groups ``name[key=value,...]`` are compared within the same cell).
+
+    Each row pairs completed runs by seed (and pooled matrix values) and carries the
+    paired statistics of ``method - baseline`` (:func:`pk.core.stats.paired_difference`),
+    a per-pair bootstrap over test examples where both runs wrote example scores, the
+    epochs each arm ran, and the verdict words those figures give."""
+    from pk.core.stats import paired_bootstrap, paired_difference, verdict_words
+
     meta = spec.meta
     metric, base, method = meta.get("metric"), meta.get("baseline"), meta.get("method")
     if not (metric and base and method):
         return []
     stats = summarise(outcomes)
+    lower = bool(meta.get("lower_is_better", lower_is_better(metric)))
+    done = [o for o in outcomes if o.status == "completed" and metric in o.metrics]
     cells = sorted({g[len(base):] for g in stats if g == base or g.startswith(base + "[")})
     rows = []
     for cell in cells or [""]:
-        b = stats.get(base + cell, {}).get(metric)
-        m = stats.get(method + cell, {}).get(metric)
-        lower = bool(meta.get("lower_is_better", lower_is_better(metric)))
-        row = {"paper": meta.get("paper", spec.name) + (f" {cell}" if cell else ""), "recipe": spec.name, "metric": metric,
-               "baseline": base, "method": method, "baseline_stats": b, "method_stats": m, "lower_is_better": lower}
-        row["delta"] = (m[0] - b[0]) if (b and m) else None
+        arms = {arm: {pair_key(o.run): o for o in done if o.run.group == arm + cell} for arm in (base, method)}
+        keys = sorted(set(arms[base]) & set(arms[method]))
+        row: dict[str, Any] = {
+            "paper": meta.get("paper", spec.name) + (f" {cell}" if cell else ""), "recipe": spec.name, "metric": metric,
+            "baseline": base, "method": method, "lower_is_better": lower,
+            "baseline_stats": stats.get(base + cell, {}).get(metric), "method_stats": stats.get(method + cell, {}).get(metric),
+            "pairs": keys, "paired": None, "bootstrap": [],
+            "epochs": {arm: _epochs(arms[arm][k] for k in keys) for arm in (base, method)},
+            "unequal": dict(meta.get("unequal", {})),
+        }
+        if keys:
+            b = [arms[base][k].metrics[metric] for k in keys]
+            m = [arms[method][k].metrics[metric] for k in keys]
+            row["paired"] = paired_difference(b, m).as_dict()
+        if bootstrap:
+            for i, k in enumerate(keys):
+                sb, sm = example_scores(arms[base][k].run_dir, metric), example_scores(arms[method][k].run_dir, metric)
+                if sb is not None and sm is not None and sb.shape == sm.shape and sb.size >= 2:
+                    row["bootstrap"].append({"pair": k, **paired_bootstrap(sb, sm, seed=i).as_dict()})
+        row["delta"] = row["paired"]["mean"] if row["paired"] else None
+        row["verdict"] = _row_verdict(row, verdict_words)
         rows.append(row)
     return rows
+
+
+def _epochs(outcomes: Iterable[Outcome]) -> dict[str, list[float]]:
+    """``fit.epochs_run`` and ``fit.best_epoch`` of each paired run (lists; empty if unreported)."""
+    outs = list(outcomes)
+    return {k: [o.metrics[f"fit.{k}"] for o in outs if f"fit.{k}" in o.metrics] for k in ("epochs_run", "best_epoch")}
+
+
+def _row_verdict(row: dict[str, Any], words: Callable[..., str]) -> str:
+    paired, boots = row["paired"], row["bootstrap"]
+    if paired is None:
+        return "n/a"
+    lower = row["lower_is_better"]
+    if paired["n"] >= 2:
+        return words(paired["mean"], paired["p"], lower_is_better=lower, n=paired["n"])
+    if boots:
+        b = boots[0]
+        return words(b["mean"], b["p"], lower_is_better=lower, test=f"bootstrap over {b['examples']} examples, ")
+    return "n = 1, no test"
 
 
 def lower_is_better(metric: str) -> bool:
@@ -357,16 +539,36 @@ def lower_is_better(metric: str) -> bool:
 
 
 def verdict(row: dict[str, Any]) -> str:
-    d = row.get("delta")
-    if d is None:
+    """The row's verdict words (computed by :func:`comparison_rows` from its paired figures)."""
+    return str(row.get("verdict", "n/a"))
+
+
+def fmt_paired(row: dict[str, Any]) -> str:
+    """``+0.0123 [+0.0040, +0.0206]`` (mean paired difference and 95% t-interval)."""
+    p = row.get("paired")
+    if not p:
         return "n/a"
-    b, m = row.get("baseline_stats"), row.get("method_stats")
-    spread = max(b[1], m[1]) if b and m else 0.0
-    better = d < 0 if row.get("lower_is_better") else d > 0
-    side = "method" if better else "baseline"
-    if d == 0 or (b and m and min(b[2], m[2]) > 1 and abs(d) <= spread):
-        return f"{side} ahead within 1 std" if d else "tie"
-    return f"{side} better"
+    if p["low"] is None:
+        return f"{p['mean']:+.4f} (n=1)"
+    return f"{p['mean']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}]"
+
+
+def fmt_epochs(epochs: dict[str, list[float]]) -> str:
+    """``7,7,8 (best 3,3,4)`` from a row's per-arm epochs, or ``""``."""
+    run, best = epochs.get("epochs_run", []), epochs.get("best_epoch", [])
+    if not run:
+        return ""
+    text = ",".join(f"{x:g}" for x in run)
+    return text + (f" (best {','.join(f'{x:g}' for x in best)})" if best else "")
+
+
+def fmt_bootstrap(row: dict[str, Any]) -> str:
+    """Per-pair bootstrap p-values, e.g. ``p 0.001, 0.02, 0.3`` (or ``""``)."""
+    from pk.core.stats import fmt_p
+
+    boots = row.get("bootstrap") or []
+    shown = [fmt_p(b["p"]) if b["p"] > 0 else f"<{1 / b['resamples']:.1g}" for b in boots]
+    return ("p " + ", ".join(shown)) if boots else ""
 
 
 def fmt_stat(stat: tuple[float, float, int] | None) -> str:

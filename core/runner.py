@@ -139,7 +139,10 @@ def train(
     run = Run(path, resolved, device=device, resume=resume, builder=components.build, reporter=reporter, rank=rank, world_size=world_size)
     main = rank == 0
     started = time.time()
-    result: dict[str, Any] = {"status": "running", "run_dir": str(path), "started": started, "world_size": world_size}
+    from pk.core.budget import fingerprint
+
+    result: dict[str, Any] = {"status": "running", "run_dir": str(path), "started": started, "world_size": world_size,
+                              "fingerprint": fingerprint(resolved)}
 
     def record(**fields: Any) -> None:
         result.update(fields)
@@ -149,6 +152,9 @@ def train(
     record()
     try:
         data = components.dataset()
+        data_fp = getattr(data, "fingerprint", None)
+        if callable(data_fp):
+            record(fingerprint={**result["fingerprint"], "data": str(data_fp())})
         model = components.model(data.info)
         trainer = components.build("trainer")
         if world_size > 1 and not getattr(trainer, "supports_distributed", False):

@@ -27,21 +27,29 @@ def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> to
 
 
 @torch.no_grad()
-def classification_metrics(model: Any, data: Any, split: str, batch_size: int, device: str) -> dict[str, float]:
-    """Accuracy, macro-F1 and mean cross-entropy of ``model.predict`` on a split."""
+def classification_metrics(model: Any, data: Any, split: str, batch_size: int, device: str,
+                           examples: dict[str, Any] | None = None) -> dict[str, float]:
+    """Accuracy, macro-F1 and mean cross-entropy of ``model.predict`` on a split.
+
+    ``examples``, when given, receives the per-example ``accuracy`` (0/1) and ``loss``
+    arrays in loader order, whose means are the returned figures (for paired bootstraps)."""
     was_training = model.training
     model.eval()
-    preds, labels, loss_sum, n = [], [], 0.0, 0
-    for batch in data.loader(split, batch_size):
-        batch = to_device(batch, device)
-        logits = model.predict(batch)
-        loss_sum += float(nn.functional.cross_entropy(logits, batch["y"], reduction="sum"))
-        preds.append(logits.argmax(-1).cpu())
-        labels.append(batch["y"].cpu())
-        n += int(batch["y"].shape[0])
+    preds, labels, losses = [], [], []
+    with torch.no_grad():
+        for batch in data.loader(split, batch_size):
+            batch = to_device(batch, device)
+            logits = model.predict(batch)
+            losses.append(nn.functional.cross_entropy(logits, batch["y"], reduction="none").double().cpu())
+            preds.append(logits.argmax(-1).cpu())
+            labels.append(batch["y"].cpu())
     model.train(was_training)
-    p, y = torch.cat(preds), torch.cat(labels)
-    return {"accuracy": float((p == y).float().mean()), "macro_f1": macro_f1(p, y), "loss": loss_sum / max(n, 1)}
+    p, y, per_loss = torch.cat(preds), torch.cat(labels), torch.cat(losses)
+    correct = (p == y).double()
+    if examples is not None:
+        examples.update({"accuracy": correct.numpy(), "loss": per_loss.numpy()})
+    n = max(int(y.shape[0]), 1)
+    return {"accuracy": float(correct.sum()) / n, "macro_f1": macro_f1(p, y), "loss": float(per_loss.sum()) / n}
 
 
 def macro_f1(pred: torch.Tensor, target: torch.Tensor, num_classes: int | None = None) -> float:

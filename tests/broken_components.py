@@ -90,3 +90,10 @@ class OutOfRangeEvaluator:
 
     def evaluate(self, model, data, run):
         return {"accuracy": 2.0}
+
+
+def build_mlp_no_calibrator(config, info):
+    """Declares accepts=("calibrator",) in the test, but its signature takes no calibrator."""
+    from pk.core.builtins.components import MLP
+
+    return MLP(info.num_features, info.num_classes, [config.width], 0.0, "relu")

@@ -15,26 +15,43 @@ from pk.cli.output import print_json, print_table
 @click.option("--dry-run", is_flag=True, help="List the expanded runs and config hashes; run nothing.")
 @click.option("--continue-on-error", is_flag=True, help="Keep going when a run fails.")
 @click.option("--only", multiple=True, help="Run only these run names (repeatable).")
-@click.option("-c", "--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key in every run, after the recipe (repeatable), e.g. -c trainer.max_epochs=5.")
+@click.option("-c", "--set", "settings", multiple=True, metavar="[RUN:]KEY=VALUE",
+              help="Override a config key in every run, after the recipe (repeatable), e.g. -c trainer.max_epochs=5; "
+                   "RUN:KEY=VALUE overrides only run RUN, e.g. -c dynafed:aggregator.pixel_mean=0.47.")
+@click.option("--matrix", "matrix_axes", multiple=True, metavar="KEY=V1,V2",
+              help="Replace (or add) a [matrix] axis, e.g. --matrix run.seed=0,1 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), help="Batch directory (default runs/batch-<name>-<UTC>).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (with --executor ray).")
 @click.option("--json", "as_json", is_flag=True)
-def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, settings, out, executor, address, as_json) -> None:  # type: ignore[no-untyped-def]
-    """Run RECIPE (a batch .toml file, or PLUGIN:RECIPE such as pk-seqrec:quick)."""
+def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, settings, matrix_axes, out, executor, address,  # type: ignore[no-untyped-def]
+              as_json) -> None:
+    """Run RECIPE (a batch .toml file, or PLUGIN:RECIPE such as pk-seqrec:quick).
+
+    The recipe's declared baseline and method must share dataset, evaluator and training
+    budget (exit 2 otherwise) unless [batch] unequal names the key with a reason. The
+    summary pairs their runs by seed and gives the mean paired difference, its 95%
+    t-interval, the paired t-test p (Wilcoxon from 6 pairs) and, where runs saved
+    per-example scores, a paired bootstrap per seed."""
     from pathlib import Path
 
     from pk.core.batch import batch_dir_for, load_batch, quick_recipes, resolve_recipe
     from pk.core.errors import UsageError
     from pk.core.plugins import get_registry
 
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}: give 1 or more parallel runs")
     registry = get_registry()
     if quick == bool(recipe):
         raise UsageError("give either a RECIPE (file.toml or plugin:recipe) or --quick")
     paths = quick_recipes(registry) if quick else [resolve_recipe(recipe, registry)]
-    specs = [load_batch(p, registry, settings) for p in paths]
+    specs = [load_batch(p, registry, settings, matrix_axes) for p in paths]
     if only:  # --only applies to the listing as to the run
+        known = {x for s in specs for r in s.runs for x in (r.name, r.group)}
+        missing = sorted(set(only) - known)
+        if missing:
+            names = sorted({r.name for s in specs for r in s.runs})
+            raise UsageError(f"--only {', '.join(missing)}: no such run; runs: {', '.join(names)}")
         for spec in specs:
             spec.runs = [r for r in spec.runs if r.name in only or r.group in only]
     if dry_run:
@@ -70,7 +87,7 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, set
 
 
 def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore[no-untyped-def]
-    from pk.core.batch import comparison_rows, fmt_stat, summarise, verdict
+    from pk.core.batch import comparison_rows, fmt_bootstrap, fmt_epochs, fmt_paired, fmt_stat, summarise, verdict
 
     if as_json:
         print_json(
@@ -88,9 +105,18 @@ def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore
             over = " × ".join(["seeds", *spec.meta.get("pool", [])])
             print_table(f"{spec.name} (mean ± std over {over}) — {bdir}", ["run", *metrics], rows)
     rows = []
+    notes: list[str] = []
     for row in [r for spec, outcomes, _ in results for r in comparison_rows(spec, outcomes)]:
-        d = row["delta"]
         metric = row["metric"] + (" (lower better)" if row["lower_is_better"] else "")
-        rows.append((row["paper"], metric, f"{row['baseline']}: {fmt_stat(row['baseline_stats'])}", f"{row['method']}: {fmt_stat(row['method_stats'])}", "n/a" if d is None else f"{d:+.4f}", verdict(row)))
+        eb, em = (fmt_epochs(row["epochs"][row[k]]) for k in ("baseline", "method"))
+        rows.append((row["paper"], metric, f"{row['baseline']}: {fmt_stat(row['baseline_stats'])}",
+                     f"{row['method']}: {fmt_stat(row['method_stats'])}", fmt_paired(row), fmt_bootstrap(row),
+                     f"{eb} | {em}" if (eb or em) else "", verdict(row)))
+        notes += [f"{row['paper']}: {k} differs between arms: {why}" for k, why in row["unequal"].items()]
     if rows:
-        print_table("baseline vs method per paper (mean ± std over seeds)", ["paper", "metric", "baseline", "method", "Δ", "verdict"], rows)
+        print_table("baseline vs method per paper: Δ = method − baseline paired by seed, 95% t-interval; "
+                    "verdict from the paired t-test (bootstrap over examples when n = 1)",
+                    ["paper", "metric", "baseline", "method", "Δ [95% CI]", "bootstrap/seed", "epochs run b | m", "verdict"],
+                    rows)
+        for note in dict.fromkeys(notes):
+            click.echo(f"  unequal by design — {note}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -116,16 +115,20 @@ def report_cmd(target: str, out: str | None) -> None:
 
 
 def _batch_chart(bfile: Path, out_dir: Path, plt) -> list[Path]:  # type: ignore[no-untyped-def]
-    from pk.core.batch import Outcome, PlannedRun, summarise
+    from pk.core.batch import comparison_rows, read_batch, summarise, write_comparison
 
-    outcomes = []
-    for line in bfile.read_text().splitlines():
-        d = json.loads(line)
-        run = PlannedRun(d["name"], d["group"], d["seed"], None, d["stem"])  # type: ignore[arg-type]
-        outcomes.append(Outcome(run, d["status"], d["run_dir"], d.get("metrics", {})))
+    spec, outcomes = read_batch(bfile.parent)
+    rows = comparison_rows(spec, outcomes)
+    if rows:
+        csv_file = write_comparison(out_dir, rows, f"{bfile.parent.name}-comparison.csv")
+        for r in rows:
+            p = r["paired"] or {}
+            ci = f" [{p['low']:+.4f}, {p['high']:+.4f}]" if p.get("low") is not None else ""
+            click.echo(f"{r['paper']}: {r['metric']} {r['method']} − {r['baseline']} = {p.get('mean', float('nan')):+.4f}{ci}"
+                       f" (n={p.get('n', 0)}): {r['verdict']}")
     stats = summarise(outcomes)
     metrics = sorted({k for g in stats.values() for k in g if k.startswith("test.")})
-    written = []
+    written = [csv_file] if rows else []
     for metric in metrics:
         groups = [g for g in stats if metric in stats[g]]
         fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(groups)), 3.2))

@@ -120,7 +120,9 @@ class SupervisedTrainer:
             start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best"]
             run.echo(f"resumed at epoch {start_epoch}")
         self.prepare(model, data, run)
+        epochs_run = start_epoch
         for epoch in run.progress(range(start_epoch, cfg.max_epochs), total=cfg.max_epochs - start_epoch, description="epochs"):
+            epochs_run = epoch + 1
             model.train()
             total, count = 0.0, 0
             for batch in data.loader("train", cfg.batch_size, shuffle=True, generator=shuffle):
@@ -155,10 +157,15 @@ class SupervisedTrainer:
                 break
         if best["state"] is not None:
             model.load_state_dict(best["state"])
-        return {"best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"]), "steps": float(step)}
+        return {"best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"] + 1),
+                "epochs_run": float(epochs_run), "steps": float(step)}
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
-        return classification_metrics(model, data, split, self.config.eval_batch_size, run.device)
+        examples: dict[str, Any] = {}
+        metrics = classification_metrics(model, data, split, self.config.eval_batch_size, run.device, examples)
+        if split == "test" and hasattr(run, "save_example_scores"):
+            run.save_example_scores(split, examples)
+        return metrics
 
 
 # -- aggregator ------------------------------------------------------------------------
@@ -211,5 +218,8 @@ class AccuracyEvaluator:
         self.batch_size = getattr(config, "batch_size", 256)
 
     def evaluate(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
-        m = classification_metrics(model, data, "test", self.batch_size, run.device)
+        examples: dict[str, Any] = {}
+        m = classification_metrics(model, data, "test", self.batch_size, run.device, examples)
+        if hasattr(run, "save_example_scores"):
+            run.save_example_scores("eval", {"accuracy": examples["accuracy"]})
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}

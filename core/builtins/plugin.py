@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pk.core import hookimpl
 
@@ -13,17 +14,17 @@ MODULE = "pk.core.builtins.components"
 class SyntheticClassificationConfig:
     """Gaussian class clusters: ``num_samples`` points, ``num_features`` dims, split 70/15/15."""
 
-    num_samples: int = 600
-    num_features: int = 16
-    num_classes: int = 4
-    class_sep: float = 1.5
-    noise: float = 1.0
+    num_samples: int = field(default=600, metadata={"ge": 10})
+    num_features: int = field(default=16, metadata={"ge": 1})
+    num_classes: int = field(default=4, metadata={"ge": 2})
+    class_sep: float = field(default=1.5, metadata={"ge": 0})
+    noise: float = field(default=1.0, metadata={"ge": 0})
 
 
 @dataclass
 class MLPConfig:
-    hidden: list[int] = field(default_factory=lambda: [64])
-    dropout: float = 0.1
+    hidden: list[int] = field(default_factory=lambda: [64], metadata={"ge": 1})
+    dropout: float = field(default=0.1, metadata={"ge": 0, "lt": 1})
     activation: str = "relu"
 
 
@@ -31,20 +32,20 @@ class MLPConfig:
 class SupervisedConfig:
     """Mini-batch training with cross-entropy; keeps the best-validation weights."""
 
-    max_epochs: int = 10
-    max_steps: int = -1
-    batch_size: int = 64
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    eval_batch_size: int = 256
+    max_epochs: int = field(default=10, metadata={"ge": 1})
+    max_steps: int = field(default=-1, metadata={"ge": -1})
+    batch_size: int = field(default=64, metadata={"ge": 1})
+    lr: float = field(default=1e-2, metadata={"gt": 0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0})
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    eval_batch_size: int = field(default=256, metadata={"ge": 1})
 
 
 @dataclass
 class FedAvgConfig:
     """Weighted mean of client states (weights = client example counts)."""
 
-    server_lr: float = 1.0
+    server_lr: float = field(default=1.0, metadata={"gt": 0})
 
 
 @dataclass
@@ -54,7 +55,7 @@ class IdentityCalibratorConfig:
 
 @dataclass
 class AccuracyConfig:
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata={"ge": 1})
 
 
 @hookimpl
