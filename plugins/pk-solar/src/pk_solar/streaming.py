@@ -1,10 +1,15 @@
 """Streaming DUS: a local (sharded) safetensors checkpoint -> a new up-scaled checkpoint.
 
-Reads only headers to plan (names, dtypes, shapes), validates the whole input before writing
-a byte, then copies tensors shard by shard: each output shard holds tensors of one input
-shard, a duplicated layer's two copies point at the same loaded buffer, so the peak memory
-is about one input shard. Output is written into a temporary sibling folder and renamed to
-the destination at the very end; on any error the temporary folder is removed.
+No torch and no safetensors library: the safetensors format is an 8-byte header length, a
+JSON header (name -> dtype, shape, byte offsets) and the raw tensor bytes. Planning reads and
+validates only the headers; writing composes each output shard's header (byte-identical to
+what safetensors' own serializer writes for the same tensors) and copies each tensor's byte
+range from the input shard in the kernel (``copy_file_range``, else ``sendfile``, else a
+buffered copy), so the tensor bytes never enter this process and memory stays flat (a few
+MB above the interpreter, whatever the shard size). The two copies of a duplicated layer are
+two copies of the same byte range. Each output shard holds tensors of one input shard.
+Output is written into a temporary sibling folder and renamed to the destination at the
+very end; on any error the temporary folder is removed.
 
 Output: ``config.json`` (layer count and per-layer fields rewritten), the safetensors
 shards and ``model.safetensors.index.json`` (or one ``model.safetensors``), every other
@@ -14,10 +19,13 @@ top-level file of the source (tokenizer, generation config...) copied, and ``dus
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +38,18 @@ from pk_solar.dus import layer_count, layer_map, upscale_config_dict
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _LAYER_KEY = re.compile(r"^(?P<prefix>(?:[^.]+\.)*?)(?P<idx>\d+)\.(?P<rest>.+)$")
-_DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-    "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+#: bytes per element of the safetensors dtypes this module copies (sub-byte F4/F6 are refused)
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "C64": 8, "F64": 8, "I64": 8, "U64": 8,
 }
+#: the order of safetensors' ``Dtype`` enum; its serializer sorts tensors by it (descending), then by name
+_DTYPE_RANK = {name: rank for rank, name in enumerate(DTYPE_BYTES)}
+_MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
+_CHUNK = 1 << 30  # bytes per kernel copy call
+_BUFFER = 8 << 20  # bytes per read in the buffered fallback
+_FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
+_COPY_MODE = "copy_file_range" if hasattr(os, "copy_file_range") else "sendfile" if hasattr(os, "sendfile") else "buffered"
 
 
 @dataclass
@@ -88,23 +104,131 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}); re-save or re-download the file") from None
 
 
-def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """The tensor entries and metadata of a safetensors file, validated by the library."""
-    from safetensors import SafetensorError, safe_open
+class ShardHeader:
+    """A parsed, validated safetensors header: ``entries[name] = (dtype, shape, begin, end)``
+    with offsets relative to ``data_start`` (= 8 + header length) and the ``__metadata__``."""
 
+    def __init__(self, path: Path, data_start: int, entries: dict[str, tuple[str, tuple[int, ...], int, int]],
+                 metadata: dict[str, str]) -> None:
+        self.path = path
+        self.data_start = data_start
+        self.entries = entries
+        self.metadata = metadata
+
+
+def _corrupt(path: Path, reason: str) -> DataError:
+    return DataError(f"{path}: corrupt safetensors shard ({reason}); re-download or re-save this shard")
+
+
+def read_header(path: str | Path) -> ShardHeader:
+    """Parse and validate the header of a safetensors file without reading tensor data.
+
+    Checks what the safetensors library checks on load: a sane header length, a JSON object of
+    known dtypes, non-negative shapes, ``end - begin`` equal to the shape's bytes, offsets
+    contiguous from 0, and the last one ending exactly at the end of the file (so a truncated or
+    padded file is refused). Any violation is a one-line DataError naming the file.
+    """
+    path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-            entries = {}
-            for name in fh.keys():
-                sl = fh.get_slice(name)
-                entries[name] = (str(sl.get_dtype()), tuple(int(d) for d in sl.get_shape()))
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            prefix = fh.read(8)
+            if len(prefix) < 8:
+                raise _corrupt(path, f"{size} bytes, shorter than the 8-byte header length")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > min(size - 8, _MAX_HEADER_BYTES):
+                raise _corrupt(path, f"header length {header_len} does not fit a {size}-byte file")
+            raw = fh.read(header_len)
     except FileNotFoundError:
         raise DataError(f"{path}: shard file missing; the index names it, so re-download the checkpoint") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: corrupt safetensors shard ({reason}); re-download or re-save this shard") from None
-    return entries, dict(metadata)
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a safetensors file") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(path, f"header is not JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise _corrupt(path, "__metadata__ must map strings to strings")
+    entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+    for name, info in header.items():
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = isinstance(dtype, str) and all(type(v) is int and v >= 0 for v in (*shape, begin, end))
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise _corrupt(path, f"malformed entry for {name!r}")
+        if dtype not in DTYPE_BYTES:
+            raise _corrupt(path, f"{name!r} has unknown dtype {dtype!r}")
+        if end - begin != math.prod(shape) * DTYPE_BYTES[dtype]:
+            raise _corrupt(path, f"{name!r}: {end - begin} bytes for {dtype}{list(shape)}")
+        entries[name] = (dtype, tuple(shape), begin, end)
+    position = 0
+    for name, (_, _, begin, end) in sorted(entries.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if begin != position:
+            raise _corrupt(path, f"{name!r} starts at byte {begin}, expected {position} (gap or overlap)")
+        position = end
+    if 8 + header_len + position != size:
+        raise _corrupt(path, f"tensors end at byte {8 + header_len + position} but the file has {size} (truncated?)")
+    return ShardHeader(path, 8 + header_len, entries, dict(metadata))
+
+
+def header_bytes(items: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None) -> tuple[bytes, list[int]]:
+    """The header safetensors' own serializer writes for tensors ``(name, dtype, shape)``.
+
+    Order as in safetensors: by dtype (its enum order, descending), then by name. Returns the
+    header (8-byte little-endian length + compact JSON padded with spaces to a multiple of 8)
+    and the permutation of ``items`` in file order (the order their bytes must follow).
+    """
+    order = sorted(range(len(items)), key=lambda k: (-_DTYPE_RANK[items[k][1]], items[k][0]))
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata is not None else {}
+    offset = 0
+    for k in order:
+        name, dtype, shape = items[k]
+        nbytes = math.prod(shape) * DTYPE_BYTES[dtype]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text, order
+
+
+def copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> None:
+    """Append ``length`` bytes of ``src_fd`` from ``offset`` to ``dst_fd`` (at its position).
+
+    In the kernel where possible (``copy_file_range``, then ``sendfile``), so the bytes never
+    enter this process; a buffered ``pread`` copy otherwise. Raises EOFError on a short source.
+    """
+    global _COPY_MODE
+    done = 0
+    while done < length:
+        count = min(length - done, _CHUNK)
+        try:
+            if _COPY_MODE == "copy_file_range":
+                n = os.copy_file_range(src_fd, dst_fd, count, offset + done)
+            elif _COPY_MODE == "sendfile":
+                n = os.sendfile(dst_fd, src_fd, offset + done, count)
+            else:
+                n = _buffered_copy(src_fd, dst_fd, offset + done, count)
+        except OSError as exc:
+            if _COPY_MODE != "buffered" and exc.errno in _FALLBACK_ERRNOS and done == 0:
+                _COPY_MODE = "sendfile" if _COPY_MODE == "copy_file_range" and hasattr(os, "sendfile") else "buffered"
+                continue
+            raise
+        if n == 0:
+            raise EOFError(f"source ended {length - done} bytes early")
+        done += n
+
+
+def _buffered_copy(src_fd: int, dst_fd: int, offset: int, count: int) -> int:
+    data = os.pread(src_fd, min(count, _BUFFER), offset)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(dst_fd, view):]
+    return len(data)
 
 
 def plan_dus(src: str | Path, n_remove: int, *, max_shard_bytes: int | None = None) -> DusPlan:
@@ -137,7 +261,7 @@ def plan_dus(src: str | Path, n_remove: int, *, max_shard_bytes: int | None = No
     for shard in shard_names:
         if Path(shard).name != shard:
             raise DataError(f"{src / INDEX_NAME}: shard name {shard!r} is not a plain file name; fix the index")
-        entries, _ = _read_header(src / shard)
+        entries = read_header(src / shard).entries
         if weight_map is not None:
             listed = {k for k, v in weight_map.items() if v == shard}
             if listed != set(entries):
@@ -146,11 +270,8 @@ def plan_dus(src: str | Path, n_remove: int, *, max_shard_bytes: int | None = No
                     f"{src / shard}: mismatched shard: the index lists {len(listed)} tensors for it, the file holds "
                     f"{len(entries)} (first difference: {extra[0]!r}); the shard belongs to another checkpoint"
                 )
-        for name, (dtype, shape) in entries.items():
-            numel = 1
-            for d in shape:
-                numel *= d
-            tensors[name] = TensorEntry(name, shard, dtype, shape, numel * _DTYPE_BYTES.get(dtype, 1))
+        for name, (dtype, shape, begin, end) in entries.items():
+            tensors[name] = TensorEntry(name, shard, dtype, shape, end - begin)
 
     prefix = _find_layer_prefix(src, tensors, n)
     _check_layers_consistent(src, tensors, prefix, n)
@@ -247,39 +368,39 @@ def write_dus(plan: DusPlan, dst: str | Path, *, on_progress: Callable[[int], No
 
 
 def _write_into(plan: DusPlan, out: Path, on_progress: Callable[[int], None] | None) -> None:
-    from safetensors import SafetensorError, TensorSpec, safe_open, serialize_file
-
     count = len(plan.outputs)
     names = [SINGLE_NAME] if count == 1 else [f"model-{k + 1:05d}-of-{count:05d}.safetensors" for k in range(count)]
     weight_map: dict[str, str] = {}
     for shard, file_name in zip(plan.outputs, names):
         path = plan.src / shard.source_shard
+        source = read_header(path)  # again: the file may have changed since planning
+        items = []
+        for out_name, in_name in shard.items:
+            entry, now = plan.tensors[in_name], source.entries.get(in_name)
+            if now is None or (now[0], now[1]) != (entry.dtype, entry.shape):
+                raise DataError(f"{path}: {in_name} changed while reading; is another process writing the checkpoint?")
+            items.append((out_name, entry.dtype, entry.shape))
+            weight_map[out_name] = file_name
+        head, order = header_bytes(items, source.metadata or {"format": "pt"})
+        src_fd = os.open(path, os.O_RDONLY)
         try:
-            with safe_open(str(path), framework="pt") as fh:
-                metadata = fh.metadata() or {"format": "pt"}
-                loaded: dict[str, Any] = {}
-                specs: dict[str, Any] = {}
-                for out_name, in_name in shard.items:
-                    if in_name not in loaded:
-                        loaded[in_name] = fh.get_tensor(in_name).contiguous()
-                    tensor = loaded[in_name]
-                    entry = plan.tensors[in_name]
-                    if tuple(tensor.shape) != entry.shape:
-                        raise DataError(f"{path}: {in_name} changed while reading; is another process writing the checkpoint?")
-                    specs[out_name] = TensorSpec(
-                        dtype=str(tensor.dtype).split(".")[-1],
-                        shape=list(tensor.shape),
-                        data_ptr=tensor.data_ptr(),
-                        data_len=tensor.numel() * tensor.element_size(),
-                    )
-                    weight_map[out_name] = file_name
-            serialize_file(specs, str(out / file_name), metadata=metadata)
-        except (SafetensorError, OSError) as exc:
+            dst_fd = os.open(out / file_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(head)
+                while view:
+                    view = view[os.write(dst_fd, view):]
+                for k in order:
+                    _, _, begin, end = source.entries[shard.items[k][1]]
+                    copy_range(src_fd, dst_fd, source.data_start + begin, end - begin)
+                    if on_progress is not None:
+                        on_progress(end - begin)
+            finally:
+                os.close(dst_fd)
+        except (OSError, EOFError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataError(f"{path}: corrupt safetensors shard while copying ({reason}); re-download this shard") from None
-        if on_progress is not None:
-            on_progress(shard.nbytes)
-        del loaded, specs
+            raise DataError(f"{path} -> {file_name}: copy failed ({reason}); check free space on the output disk and this shard") from None
+        finally:
+            os.close(src_fd)
     if count > 1:
         index = {"metadata": {"total_size": plan.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
         (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
