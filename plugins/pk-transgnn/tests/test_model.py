@@ -88,16 +88,143 @@ def test_random_walk_model_is_deterministic_in_eval():
         assert torch.equal(m.predict(d), m.predict(d))
 
 
-def test_samples_are_refreshed_between_modules():
-    m = model("node-classification", layers=3)
-    d = random_graph(30, 5, density=0.2)
+def onehot_graph(n: int, seed: int, classes: int = 2, density: float = 0.3) -> Data:
+    d = random_graph(n, seed, density)
+    labels = torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(seed + 5))
+    d.x = torch.nn.functional.one_hot(labels, 5).float()
+    return d
+
+
+@settings(max_examples=10)
+@given(n=st.integers(3, 20), seed=st.integers(0, 10_000), update=st.sampled_from(["message-passing", "none"]))
+def test_onehot_features_give_permutation_equivariant_samples_and_outputs(n, seed, update):
+    """MUTAG/PROTEINS-style one-hot features tie massively. The old sampler (raw X, ``topk``) cut
+    the ties by node index, so relabelling changed the sampled sets and the outputs."""
+    m = model("node-classification", update)
+    d = onehot_graph(n, seed)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(n)
+    dp = permute(d, perm)
     with torch.no_grad():
-        _, used = m.node_representations(d, return_samples=True)
-    assert len(used) == 3 and used[0].shape == used[1].shape
-    static = model("node-classification", "none", layers=3)
+        (_, used), (_, used_p) = m.node_representations(d, True), m.node_representations(dp, True)
+        out, out_p = m.predict(d), m.predict(dp)
+    for layer in range(len(used)):
+        for j in range(n):
+            expected = {int(inv[s]) for s in used[layer][int(perm[j])].tolist() if s >= 0}
+            assert {s for s in used_p[layer][j].tolist() if s >= 0} == expected, (layer, j)
+    assert torch.allclose(out[perm], out_p, atol=1e-4)
+
+
+def _train_epochs(m: TransGNN, batches: list, epochs: int) -> list[list[torch.Tensor]]:
+    """Run ``epochs`` epochs through the model's schedule hooks; the stored tables after each."""
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    m.train()
+    history = []
+    for epoch in range(epochs):
+        m.begin_epoch(epoch)
+        for b in batches:
+            opt.zero_grad()
+            m.loss(b).backward()
+            opt.step()
+        m.end_epoch(epoch)
+        history.append([m.sample_table(b, i).clone() for b in batches for i in range(b.num_graphs)])
+    return history
+
+
+def _graph_batches(seed: int) -> list:
+    graphs = [random_graph(n, seed + i, 0.25) for i, n in enumerate([14, 9, 17, 12])]
+    for g in graphs:
+        g.y = torch.tensor([g.num_nodes % 2])
+    return [Batch.from_data_list(graphs[:2]), Batch.from_data_list(graphs[2:])]
+
+
+def test_samples_evolve_between_epochs_and_stay_in_the_candidate_set():
+    """The old model re-derived every forward's samples from raw features: nothing persisted or
+    changed between epochs. Here each epoch's refresh must change some table (layer 0 and 1), and
+    every new sample of node i must come from Smp(i) ∪ Smp(neighbours of i) of the previous table
+    (the message-passing update's candidate set), inside i's graph, never i itself."""
+    m = model("graph-classification", layers=2)
+    batches = _graph_batches(3)
+    history = _train_epochs(m, batches, 3)
+    assert m.refreshes == 3
+    graphs = [g for b in batches for g in b.to_data_list()]
+    for before, after in zip(history, history[1:], strict=False):
+        changed = [0, 0]
+        for g, old, new in zip(graphs, before, after, strict=True):
+            n = g.num_nodes
+            nbrs: dict[int, set[int]] = {i: set() for i in range(n)}
+            for a, b in g.edge_index.t().tolist():
+                nbrs[b].add(a)
+            for layer in range(2):
+                o, w = old[:, layer], new[:, layer]
+                changed[layer] += int((o != w).any())
+                for i in range(n):
+                    cand = {int(s) for s in o[i] if s >= 0}
+                    for j in nbrs[i]:
+                        cand |= {int(s) for s in o[j] if s >= 0}
+                    got = {int(s) for s in w[i] if s >= 0}
+                    assert got <= cand - {i}, (layer, i, got, cand)
+                    assert all(0 <= s < n for s in got)
+        assert changed[0] > 0 and changed[1] > 0, changed
+
+
+def test_no_update_and_refresh_schedule():
+    """``update="none"`` keeps the initial tables; ``refresh_every=2`` refreshes after epoch 1 only."""
+    static = model("graph-classification", "none")
+    hist = _train_epochs(static, _graph_batches(4), 2)
+    assert static.refreshes == 0 and all(torch.equal(a, b) for a, b in zip(hist[0], hist[1], strict=True))
+    every2 = model("graph-classification", refresh_every=2)
+    hist = _train_epochs(every2, _graph_batches(4), 2)
+    assert every2.refreshes == 1
+
+
+def test_structure_is_computed_once_per_graph():
+    """Batches re-collated in another order and composition still hit the per-graph cache
+    (the old model recomputed sampling, BFS and PageRank for every graph batch)."""
+    m = model("graph-classification")
+    graphs = [g for b in _graph_batches(5) for g in b.to_data_list()]
+    _train_epochs(m, [Batch.from_data_list(graphs[:2]), Batch.from_data_list(graphs[2:])], 1)
+    assert m.structures.computed == 4
+    m.eval()
     with torch.no_grad():
-        _, same = static.node_representations(d, return_samples=True)
-    assert all(torch.equal(same[0], s) for s in same)
+        m.predict(Batch.from_data_list([graphs[3], graphs[0], graphs[2]]))
+    assert m.structures.computed == 4
+    other = random_graph(11, 99)
+    with torch.no_grad():
+        m.predict(Batch.from_data_list([other]))
+    assert m.structures.computed == 5, "a new graph is a cache miss"
+
+
+def test_sample_tables_round_trip_through_state_dict():
+    """Resume must restore the evolved tables (not re-sample from scratch)."""
+    import io
+
+    m = model("graph-classification")
+    batches = _graph_batches(6)
+    _train_epochs(m, batches, 2)
+    buf = io.BytesIO()
+    torch.save(m.state_dict(), buf)
+    buf.seek(0)
+    fresh = model("graph-classification")
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    for b in batches:
+        for i in range(b.num_graphs):
+            assert torch.equal(fresh.sample_table(b, i), m.sample_table(b, i))
+    m.eval()
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(m.predict(batches[0]), fresh.predict(batches[0]))
+
+
+def test_unseen_graphs_are_not_stored_at_evaluation():
+    m = model("graph-classification")
+    m.eval()
+    b = _graph_batches(7)[0]
+    with torch.no_grad():
+        first = m.predict(b)
+        assert m.sample_table(b) is None
+        assert torch.equal(first, m.predict(b))
 
 
 def test_bad_options_are_rejected():

@@ -7,11 +7,12 @@ from collections import deque
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pk_transgnn.models.encodings import node_degree, pagerank, sample_hops
+from pk_transgnn.models.encodings import dense_hops, node_degree, pagerank, sample_hops
 from pk_transgnn.models.sampling import (
     PAD,
     message_passing_update,
     random_walk_update,
+    select_rows,
     smoothed_queries,
     topk_samples,
 )
@@ -68,7 +69,7 @@ def test_message_passing_update_never_lowers_similarity(sizes, seed, k):
     z, hn = smoothed_queries(x, ei, 0.5)
     old = topk_samples(z, hn, k, graph)
     h = torch.randn(x.shape[0], 5, generator=torch.Generator().manual_seed(seed + 7))
-    new = message_passing_update(old, h, ei)
+    new = message_passing_update(old, h, ei, tol=0.0)  # exact ties only: the monotonicity holds without left-out groups
     hn2 = torch.nn.functional.normalize(h, dim=-1)
 
     def total(i: int, row: torch.Tensor) -> float:
@@ -146,3 +147,56 @@ def test_pagerank_uniform_on_regular_graph_and_degree():
     ei = torch.cat([torch.stack([src, (src + 1) % n]), torch.stack([(src + 1) % n, src])], dim=1)
     assert torch.allclose(pagerank(ei, n), torch.full((n,), 1 / n), atol=1e-6)
     assert node_degree(ei, n).tolist() == [2] * n
+
+
+def test_select_rows_leaves_out_a_tie_group_straddling_the_kth_place():
+    """Old code cut ties by index (``topk``): a row of equal scores kept columns 0..k-1."""
+    scores = torch.tensor([[0.9, 0.5, 0.5, 0.5, 0.1], [0.9, 0.5, 0.5, 0.2, 0.1]], dtype=torch.float64)
+    out = select_rows(scores, 2)
+    assert out[0].tolist() == [0, PAD], "the three-way tie for 2nd place is left out"
+    assert out[1].tolist() == [0, PAD], "a two-way tie for 2nd place (3 = k + 1 candidates) is left out too"
+    assert sorted(select_rows(scores, 3)[1].tolist()) == [0, 1, 2], "a tie group inside the top-k is kept whole"
+    tb = torch.tensor([[0, 3, 1, 2, 0], [0, 0, 0, 0, 0]])
+    assert select_rows(scores, 2, tb)[0].tolist() == [0, 2], "fewer hops win a score tie"
+    near = torch.tensor([[1.0, 0.5 + 1e-6, 0.5, 0.0]], dtype=torch.float64)
+    assert select_rows(near, 2)[0].tolist() == [0, PAD], "scores within the tolerance count as tied"
+    assert select_rows(near, 2, tol=0.0)[0].tolist() == [0, 1]
+
+
+def _onehot_batch(sizes: list[int], seed: int, classes: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, ei, graph = random_batch(sizes, seed)
+    labels = torch.randint(0, classes, (x.shape[0],), generator=torch.Generator().manual_seed(seed + 3))
+    return torch.nn.functional.one_hot(labels, 4).float(), ei, graph
+
+
+@settings(max_examples=25)
+@given(n=st.integers(2, 14), seed=st.integers(0, 10_000), k=st.integers(1, 6), hops=st.booleans())
+def test_initial_samples_are_permutation_equivariant_with_tied_onehot_features(n, seed, k, hops):
+    """One-hot features tie massively; the old index-order top-k picked different *sets* after
+    relabelling (fails this test with ``scores.topk`` in place of :func:`select_rows`)."""
+    x, ei, _ = _onehot_batch([n], seed)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(n)
+    x_p, ei_p = x[perm], inv[ei]
+
+    def sample(xx: torch.Tensor, ee: torch.Tensor) -> torch.Tensor:
+        z, hn = smoothed_queries(xx @ torch.linspace(-1, 1, 24).view(4, 6), ee, 0.5)
+        return topk_samples(z, hn, k, hop_table=dense_hops(ee, n, 3) if hops else None)
+
+    a, b = sample(x, ei), sample(x_p, ei_p)
+    for j in range(n):
+        expected = {int(inv[s]) for s in a[int(perm[j])].tolist() if s >= 0}
+        assert {s for s in b[j].tolist() if s >= 0} == expected
+
+
+@settings(max_examples=15)
+@given(sizes=graph_sizes, seed=st.integers(0, 10_000), max_hops=st.integers(1, 4))
+def test_dense_hops_match_bfs(sizes, seed, max_hops):
+    x, ei, _ = random_batch(sizes, seed, density=0.2)
+    n = x.shape[0]
+    table = dense_hops(ei, n, max_hops)
+    for i in range(n):
+        dist = bfs(n, ei, i)
+        for j in range(n):
+            assert int(table[i, j]) == min(dist.get(j, max_hops + 1), max_hops + 1)

@@ -10,28 +10,37 @@ from pk.core import hookimpl
 
 @dataclass
 class TransGNNConfig:
-    """TransGNN: ``layers`` modules of Transformer (over ``samples`` sampled nodes) -> GCN layer ->
-    sample update. ``sampling``: "similarity" (S + alpha A S) or "ppr" (sum_t alpha^t A^t S,
-    t <= ppr_steps). ``encodings``: any of spd, degree, pagerank (added once, before the stack).
-    ``update``: "message-passing", "random-walk" (``walk_length`` steps) or "none". Hops are
-    capped at ``max_hops``; degrees at ``max_degree``. ``chunk`` rows per similarity block."""
+    """TransGNN: ``layers`` modules of Transformer (over ``samples`` sampled nodes) -> GCN layer
+    (``gnn = false``: none, an ablation). Initial samples: tie-aware top-k of the smoothed
+    similarity of the projected input ``H0 = X W_in``; ``sampling``: "similarity" (S + alpha A S)
+    or "ppr" (sum_t alpha^t A^t S, t <= ppr_steps). One sample table per layer, refreshed every
+    ``refresh_every`` training epochs (0: never) from that layer's current representations by
+    ``update``: "message-passing", "random-walk" (``walk_length`` steps) or "none". Graphs unseen
+    in training get ``eval_refresh`` refresh rounds at evaluation. ``encodings``: any of spd,
+    degree, pagerank (added once, before the stack). Hops are capped at ``max_hops``, degrees at
+    ``max_degree``; graphs up to ``dense_hops_max`` nodes cache all-pairs hops. ``chunk`` rows per
+    similarity block."""
 
-    hidden: int = 64
-    heads: int = 4
-    layers: int = 2
-    samples: int = 20
-    alpha: float = 0.5
+    hidden: int = field(default=64, metadata={"ge": 1})
+    heads: int = field(default=4, metadata={"ge": 1})
+    layers: int = field(default=2, metadata={"ge": 1, "le": 64})
+    samples: int = field(default=20, metadata={"ge": 1})
+    alpha: float = field(default=0.5, metadata={"ge": 0.0})
     sampling: Literal["similarity", "ppr"] = "similarity"
-    ppr_steps: int = 3
-    max_hops: int = 5
-    max_degree: int = 64
-    encodings: list[str] = field(default_factory=lambda: ["spd", "degree", "pagerank"])
+    ppr_steps: int = field(default=3, metadata={"ge": 1, "le": 100})
+    max_hops: int = field(default=5, metadata={"ge": 1, "le": 250})
+    max_degree: int = field(default=64, metadata={"ge": 1})
+    encodings: list[Literal["spd", "degree", "pagerank"]] = field(default_factory=lambda: ["spd", "degree", "pagerank"])
     update: Literal["message-passing", "random-walk", "none"] = "message-passing"
-    walk_length: int = 5
-    walk_temperature: float = 0.5
-    dropout: float = 0.5
+    refresh_every: int = field(default=1, metadata={"ge": 0})
+    eval_refresh: int = field(default=1, metadata={"ge": 0, "le": 100})
+    walk_length: int = field(default=5, metadata={"ge": 1, "le": 1000})
+    walk_temperature: float = field(default=0.5, metadata={"gt": 0.0})
+    dropout: float = field(default=0.5, metadata={"ge": 0.0, "lt": 1.0})
     pool: Literal["mean", "sum"] = "mean"
-    chunk: int = 2048
+    gnn: bool = True
+    dense_hops_max: int = field(default=4096, metadata={"ge": 0, "le": 65536})
+    chunk: int = field(default=2048, metadata={"ge": 1})
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 - :func:`sample_hops`: shortest-path hops from each node to each of its samples, ``[N, k]``,
   capped (``max_hops + 1`` = farther or unreachable; ``max_hops + 2`` = padding sample).
+- :func:`dense_hops`: all-pairs hops of one graph, ``[n, n]`` uint8, capped at ``max_hops + 1``
+  (cached per graph; used for SPE lookups and as the tie-break of the initial sampling).
 - :func:`node_degree`: degree ``[N]`` (in-degree of the symmetric edge list).
 - :func:`pagerank`: PageRank per graph ``[N]`` (damping 0.85, dangling mass spread uniformly
   inside the node's graph); sums to 1 over every graph, uniform on regular graphs.
@@ -68,3 +70,19 @@ def sample_hops(edge_index: Tensor, num_nodes: int, samples: Tensor, max_hops: i
             out[rows] = block
             found |= hit
     return torch.from_numpy(out).to(samples.device)
+
+
+@torch.no_grad()
+def dense_hops(edge_index: Tensor, num_nodes: int, max_hops: int) -> Tensor:
+    """All-pairs hop distances ``[n, n]`` (uint8) of one graph by BFS limited to ``max_hops``
+    (scipy); farther or unreachable pairs get ``max_hops + 1``. Memory ``O(n^2)`` bytes."""
+    from scipy.sparse.csgraph import dijkstra
+
+    n = num_nodes
+    if n == 0:
+        return torch.zeros(0, 0, dtype=torch.uint8, device=edge_index.device)
+    ei = edge_index.cpu().numpy()
+    adj = sp.csr_matrix((np.ones(ei.shape[1], dtype=np.float32), (ei[0], ei[1])), shape=(n, n))
+    dist = dijkstra(adj, directed=True, unweighted=True, limit=max_hops + 0.5)
+    dist[~np.isfinite(dist)] = max_hops + 1
+    return torch.from_numpy(dist.astype(np.uint8)).to(edge_index.device)

@@ -2,7 +2,10 @@
 two sample-update strategies (message passing, similarity-weighted random walks).
 
 A sample table is a ``LongTensor [N, k]`` of node ids; ``-1`` marks padding (a graph with
-fewer than ``k + 1`` nodes). A node never samples itself nor a node of another graph.
+fewer than ``k + 1`` nodes, or a tie group left out). A node never samples itself nor a node of
+another graph. Selection is tie-aware (:func:`select_rows`): when candidates tie for the k-th
+place (one-hot features tie massively), the tied group is left out rather than cut by node
+index, so sampled sets are permutation-equivariant.
 All functions run under ``torch.no_grad()``: sampling is not differentiable.
 """
 
@@ -12,24 +15,27 @@ import torch
 from torch import Tensor
 
 PAD = -1
+#: scores closer than this count as tied (float32 round-off under relabelling is ~1e-7)
+TIE_TOL = 1e-4
 
 
-def normalized_adjacency(edge_index: Tensor, num_nodes: int) -> Tensor:
+def normalized_adjacency(edge_index: Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Sparse ``D^-1/2 A D^-1/2`` (no self-loops; isolated nodes get zero rows)."""
     src, dst = edge_index
-    deg = torch.zeros(num_nodes, device=edge_index.device).index_add_(0, dst, torch.ones_like(dst, dtype=torch.float))
+    deg = torch.zeros(num_nodes, device=edge_index.device, dtype=dtype).index_add_(0, dst, torch.ones_like(dst, dtype=dtype))
     inv = deg.clamp_min(1).rsqrt() * (deg > 0)
     values = inv[dst] * inv[src]
-    return torch.sparse_coo_tensor(torch.stack([dst, src]), values, (num_nodes, num_nodes)).coalesce()
+    return torch.sparse_coo_tensor(torch.stack([dst, src]), values, (num_nodes, num_nodes), check_invariants=False).coalesce()
 
 
 @torch.no_grad()
 def smoothed_queries(h: Tensor, edge_index: Tensor, alpha: float, mode: str = "similarity", ppr_steps: int = 3) -> tuple[Tensor, Tensor]:
     """``(Z, Hn)`` with ``Hn`` the L2-normalised rows of ``h [N, d]`` and ``Z Hn^T`` the smoothed
     similarity: ``S + alpha A S`` ("similarity") or the truncated personalised-PageRank series
-    ``sum_t alpha^t A^t S`` for ``t <= ppr_steps`` ("ppr"); ``S = Hn Hn^T`` is never formed."""
-    hn = torch.nn.functional.normalize(h.float(), dim=-1)
-    adj = normalized_adjacency(edge_index, h.shape[0])
+    ``sum_t alpha^t A^t S`` for ``t <= ppr_steps`` ("ppr"); ``S = Hn Hn^T`` is never formed.
+    Computed in float64, so that relabelling the nodes moves the scores far less than ``TIE_TOL``."""
+    hn = torch.nn.functional.normalize(h.double(), dim=-1)
+    adj = normalized_adjacency(edge_index, h.shape[0], torch.float64)
     if mode == "similarity":
         return hn + alpha * torch.sparse.mm(adj, hn), hn
     if mode == "ppr":
@@ -41,11 +47,54 @@ def smoothed_queries(h: Tensor, edge_index: Tensor, alpha: float, mode: str = "s
     raise ValueError(f"sampling must be 'similarity' or 'ppr', got {mode!r}")
 
 
+def _tie_groups(sorted_scores: Tensor, tol: float, new_segment: Tensor | None = None) -> Tensor:
+    """Group ids along the last dim of descending ``sorted_scores``: a new group starts where the
+    gap to the previous score exceeds ``tol`` (or where ``new_segment`` is True)."""
+    gap = sorted_scores[..., :-1] - sorted_scores[..., 1:]
+    fresh = ~(gap <= tol)  # NaN (-inf minus -inf) also starts a group: those entries are invalid anyway
+    if new_segment is not None:
+        fresh = fresh | new_segment[..., 1:]
+    zero = torch.zeros_like(sorted_scores[..., :1], dtype=torch.long)
+    return torch.cat([zero, torch.cumsum(fresh.long(), dim=-1)], dim=-1)
+
+
 @torch.no_grad()
-def topk_samples(z: Tensor, hn: Tensor, k: int, graph: Tensor | None = None, chunk: int = 2048) -> Tensor:
-    """Row-wise top-``k`` of ``z @ hn.T`` excluding the diagonal and other graphs, in row chunks
-    (memory ``O(chunk * N)``). Returns ``[N, k_eff]`` with ``k_eff = min(k, largest graph - 1)``
-    (at least 1), padded with -1 where a graph is too small."""
+def select_rows(scores: Tensor, k: int, tiebreak: Tensor | None = None, tol: float = TIE_TOL) -> Tensor:
+    """Tie-aware top-``k`` column indices per row of ``scores [r, c]`` (``-inf`` = not a candidate).
+
+    Order: score (descending; scores within ``tol`` of their neighbour in sorted order form one
+    tie group), then ``tiebreak [r, c]`` (ascending integers, e.g. hop distance). If the k-th and
+    the (k+1)-th candidates are still tied, the whole tied group is left out (padding), so the
+    chosen *set* never depends on node numbering: permutation-equivariant and deterministic.
+    Returns ``[r, min(k, c)]`` column ids, padding (-1) at the end of each row."""
+    r, c = scores.shape
+    kk = min(k, c)
+    if r == 0 or kk == 0:
+        return torch.full((r, kk), PAD, dtype=torch.long, device=scores.device)
+    order = torch.sort(scores, dim=1, descending=True).indices
+    s = scores.gather(1, order)
+    key = _tie_groups(s, tol)
+    if tiebreak is not None:
+        tb = tiebreak.gather(1, order).long()
+        key = key * (int(tb.max()) + 1) + tb
+        resort = torch.sort(key, dim=1, stable=True).indices
+        order, s, key = order.gather(1, resort), s.gather(1, resort), key.gather(1, resort)
+    valid = torch.isfinite(s[:, :kk])
+    if c > kk:
+        straddles = torch.isfinite(s[:, kk]) & (key[:, kk] == key[:, kk - 1])
+        valid = valid & ~(straddles.unsqueeze(1) & (key[:, :kk] == key[:, kk - 1 : kk]))
+    return torch.where(valid, order[:, :kk], torch.full_like(order[:, :kk], PAD))
+
+
+@torch.no_grad()
+def topk_samples(
+    z: Tensor, hn: Tensor, k: int, graph: Tensor | None = None, chunk: int = 2048, hop_table: Tensor | None = None,
+    tol: float = TIE_TOL,
+) -> Tensor:
+    """Row-wise tie-aware top-``k`` (:func:`select_rows`) of ``z @ hn.T`` excluding the diagonal and
+    other graphs, in row chunks (memory ``O(chunk * N)``); ties are broken by ``hop_table [N, N]``
+    (fewer hops first) when given. Returns ``[N, k_eff]`` with ``k_eff = min(k, largest graph - 1)``
+    (at least 1), padded with -1 where a graph is too small or a tie group straddles the k-th place."""
     n = z.shape[0]
     if graph is None:
         largest = n
@@ -56,21 +105,22 @@ def topk_samples(z: Tensor, hn: Tensor, k: int, graph: Tensor | None = None, chu
     cols = torch.arange(n, device=z.device)
     for start in range(0, n, chunk):
         rows = torch.arange(start, min(start + chunk, n), device=z.device)
-        scores = z[rows] @ hn.T
+        scores = (z[rows] @ hn.T).double()
         invalid = cols.unsqueeze(0) == rows.unsqueeze(1)
         if graph is not None:
             invalid = invalid | (graph[rows].unsqueeze(1) != graph.unsqueeze(0))
         scores = scores.masked_fill(invalid, float("-inf"))
-        top = scores.topk(min(k_eff, n), dim=1)
-        idx = torch.where(torch.isfinite(top.values), top.indices, torch.full_like(top.indices, PAD))
+        tb = hop_table[rows].long() if hop_table is not None else None
+        idx = select_rows(scores, k_eff, tb, tol)
         out[rows, : idx.shape[1]] = idx
     return out
 
 
 @torch.no_grad()
-def select_topk(owner: Tensor, candidate: Tensor, hn: Tensor, k: int) -> Tensor:
+def select_topk(owner: Tensor, candidate: Tensor, hn: Tensor, k: int, tol: float = TIE_TOL) -> Tensor:
     """For each owner node, the ``k`` distinct candidates (not itself, not padding) of highest
-    cosine similarity ``hn[owner] . hn[candidate]``; ``[N, k]`` padded with -1."""
+    cosine similarity ``hn[owner] . hn[candidate]``, with the tie rule of :func:`select_rows`
+    (a tie group straddling the k-th place is left out); ``[N, k]`` padded with -1."""
     n = hn.shape[0]
     keep = (candidate >= 0) & (candidate != owner)
     key = torch.unique(owner[keep] * n + candidate[keep])
@@ -78,38 +128,45 @@ def select_topk(owner: Tensor, candidate: Tensor, hn: Tensor, k: int) -> Tensor:
     score = torch.empty(owner.numel(), dtype=torch.float64, device=hn.device)
     for start in range(0, owner.numel(), 1 << 20):  # bounded memory: 1M pairs at a time
         part = slice(start, start + (1 << 20))
-        score[part] = (hn[owner[part]] * hn[candidate[part]]).sum(-1).double()
-    score = score.clamp(-1, 1)
-    # one sort: by owner, then by descending score (scores lie in [-1, 1], so 4 * owner separates owners);
-    # the stable sort keeps ascending candidate id among equal scores
-    order = torch.sort(owner.double() * 4.0 + (1.0 - score), stable=True).indices
-    owner, candidate = owner[order], candidate[order]
+        score[part] = (hn[owner[part]].double() * hn[candidate[part]].double()).sum(-1)
+    # sort by owner, then by descending score (two stable sorts)
+    order = torch.sort(score, descending=True, stable=True).indices
+    order = order[torch.sort(owner[order], stable=True).indices]
+    owner, candidate, score = owner[order], candidate[order], score[order]
+    first = torch.ones_like(owner, dtype=torch.bool)
+    first[1:] = owner[1:] != owner[:-1]
+    group = _tie_groups(score, tol, first) if owner.numel() else owner
     counts = torch.bincount(owner, minlength=n)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(owner.numel(), device=hn.device) - starts[owner]
-    sel = rank < k
+    # the group of each owner's first left-out candidate (rank k); selected members of it are dropped
+    cut = torch.full((n,), -1, dtype=torch.long, device=hn.device)
+    at_k = rank == k
+    cut[owner[at_k]] = group[at_k]
+    sel = (rank < k) & (group != cut[owner])
     out = torch.full((n, k), PAD, dtype=torch.long, device=hn.device)
     out[owner[sel], rank[sel]] = candidate[sel]
     return out
 
 
 @torch.no_grad()
-def message_passing_update(samples: Tensor, h: Tensor, edge_index: Tensor) -> Tensor:
+def message_passing_update(samples: Tensor, h: Tensor, edge_index: Tensor, tol: float = TIE_TOL) -> Tensor:
     """New ``Smp(i)`` = top-k by similarity of ``Smp(i) ∪ ⋃_{j ∈ N(i)} Smp(j)`` (cost ``O(|E| k d)``).
 
-    The old samples are candidates, so the summed similarity never decreases."""
+    The old samples are candidates, so (without ties, e.g. ``tol=0``) the summed similarity never
+    decreases; the new samples always lie in that candidate set."""
     n, k = samples.shape
-    hn = torch.nn.functional.normalize(h.float(), dim=-1)
+    hn = torch.nn.functional.normalize(h.double(), dim=-1)
     src, dst = edge_index
     owner = torch.cat([torch.arange(n, device=h.device).repeat_interleave(k), dst.repeat_interleave(k)])
     candidate = torch.cat([samples.flatten(), samples[src].flatten()])
-    return select_topk(owner, candidate, hn, k)
+    return select_topk(owner, candidate, hn, k, tol)
 
 
 @torch.no_grad()
 def random_walk_update(
     samples: Tensor, h: Tensor, edge_index: Tensor, walk_length: int = 5, temperature: float = 0.5,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, tol: float = TIE_TOL,
 ) -> Tensor:
     """New ``Smp(i)`` = top-k by similarity of ``Smp(i)`` ∪ the nodes visited by walks of
     ``walk_length`` steps started at each sample of ``i``; a walker at ``u`` moves to neighbour
@@ -141,4 +198,4 @@ def random_walk_update(
     owner = torch.arange(n, device=h.device).repeat_interleave(k)
     owners = torch.cat([owner] * (walk_length + 1))
     candidates = torch.cat([samples.flatten(), *visited])
-    return select_topk(owners, candidates, hn, k)
+    return select_topk(owners, candidates, hn, k, tol)
