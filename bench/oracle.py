@@ -58,6 +58,20 @@ def ranking(order: list[str], by_name: dict, key: str) -> list[str]:
     return sorted(order, key=lambda n: -statistics.mean(by_name[n][key]) if by_name[n][key] else 0.0)
 
 
+def load_generated(artifacts: Path) -> dict:
+    """x*, y, valid of one FMR run: ``fmr_generated.npz`` (read without pickle), or the older
+    ``fmr_generated.pt`` (torch ``weights_only`` loader)."""
+    import numpy as np
+    import torch
+
+    if (artifacts / "fmr_generated.npz").is_file():
+        with np.load(artifacts / "fmr_generated.npz", allow_pickle=False) as npz:
+            return {k: torch.from_numpy(npz[k]) for k in ("x_star", "y", "valid")}
+    from pk.core.io import load_tensors
+
+    return load_tensors(artifacts / "fmr_generated.pt")
+
+
 def transfer_matrix(runs: list[dict]) -> tuple[list[str], list[list[float]]]:
     import torch
 
@@ -83,7 +97,7 @@ def transfer_matrix(runs: list[dict]) -> tuple[list[str], list[list[float]]]:
             model = comps.model(data.info)
             model.load_state_dict(load_tensors(run_dir / "checkpoints" / "model.pt")["model"])
             models[name] = (model.eval(), list(data.loader("test", 1))[0]["x"].shape[1:])
-            sets[name] = load_tensors(run_dir / "artifacts" / "fmr_generated.pt")
+            sets[name] = load_generated(run_dir / "artifacts")
         for i, a in enumerate(names):
             for j, b in enumerate(names):
                 if a not in sets or b not in models:

@@ -27,7 +27,7 @@ def test_train_then_eval_with_fmr(tmp_path, monkeypatch):
     assert 0.0 <= metrics["eval.pa"] <= 1.0 and metrics["eval.fmr"] >= 0.0
     assert metrics["eval.fmr"] == pytest.approx(metrics["eval.pa"] / metrics["eval.sa"])
     assert (run_dir / "artifacts" / "fmr_grid.png").stat().st_size > 1000
-    assert list((tmp_path / "cache" / "oracle").glob("*.pkl")), "the oracle zoo was not cached"
+    assert list((tmp_path / "cache" / "oracle").glob("*.npz")), "the oracle zoo was not cached"
     # pk eval re-scores the saved model: same seed and cache, so the same FMR
     out = runner.invoke(cli, ["eval", str(run_dir), "-c", "evaluator.name=fmr", "-c", "evaluator.budget=5",
                               "-c", "evaluator.grid_images=0", "-c", "evaluator.allow_weak_oracles=true"], catch_exceptions=False)

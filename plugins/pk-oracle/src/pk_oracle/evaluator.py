@@ -1,33 +1,36 @@
 """The ``fmr`` and ``pgd`` evaluators.
 
 Setup trains the oracle zoo and the generator on the bundle's train split (cached in
-``pk cache/oracle/<key>.pkl``, keyed by the data fingerprint, the run seed and the settings),
+``pk cache/oracle/<key>.npz``, keyed by the data fingerprint, the run seed and the settings;
+arrays and JSON only, read with ``allow_pickle=False``: nothing on disk is ever unpickled),
 checks every oracle against the clean test labels, then runs the latent search (FMR) and
 fixed-eps PGD on the test split. Artifacts: ``fmr.json`` (all metrics, per class, oracle
-names), ``fmr_grid.png`` (original/perturbed pairs), ``fmr_generated.pt`` (x*, y, valid).
+names), ``fmr_grid.png`` (original/perturbed pairs), ``fmr_generated.npz`` (x*, y, valid).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
-from pk.core.io import atomic_write_bytes, atomic_write_json, save_tensors
+from pk.core.io import atomic_write_bytes, atomic_write_json
 from pk.core.paths import cache_dir
 from pk.core.seed import derive_seed
 from pk_oracle.generators import AutoencoderGenerator, CustomGenerator, Generator, PCAGenerator, PixelGenerator
 from pk_oracle.oracles import (
     SKLEARN_FAMILIES,
+    NotCacheable,
     OracleZoo,
     SklearnOracle,
     TorchOracle,
@@ -95,6 +98,16 @@ def _cache_key(parts: Sequence[Any]) -> str:
     return hashlib.sha256(repr(tuple(parts)).encode()).hexdigest()[:20]
 
 
+def _new_torch_oracle_module(name: str, info: Any, seed: int) -> nn.Module:
+    """The untrained module of oracle ``model:<registered model>`` (seeded from the run seed)."""
+    from pk.core.plugins import get_registry
+
+    reg = get_registry().get("model", name.split(":", 1)[1])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "fmr-oracle", name))
+        return reg.load()(reg.config() if reg.config else None, info)
+
+
 def build_oracles(
     names: Sequence[str], x_train: torch.Tensor, y_train: torch.Tensor, info: Any, seed: int, *,
     model_epochs: int, clip_path: str, run: RunHandle | None,
@@ -110,12 +123,7 @@ def build_oracles(
             est.fit(flat.double().numpy(), y_train.numpy())
             oracles.append(SklearnOracle(name, est, num_classes))
         elif name.startswith("model:"):
-            from pk.core.plugins import get_registry
-
-            reg = get_registry().get("model", name.split(":", 1)[1])
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(seed, "fmr-oracle", name))
-                module = reg.load()(reg.config() if reg.config else None, info)
+            module = _new_torch_oracle_module(name, info, seed)
             module = _train_torch_oracle(module, x_train, y_train, model_epochs, derive_seed(seed, "fmr-oracle-data", name))
             oracles.append(TorchOracle(name, module, num_classes, image_shape))
         elif name == "clip":
@@ -148,35 +156,105 @@ def build_generator(cfg: Any, x_train: torch.Tensor, image_shape: Sequence[int],
     raise ConfigError(f"unknown evaluator.generator {cfg.generator!r}; use pca, autoencoder, pixel or custom")
 
 
+_SEP = "|"
+
+
+def pack_cache(entries: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]) -> bytes:
+    """``{slot: (json meta, arrays)}`` -> the bytes of an ``.npz`` (arrays + one JSON string)."""
+    meta: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for slot, (info, arrs) in entries.items():
+        meta[slot] = {**info, "arrays": sorted(arrs)}
+        arrays.update({f"{slot}{_SEP}{k}": np.ascontiguousarray(v) for k, v in arrs.items()})
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def unpack_cache(path: Path) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """Inverse of ``pack_cache``; ``np.load(allow_pickle=False)``, so an object array (a
+    pickle) in the file raises instead of being loaded."""
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["__meta__"]))
+        return {slot: (info, {k: npz[f"{slot}{_SEP}{k}"] for k in info["arrays"]}) for slot, info in meta.items()}
+
+
+def _restore_oracle(name: str, meta: dict[str, Any], arrays: dict[str, np.ndarray], info: Any, seed: int) -> Any:
+    if meta["kind"] == "sklearn" and meta["name"] == name:
+        return SklearnOracle.from_state(meta, arrays, derive_seed(seed, "fmr-oracle", name))
+    if meta["kind"] == "torch" and meta["name"] == name:
+        module = _new_torch_oracle_module(name, info, seed)
+        return TorchOracle(name, module, int(meta["num_classes"]), meta["image_shape"]).load_state(arrays)
+    raise ValueError(f"cache slot for {name!r} holds {meta['kind']!r}")
+
+
+def _restore_generator(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Generator:
+    if meta["kind"] == "pca":
+        return PCAGenerator.from_state(meta, arrays)
+    if meta["kind"] == "autoencoder":
+        return AutoencoderGenerator.from_state(meta, arrays)
+    raise ValueError(f"cached generator kind {meta['kind']!r}")
+
+
 def load_or_build_assets(cfg: Any, data: Any, run: RunHandle, x_train: torch.Tensor, y_train: torch.Tensor, *, with_generator: bool) -> Assets:
-    """Fit (or load from the cache) the picklable oracles and the generator. CLIP and
-    custom generators are never cached (they load from the user's local files)."""
+    """Fit (or restore from the cache) the oracle zoo and the generator.
+
+    The cache (``<pk cache>/oracle/<key>.npz``) holds only arrays and JSON: the fitted
+    attributes of logreg / mlp-oracle, the state dicts of ``model:<name>`` oracles and of the
+    autoencoder, the PCA basis. SVC (a calibrated ensemble) and kNN (its fit stores the data)
+    are refitted; CLIP and custom generators load from the user's files. A restored member
+    predicts exactly as the freshly fitted one; an unreadable cache is rebuilt.
+    """
     image_shape = (data.info.extra or {}).get("image_shape") or list(x_train.shape[1:])
     bounds = data_bounds(x_train)
-    cacheable = [o for o in cfg.oracles if o != "clip"]
+    names = [o for o in cfg.oracles if o != "clip"]
     gen_key = (cfg.generator, cfg.latent_dim, cfg.ae_epochs) if with_generator else None
-    key = _cache_key((data.fingerprint(), run.seed, tuple(cacheable), cfg.model_oracle_epochs, gen_key, bounds, "v1"))
-    path = Path(cache_dir()) / "oracle" / f"{key}.pkl"
-    cached: Assets | None = None
-    if getattr(cfg, "cache", False) and path.is_file():
+    key = _cache_key((data.fingerprint(), run.seed, tuple(names), cfg.model_oracle_epochs, gen_key, bounds, "v2-npz"))
+    path = Path(cache_dir()) / "oracle" / f"{key}.npz"
+    use_cache = bool(getattr(cfg, "cache", False))
+    stored: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
+    if use_cache and path.is_file():
         try:
-            with open(path, "rb") as fh:
-                cached = pickle.load(fh)  # our own cache file, written below
+            stored = unpack_cache(path)
         except Exception:  # noqa: BLE001 - a stale or corrupt cache is rebuilt
-            cached = None
-    if cached is None:
-        oracles = build_oracles(cacheable, x_train, y_train, data.info, run.seed, model_epochs=cfg.model_oracle_epochs,
-                                clip_path="", run=run) if cacheable else []
-        generator = None
-        if with_generator and cfg.generator != "custom":
+            stored = {}
+    keep: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
+    fresh = False
+    oracles: list[Any] = []
+    for name in names:
+        slot, oracle = f"oracle:{name}", None
+        if slot in stored:
+            try:
+                oracle = _restore_oracle(name, *stored[slot], data.info, run.seed)
+                keep[slot] = stored[slot]
+            except Exception:  # noqa: BLE001 - e.g. a state saved by another sklearn version
+                oracle = None
+        if oracle is None:
+            oracle = build_oracles([name], x_train, y_train, data.info, run.seed, model_epochs=cfg.model_oracle_epochs,
+                                   clip_path="", run=run)[0]
+            try:
+                keep[slot] = oracle.state()
+                fresh = True
+            except (NotCacheable, AttributeError):
+                pass
+        oracles.append(oracle)
+    generator = None
+    if with_generator and cfg.generator != "custom":
+        if "generator" in stored:
+            try:
+                generator = _restore_generator(*stored["generator"])
+                keep["generator"] = stored["generator"]
+            except Exception:  # noqa: BLE001
+                generator = None
+        if generator is None:
             generator = build_generator(cfg, x_train, image_shape, bounds, run.seed)
-        cached = Assets(oracles, generator)
-        if getattr(cfg, "cache", False):
-            buf = io.BytesIO()
-            pickle.dump(cached, buf)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, buf.getvalue())
-    oracles = list(cached.oracles)
+            if hasattr(generator, "state"):
+                keep["generator"] = generator.state()
+                fresh = True
+    if use_cache and fresh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, pack_cache(keep))
     if "clip" in cfg.oracles:
         clip = load_clip_oracle(cfg.clip_path, int(data.info.num_classes or int(y_train.max()) + 1), image_shape)
         if clip is None:
@@ -185,7 +263,6 @@ def load_or_build_assets(cfg: Any, data: Any, run: RunHandle, x_train: torch.Ten
             oracles.append(clip)
     if not oracles:
         raise ConfigError("no usable oracle in evaluator.oracles (clip without weights is skipped); add e.g. \"svc\"")
-    generator = cached.generator
     if with_generator and cfg.generator == "custom":
         generator = build_generator(cfg, x_train, image_shape, bounds, run.seed)
     return Assets(oracles, generator)
@@ -297,7 +374,9 @@ class FMREvaluator:
                 self.metrics[key] = (0.0, math.inf if key.endswith(".fmr") else 1.0, True)
         atomic_write_json(run.artifact_path("fmr.json"), {"metrics": metrics, "oracles": zoo.names,
                                                           "generator": cfg.generator, "budget": cfg.budget})
-        save_tensors(run.artifact_path("fmr_generated.pt"), {"x_star": result.x_star, "y": y_test, "valid": result.valid})
+        buf = io.BytesIO()
+        np.savez(buf, x_star=result.x_star.numpy(), y=y_test.numpy(), valid=result.valid.numpy())
+        atomic_write_bytes(run.artifact_path("fmr_generated.npz"), buf.getvalue())
         return metrics
 
 

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -72,9 +73,23 @@ class PCAGenerator(Generator):
         comps = vh[:k]
         # fix SVD's sign ambiguity: the largest-magnitude entry of each direction is positive
         signs = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
-        self.components = (comps * signs).float()
+        # C-contiguous, so a restored copy (npz stores C order) multiplies through the same BLAS path
+        self.components = (comps * signs).float().contiguous()
         self.mean = self.mean.float()
         return self
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(json meta, arrays)`` of the fitted PCA (see ``from_state``)."""
+        assert self.mean is not None and self.components is not None, "fit the PCA generator first"
+        return {"kind": "pca", "k": self.k, "lo": self.lo, "hi": self.hi}, {"mean": self.mean.numpy(), "components": self.components.numpy()}
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAGenerator:
+        gen = cls(int(meta["k"]), meta["lo"], meta["hi"])
+        # cloned into torch's (aligned) allocator: BLAS results can depend on the buffer's alignment
+        gen.mean = torch.from_numpy(np.array(arrays["mean"])).clone()
+        gen.components = torch.from_numpy(np.array(arrays["components"])).clone()
+        return gen
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         assert self.mean is not None and self.components is not None, "fit the PCA generator first"
@@ -122,6 +137,24 @@ class AutoencoderGenerator(Generator):
         for p in self.net.parameters():
             p.requires_grad_(False)
         return self
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(json meta, arrays)`` of the trained autoencoder (see ``from_state``)."""
+        assert self.net is not None, "fit the autoencoder first"
+        dim = self.net.encoder[0].in_features
+        meta = {"kind": "autoencoder", "k": self.k, "hidden": self.hidden, "dim": dim, "bounded": self.net.bounded,
+                "lo": self.lo, "hi": self.hi}
+        return meta, {k: v.numpy() for k, v in self.net.state_dict().items()}
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> AutoencoderGenerator:
+        gen = cls(int(meta["k"]), meta["lo"], meta["hi"], hidden=int(meta["hidden"]))
+        gen.net = _AutoEncoder(int(meta["dim"]), gen.k, gen.hidden, bool(meta["bounded"]))
+        gen.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=True)
+        gen.net.eval()
+        for p in gen.net.parameters():
+            p.requires_grad_(False)
+        return gen
 
     def _raw_decode(self, z: torch.Tensor) -> torch.Tensor:
         assert self.net is not None

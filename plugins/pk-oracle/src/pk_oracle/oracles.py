@@ -57,6 +57,15 @@ def make_sklearn_estimator(family: str, seed: int) -> Any:
     raise ConfigError(f"unknown oracle family {family!r}; use one of {', '.join(SKLEARN_FAMILIES)}, 'clip' or 'model:<name>'")
 
 
+#: families whose fitted state is plain arrays and scalars (cached as npz); SVC's calibrated
+#: ensemble and kNN's tree are not, so they are refitted (kNN's fit only stores the data)
+CACHEABLE_FAMILIES = ("logreg", "mlp-oracle")
+
+
+class NotCacheable(Exception):
+    """Raised by ``state()`` when an object's state is not plain arrays and scalars."""
+
+
 class SklearnOracle:
     """Wraps a fitted sklearn classifier; classes must be ``0..K-1`` (missing ones get p = 0)."""
 
@@ -64,6 +73,46 @@ class SklearnOracle:
         self.name = name
         self.estimator = estimator
         self.num_classes = num_classes
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(json meta, arrays)``: the public fitted attributes (``coef_``, ``coefs_``...) of a
+        family in CACHEABLE_FAMILIES; raises NotCacheable for the others or for any attribute
+        that is not an array, a list of arrays or a JSON scalar."""
+        if self.name not in CACHEABLE_FAMILIES:
+            raise NotCacheable(self.name)
+        scalars: dict[str, Any] = {}
+        lists: dict[str, int] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for key, value in vars(self.estimator).items():
+            if not key.endswith("_") or key.startswith("_"):
+                continue
+            if isinstance(value, np.ndarray) and value.dtype != object:
+                arrays[key] = value
+            elif isinstance(value, list) and value and all(isinstance(v, np.ndarray) and v.dtype != object for v in value):
+                lists[key] = len(value)
+                arrays.update({f"{key}.{i}": v for i, v in enumerate(value)})
+            elif value is None or isinstance(value, (bool, int, float, str)) or (
+                    isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)):
+                scalars[key] = value.item() if isinstance(value, np.generic) else value
+            elif isinstance(value, np.generic):
+                scalars[key] = value.item()
+            else:
+                raise NotCacheable(f"{self.name}.{key}: {type(value).__name__}")
+        return {"kind": "sklearn", "name": self.name, "num_classes": self.num_classes, "scalars": scalars, "lists": lists}, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], seed: int) -> SklearnOracle:
+        """Rebuild from ``state()``: a fresh estimator of the family (same seed, same settings)
+        with the fitted attributes set back; predicts exactly as the fitted one did."""
+        est = make_sklearn_estimator(meta["name"], seed)
+        for key, value in meta["scalars"].items():
+            setattr(est, key, value)
+        for key, count in meta["lists"].items():
+            setattr(est, key, [arrays[f"{key}.{i}"] for i in range(count)])
+        for key, value in arrays.items():
+            if "." not in key:
+                setattr(est, key, value)
+        return cls(meta["name"], est, int(meta["num_classes"]))
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.detach().reshape(x.shape[0], -1).cpu().double().numpy()
@@ -85,6 +134,21 @@ class TorchOracle:
             p.requires_grad_(False)
         self.num_classes = num_classes
         self.image_shape = tuple(image_shape) if image_shape else None
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(json meta, arrays)``: the module's state dict as float arrays (rebuild the module
+        the same way, then ``load_state``)."""
+        arrays = {}
+        for key, value in self.module.state_dict().items():
+            if value.dtype not in (torch.float32, torch.float64, torch.int64):
+                raise NotCacheable(f"{self.name}.{key}: {value.dtype}")
+            arrays[key] = value.detach().cpu().numpy()
+        return {"kind": "torch", "name": self.name, "num_classes": self.num_classes,
+                "image_shape": list(self.image_shape) if self.image_shape else None}, arrays
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> TorchOracle:
+        self.module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=True)
+        return self
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
