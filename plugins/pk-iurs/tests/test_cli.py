@@ -38,6 +38,15 @@ def test_streaming_run_end_to_end(tmp_path: Path) -> None:
     assert (out["dir"] / "artifacts" / "quality.png").stat().st_size > 0
     lines = [json.loads(x) for x in (out["dir"] / "metrics.jsonl").read_text().splitlines()]
     assert sum(1 for x in lines if x["split"] == "stream") == 3
+    assert m["fit.epochs_run"] == 2 + 2 * 1  # pretrain 2 epochs + 1 pass per update (2 updates)
+    import numpy as np
+
+    with np.load(out["dir"] / "examples-eval.npz") as ex:  # paired-bootstrap input: its mean is the metric
+        assert float(ex["mean_hr@20"].mean()) == pytest.approx(m["eval.mean_hr@20"], abs=1e-12)
+        assert float(ex["final_mean_hr@20"].mean()) == pytest.approx(m["eval.final_mean_hr@20"], abs=1e-12)
+    with np.load(out["dir"] / "examples-test.npz") as ex:
+        assert float(ex["hr@20"].mean()) == pytest.approx(m["test.hr@20"], abs=1e-12)
+        assert ex["hr@20"].shape[0] == stream["records"][-1]["test_examples"]
 
 
 def test_full_retrain_touches_more_examples_than_fine_tuning(tmp_path: Path) -> None:

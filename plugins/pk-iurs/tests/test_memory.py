@@ -8,11 +8,11 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from pk_iurs import strategies as S
+from pk_iurs import trainers as S
 from pk_iurs.data import build_stream_synthetic
 from pk_iurs.growth import resize_rows, set_item_count
 from pk_iurs.memory import Reservoir, ader_lambda, ewc_penalty, herding
-from pk_iurs.plugin import ADERConfig, EWCConfig, FineTuneConfig, ReservoirReplayConfig, SMLConfig
+from pk_iurs.plugin import ADERConfig, ASMGConfig, EWCConfig, FineTuneConfig, ReservoirReplayConfig, SMLConfig
 from pk_seqrec.models.gru4rec import GRU4Rec
 from pk_seqrec.models.sasrec import SASRec
 from torch import nn
@@ -44,7 +44,9 @@ def test_model_growth_keeps_scores_of_old_items(cls) -> None:
     assert set_item_count(model, 45, "normal", 0.02, torch.Generator().manual_seed(1)) == 15
     after = model.predict(batch)
     assert after.shape == (2, 46)
-    assert torch.equal(after[:, :31], before)
+    # old rows are bit-identical (test above); scores agree to float rounding only, because a
+    # GEMM over a wider table may block its reductions differently
+    assert torch.allclose(after[:, :31], before, rtol=0, atol=1e-6)
 
 
 def test_reservoir_keeps_each_element_with_probability_capacity_over_n() -> None:
@@ -104,7 +106,8 @@ def test_herding_picks_the_row_nearest_the_mean_first() -> None:
     assert sorted(herding(feats, 3)) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("cls,cfg", [(S.FineTuneTrainer, FineTuneConfig), (S.ReservoirReplayTrainer, ReservoirReplayConfig), (S.EWCTrainer, EWCConfig)])
+@pytest.mark.parametrize("cls,cfg", [(S.FineTuneTrainer, FineTuneConfig), (S.ReservoirReplayTrainer, ReservoirReplayConfig), (S.EWCTrainer, EWCConfig),
+                                     (S.ASMGTrainer, ASMGConfig)])
 def test_update_on_an_empty_block_is_a_no_op(cls, cfg, tmp_path, small, model_for, fake_run) -> None:
     stream = build_stream_synthetic(small, seed=0)
     stream.ranges[2] = []  # block 2 loses every interaction
@@ -123,7 +126,8 @@ def test_update_on_an_empty_block_is_a_no_op(cls, cfg, tmp_path, small, model_fo
     assert torch.equal(model.predict(batch), scores)
 
 
-@pytest.mark.parametrize("cls,cfg", [(S.ReservoirReplayTrainer, ReservoirReplayConfig), (S.SMLTrainer, SMLConfig), (S.ADERTrainer, ADERConfig)])
+@pytest.mark.parametrize("cls,cfg", [(S.ReservoirReplayTrainer, ReservoirReplayConfig), (S.SMLTrainer, SMLConfig), (S.ADERTrainer, ADERConfig),
+                                     (S.ASMGTrainer, ASMGConfig)])
 def test_resume_mid_stream_reproduces_the_uninterrupted_run(cls, cfg, tmp_path, small, model_for, fake_run) -> None:
     stream = build_stream_synthetic(small, seed=0)
     full_run = fake_run(tmp_path / "a")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pk_iurs import strategies as S
+from pk_iurs import trainers as S
 from pk_iurs.data import build_stream_synthetic, make_stream
 from pk_iurs.plugin import (
     ADERConfig,
+    ASMGConfig,
     DistillConfig,
     EWCConfig,
     FineTuneConfig,
@@ -78,7 +79,8 @@ def test_miss_rule_keeps_unknown_targets_and_counts_them_as_misses(small, model_
 
 
 TRAINERS = [(S.FineTuneTrainer, FineTuneConfig), (S.FullRetrainTrainer, FullRetrainConfig), (S.ReservoirReplayTrainer, ReservoirReplayConfig),
-            (S.DistillTrainer, DistillConfig), (S.ADERTrainer, ADERConfig), (S.EWCTrainer, EWCConfig), (S.SMLTrainer, SMLConfig)]
+            (S.DistillTrainer, DistillConfig), (S.ADERTrainer, ADERConfig), (S.EWCTrainer, EWCConfig), (S.SMLTrainer, SMLConfig),
+            (S.ASMGTrainer, ASMGConfig)]
 
 
 @pytest.mark.parametrize("cls,cfg", TRAINERS, ids=[c.__name__ for c, _ in TRAINERS])

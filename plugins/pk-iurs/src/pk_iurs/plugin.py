@@ -19,7 +19,7 @@ from pk.core import hookimpl
 TASK = "streaming-next-item"
 TASKS = (TASK,)
 DATA = "pk_iurs.data"
-STRATEGIES = "pk_iurs.strategies"
+STRATEGIES = "pk_iurs.trainers"
 SURVEY = {"title": "Incremental Update for Neural Recommender Systems: A Survey", "year": 2023,
           "url": "https://arxiv.org/abs/2303.02851"}
 ADER = {"title": "ADER: Adaptively Distilled Exemplar Replay towards Continual Learning for Session-based Recommendation",
@@ -28,6 +28,13 @@ SPMF = {"title": "Streaming Ranking Based Recommender Systems", "year": 2018, "u
 SML = {"title": "How to Retrain Recommender System? A Sequential Meta-Learning Method", "year": 2020,
        "url": "https://arxiv.org/abs/2005.13258"}
 EWC = {"title": "Overcoming catastrophic forgetting in neural networks", "year": 2017, "url": "https://arxiv.org/abs/1612.00796"}
+ASMG = {"title": "Learning an Adaptive Meta Model-Generator for Incrementally Updating Recommender Systems", "year": 2021,
+        "url": "https://github.com/danni9594/ASMG"}
+
+GE0, GE1, GE2, GT0 = {"ge": 0}, {"ge": 1}, {"ge": 2}, {"gt": 0}
+UNIT = {"ge": 0, "le": 1}
+#: trainer fields that set how much training a stream gets (compared by ``pk batch``)
+BUDGET_EPOCHS = {"ge": 1, "budget": True}
 
 
 # -- datasets --------------------------------------------------------------------------
@@ -39,17 +46,17 @@ class StreamSyntheticConfig:
     ``unseen``: "drop" removes items unknown before the test block from test sequences
     (ADER), "miss" keeps them as targets that count as misses."""
 
-    blocks: int = 6
-    pretrain_blocks: int = 1
-    sessions_per_block: int = 150
-    initial_items: int = 120
-    new_items: int = 20
-    num_clusters: int = 12
-    min_len: int = 4
-    max_seq_len: int = 12
-    follow: float = 0.9
-    drift: float = 0.35
-    max_len: int = 20
+    blocks: int = field(default=6, metadata=GE2)
+    pretrain_blocks: int = field(default=1, metadata=GE1)
+    sessions_per_block: int = field(default=150, metadata=GE1)
+    initial_items: int = field(default=120, metadata=GE2)
+    new_items: int = field(default=20, metadata=GE0)
+    num_clusters: int = field(default=12, metadata=GE2)
+    min_len: int = field(default=4, metadata=GE2)
+    max_seq_len: int = field(default=12, metadata=GE2)
+    follow: float = field(default=0.9, metadata=UNIT)
+    drift: float = field(default=0.35, metadata=UNIT)
+    max_len: int = field(default=20, metadata=GE1)
     unseen: Literal["drop", "miss"] = "drop"
     pk_test: ClassVar[dict] = {"blocks": 4, "sessions_per_block": 40, "initial_items": 60, "new_items": 10}
 
@@ -61,12 +68,12 @@ class StreamDigineticaConfig:
 
     source: str = "auto"
     path: str = ""
-    first_period: int = 0
-    last_period: int = 16
-    pretrain_blocks: int = 1
-    max_len: int = 50
+    first_period: int = field(default=0, metadata=GE0)
+    last_period: int = field(default=16, metadata=GE1)
+    pretrain_blocks: int = field(default=1, metadata=GE1)
+    max_len: int = field(default=50, metadata=GE1)
     unseen: Literal["drop", "miss"] = "drop"
-    test_sample: int = 0
+    test_sample: int = field(default=0, metadata=GE0)
 
 
 @dataclass
@@ -78,11 +85,11 @@ class StreamML100kConfig:
 
     source: str = "auto"
     path: str = ""
-    blocks: int = 10
-    pretrain_blocks: int = 3
-    max_len: int = 50
+    blocks: int = field(default=10, metadata=GE2)
+    pretrain_blocks: int = field(default=3, metadata=GE1)
+    max_len: int = field(default=50, metadata=GE1)
     unseen: Literal["drop", "miss"] = "drop"
-    test_sample: int = 0
+    test_sample: int = field(default=0, metadata=GE0)
 
 
 # -- trainers (one registration per strategy) -----------------------------------------
@@ -94,16 +101,16 @@ class StreamTrainerConfig:
     (N(0, init_std)), "mean" (mean of known rows) or "zero"; old rows stay bit-identical.
     Metrics: full-ranking HR(=Recall)/MRR/NDCG@``ks``; ``metric`` is the headline."""
 
-    pretrain_epochs: int = 5
-    epochs: int = 1
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    pretrain_epochs: int = field(default=5, metadata=BUDGET_EPOCHS)
+    epochs: int = field(default=1, metadata=GE1)
+    batch_size: int = field(default=128, metadata=GE1)
+    lr: float = field(default=1e-3, metadata=GT0)
+    weight_decay: float = field(default=0.0, metadata=GE0)
     init: Literal["normal", "mean", "zero"] = "normal"
-    init_std: float = 0.02
-    ks: list[int] = field(default_factory=lambda: [10, 20])
-    metric: str = "hr@20"
-    eval_batch_size: int = 512
+    init_std: float = field(default=0.02, metadata=GE0)
+    ks: list[int] = field(default_factory=lambda: [10, 20], metadata={"ge": 1, "protocol": True})
+    metric: str = field(default="hr@20", metadata={"protocol": True})
+    eval_batch_size: int = field(default=512, metadata=GE1)
     pk_test: ClassVar[dict] = {"pretrain_epochs": 1, "batch_size": 64}
     pk_test_with: ClassVar[dict] = {"dataset": "stream-synthetic", "model": "sasrec"}
 
@@ -114,9 +121,9 @@ class FullRetrainConfig(StreamTrainerConfig):
     last ``window`` blocks, from a fresh initialisation (``from_scratch``) for
     ``retrain_epochs`` epochs (-1: same as ``pretrain_epochs``)."""
 
-    window: int = 0
+    window: int = field(default=0, metadata={"ge": 0, "budget": True})
     from_scratch: bool = True
-    retrain_epochs: int = -1
+    retrain_epochs: int = field(default=-1, metadata={"ge": -1, "budget": True})
 
 
 @dataclass
@@ -131,8 +138,8 @@ class ReservoirReplayConfig(StreamTrainerConfig):
     t plus ``replay_ratio`` x |block t| replayed interactions, drawn "uniform" or "spmf"
     (probability ∝ exp(rank/|R|), rank 0 = the entry the current model scores highest)."""
 
-    reservoir_size: int = 2000
-    replay_ratio: float = 0.5
+    reservoir_size: int = field(default=2000, metadata=GE0)
+    replay_ratio: float = field(default=0.5, metadata=GE0)
     sampling: Literal["spmf", "uniform"] = "spmf"
     pk_test: ClassVar[dict] = {"pretrain_epochs": 1, "batch_size": 64, "reservoir_size": 100}
 
@@ -143,8 +150,8 @@ class DistillConfig(StreamTrainerConfig):
     loss = (1 - lam) * CE(next item) + lam * T^2 * KL(teacher || student) over the items
     the teacher knew, at every trained position."""
 
-    lam: float = 0.5
-    temperature: float = 1.0
+    lam: float = field(default=0.5, metadata=UNIT)
+    temperature: float = field(default=1.0, metadata=GT0)
 
 
 @dataclass
@@ -152,12 +159,13 @@ class ADERConfig(StreamTrainerConfig):
     """ADER: ``exemplars`` past sequences kept, allocated per item in proportion to its
     frequency and chosen by ``selection`` ("herding" on the model's hidden states, or
     "random"); each update trains CE on block t plus lam_t * distillation from M_{t-1} on
-    the exemplars, lam_t = lam_base * sqrt((|I_{t-1}| / |I_t|) * (|E| / |D_t|))."""
+    the exemplars, lam_t = lam_base * sqrt((|I_{t-1}| / |I_t|) * (|E| / |D_t|)).
+    Default 30,000 exemplars = ADER's; recipes that keep fewer say so."""
 
-    exemplars: int = 3000
-    lam_base: float = 0.8
+    exemplars: int = field(default=30000, metadata=GE0)
+    lam_base: float = field(default=0.8, metadata=GE0)
     selection: Literal["herding", "random"] = "herding"
-    temperature: float = 1.0
+    temperature: float = field(default=1.0, metadata=GT0)
     pk_test: ClassVar[dict] = {"pretrain_epochs": 1, "batch_size": 64, "exemplars": 60}
 
 
@@ -168,9 +176,9 @@ class EWCConfig(StreamTrainerConfig):
     gradients of mini-batches of ``fisher_batch_size``, times that size; 1 = exact empirical
     Fisher); new rows get F = 0. ``mode = "l2"`` uses F = 1 (plain L2 to the previous model)."""
 
-    lam: float = 1000.0
-    fisher_samples: int = 1000
-    fisher_batch_size: int = 16
+    lam: float = field(default=1000.0, metadata=GE0)
+    fisher_samples: int = field(default=1000, metadata=GE1)
+    fisher_batch_size: int = field(default=16, metadata=GE1)
     mode: Literal["ewc", "l2"] = "ewc"
     pk_test: ClassVar[dict] = {"pretrain_epochs": 1, "batch_size": 64, "fisher_samples": 32}
 
@@ -183,11 +191,28 @@ class SMLConfig(StreamTrainerConfig):
     channels) over [W, Ŵ, W⊙Ŵ/‖W‖] per row, then a 2-layer GELU MLP; other tensors: a
     learned per-tensor gate a·W + (1-a)·Ŵ (pk simplification)."""
 
-    meta_lr: float = 1e-3
-    meta_epochs: int = 1
-    n1: int = 10
-    n2: int = 5
-    mlp_hidden: int = 64
+    meta_lr: float = field(default=1e-3, metadata=GT0)
+    meta_epochs: int = field(default=1, metadata=BUDGET_EPOCHS)
+    n1: int = field(default=10, metadata=GE1)
+    n2: int = field(default=5, metadata=GE1)
+    mlp_hidden: int = field(default=64, metadata=GE1)
+
+
+@dataclass
+class ASMGConfig(StreamTrainerConfig):
+    """ASMG: a GRU meta-generator (hidden ``rnn_hidden``; one cell per parameter position,
+    item-table rows share per-column cells) reads the last ``seq_length`` naive fine-tuned
+    models M̂ and emits the served model; output k (after reading M̂_j) is trained with the
+    model's loss on block j+1, weighted ``loss_weight`` over k (release: linear, seq_length
+    3, hidden 4, meta lr 1e-2 on Tmall), ``meta_epochs`` passes of Adam at ``meta_lr``.
+    ``residual``: output = input + GRU correction, starting as IU (pk's choice)."""
+
+    seq_length: int = field(default=3, metadata=GE1)
+    rnn_hidden: int = field(default=4, metadata=GE1)
+    meta_lr: float = field(default=1e-3, metadata=GT0)
+    meta_epochs: int = field(default=1, metadata=BUDGET_EPOCHS)
+    loss_weight: Literal["linear", "uniform", "exp"] = "linear"
+    residual: bool = True
 
 
 # -- evaluator -------------------------------------------------------------------------
@@ -199,7 +224,7 @@ class StreamingEvalConfig:
     block; drop = at-the-time value - final value). Writes ``artifacts/quality.png``."""
 
     metric: str = "hr@20"
-    last_blocks: int = 0
+    last_blocks: int = field(default=0, metadata=GE0)
     forgetting: bool = True
     plot: bool = True
     pk_test_with: ClassVar[dict] = {"dataset": "stream-synthetic", "model": "sasrec"}
@@ -232,9 +257,11 @@ def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
              summary="EWC: Fisher-weighted L2 towards the previous model (or plain L2)", tags=("method",))
     register("iu-sml", f"{STRATEGIES}:SMLTrainer", config=SMLConfig, tasks=TASKS, paper=SML,
              summary="SML: meta-learned transfer of old and fine-tuned weights, trained on the next block", tags=("method",))
+    register("iu-asmg", f"{STRATEGIES}:ASMGTrainer", config=ASMGConfig, tasks=TASKS, paper=ASMG,
+             summary="ASMG: GRU meta-generator over the last fine-tuned models, trained on each next block", tags=("method",))
 
 
 @hookimpl
 def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
-    register("streaming", "pk_iurs.evaluator:StreamingEvaluator", config=StreamingEvalConfig, tasks=TASKS,
+    register("streaming", "pk_iurs.evaluators:StreamingEvaluator", config=StreamingEvalConfig, tasks=TASKS,
              summary="Streaming protocol summary: per-block and mean quality, update cost, forgetting, plot")
