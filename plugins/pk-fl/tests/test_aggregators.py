@@ -125,3 +125,93 @@ def test_median_of_even_count_averages_the_middle_pair():
     values = [{"w": torch.tensor([float(v)])} for v in (1, 2, 10, 40)]
     out, _ = CoordinateMedian(None).aggregate(values[0], as_updates(values))
     assert float(out["w"]) == 6.0
+
+
+# -- proxy-data rules: ABAVG and FLTrust -----------------------------------------------------
+def linear_context(seed: int = 0, n: int = 120):
+    """A 4-feature, 3-class linear problem with a proxy set and a Linear server model."""
+    from pk.core.contracts import ServerContext
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    truth = torch.randn(3, 4, generator=g)
+    ctx = ServerContext(build_model=lambda: torch.nn.Linear(4, 3), generator=torch.Generator().manual_seed(1),
+                        proxy_data={"x": x, "y": (x @ truth.T).argmax(1)})
+    return ctx, truth
+
+
+def test_abavg_weights_are_proxy_accuracies_normalised():
+    """Catches weights that ignore accuracy (e.g. plain FedAvg) and scoring on a subset: the
+    weights must equal each model's accuracy on the *whole* proxy set divided by their sum."""
+    from pk_fl.aggregators import ABAVG
+
+    ctx, truth = linear_context()
+    good = {"weight": truth.clone(), "bias": torch.zeros(3)}
+    bad = {"weight": -truth.clone(), "bias": torch.zeros(3)}
+    mid = {"weight": truth + 1.5 * torch.randn(3, 4, generator=torch.Generator().manual_seed(5)), "bias": torch.zeros(3)}
+    agg = ABAVG(None, ctx)
+    x, y = ctx.proxy_data["x"], ctx.proxy_data["y"]
+    acc = [float(((x @ s["weight"].T).argmax(1) == y).double().mean()) for s in (good, mid, bad)]
+    out, _ = agg.aggregate(good, as_updates([good, mid, bad], [100.0, 1.0, 1.0]))
+    assert agg.last_client_weights == pytest.approx([a / sum(acc) for a in acc])
+    assert acc[0] == 1.0 and acc[2] < 0.2 and agg.last_client_weights[2] < 0.1
+    oracle = sum(w * s["weight"].double() for w, s in zip(agg.last_client_weights, (good, mid, bad)))
+    torch.testing.assert_close(out["weight"].double(), oracle, rtol=0, atol=1e-6)
+
+
+def test_fltrust_zero_trust_for_opposed_updates_and_norm_clipping():
+    """Mechanism: a client whose update opposes the server's root-data update gets trust 0;
+    a client pushing the server's direction 1000x too far is rescaled to the server update's
+    norm. Catches plain averaging (the huge update would dominate) and missing ReLU."""
+    from pk_fl.aggregators import FLTrust
+
+    ctx, truth = linear_context()
+    glob = {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}
+    agg = FLTrust(SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), ctx)
+    g0 = FLTrust(SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), linear_context()[0]).server_update(glob)
+    direction = {k: v.float() for k, v in g0.items()}
+    honest = {k: glob[k] + direction[k] for k in glob}
+    huge = {k: glob[k] + 1000.0 * direction[k] for k in glob}
+    opposed = {k: glob[k] - 5.0 * direction[k] for k in glob}
+    out, _ = agg.aggregate(glob, as_updates([honest, huge, opposed]))
+    assert agg.last_client_weights[2] == 0.0
+    assert agg.last_client_weights[0] == pytest.approx(0.5) and agg.last_client_weights[1] == pytest.approx(0.5)
+    for k in out:  # both trusted updates are rescaled to ||g0||: the result is global + g0
+        torch.testing.assert_close(out[k].double(), (glob[k] + direction[k]).double(), rtol=1e-5, atol=1e-5)
+    # nobody trusted: the global state comes back unchanged
+    out2, _ = FLTrust(SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), linear_context()[0]).aggregate(
+        glob, as_updates([opposed, opposed]))
+    for k in out2:
+        assert torch.equal(out2[k], glob[k])
+
+
+def test_fltrust_drags_less_than_fedavg_under_sign_flip():
+    """Control for the test above: under a 5x sign flip FedAvg's result moves against the server
+    direction, FLTrust's does not."""
+    from pk_fl.aggregators import FLTrust
+
+    ctx, _ = linear_context()
+    glob = {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}
+    g0 = FLTrust(SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), linear_context()[0]).server_update(glob)
+    honest = [{k: glob[k] + g0[k].float() * (1 + 0.1 * i) for k in glob} for i in range(3)]
+    flipped = [{k: glob[k] - 5.0 * g0[k].float() for k in glob} for _ in range(2)]
+    ups = as_updates(honest + flipped)
+    fl, _ = FLTrust(SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), ctx).aggregate(glob, ups)
+    avg, _ = FedAvg(None).aggregate(glob, ups)
+    flat_g0 = torch.cat([g0[k].reshape(-1) for k in glob])
+    assert float(torch.cat([fl[k].reshape(-1) for k in glob]).double() @ flat_g0) > 0
+    assert float(torch.cat([avg[k].reshape(-1) for k in glob]).double() @ flat_g0) < 0
+
+
+@pytest.mark.parametrize("name", ["abavg", "fltrust"])
+def test_proxy_rules_need_proxy_data(name):
+    from pk_fl.aggregators import ABAVG, FLTrust
+
+    from pk.core.contracts import ServerContext
+    from pk.core.errors import ConfigError
+
+    cls = {"abavg": ABAVG, "fltrust": FLTrust}[name]
+    agg = cls(None, ServerContext(build_model=lambda: torch.nn.Linear(4, 3)))
+    s = {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}
+    with pytest.raises(ConfigError, match="proxy"):
+        agg.aggregate(s, as_updates([s, s]))

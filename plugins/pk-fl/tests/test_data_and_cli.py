@@ -104,11 +104,130 @@ def test_cli_median_resists_sign_flip_where_fedavg_fails(tmp_path):
     assert Path(median["dir"], "artifacts", "accuracy.png").stat().st_size > 0
     lines = [json.loads(x) for x in Path(median["dir"], "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if x["split"] == "server"] == list(range(13))
+    assert median["metrics"]["fit.epochs_run"] == 12
+    per_example = np.load(Path(median["dir"], "examples-test.npz"))
+    assert float(per_example["accuracy"].mean()) == pytest.approx(median["metrics"]["test.accuracy"], abs=1e-9)
+    assert set(np.unique(per_example["accuracy"])) <= {0.0, 1.0}
 
 
-def test_cli_bad_config_is_one_line_exit_2(tmp_path):
+@pytest.mark.parametrize("override", [
+    "trainer.participation=0", "trainer.rounds=0", "trainer.rounds=-1", "trainer.num_clients=0", "trainer.local_epochs=-1",
+    "trainer.batch_size=0", "trainer.lr=-0.1", "trainer.lr=nan", "trainer.lr=inf", "trainer.malicious_fraction=1.0",
+    "trainer.alpha=0", "trainer.proxy_samples=-1", "dataset.num_test=0", "dataset.num_samples=0",
+    "aggregator.name=trimmed-mean", "aggregator.name=krum",
+])
+def test_cli_bad_config_is_one_line_exit_2(tmp_path, override):
+    """Range checks at resolve time (no torch): every out-of-range budget/size/rate field is
+    exit 2 with one line naming the field (the two aggregator rows pair with a bad value below)."""
     pk = Path(sys.executable).parent / "pk"
-    res = subprocess.run([str(pk), "train", *BASE, "-c", "trainer.participation=0", "--run-dir", str(tmp_path / "r")],
-                         capture_output=True, text=True, timeout=120)
+    extra = ["-c", override]
+    if override == "aggregator.name=trimmed-mean":
+        extra += ["-c", "aggregator.trim_ratio=0.5"]
+    if override == "aggregator.name=krum":
+        extra += ["-c", "aggregator.multi=0"]
+    res = subprocess.run([str(pk), "train", *BASE, *extra, "--dry-run"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
-    assert "participation" in res.stderr and "Traceback" not in res.stderr
+    field = extra[-1].split("=")[0].split(".")[-1]
+    assert field in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+# -- CIFAR-10 layouts -------------------------------------------------------------------------
+def cifar_arrays(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10
+
+
+def test_cifar10_npz_folder_loads_any_file_in_the_format(tmp_path):
+    """``dataset.path`` to a folder with train.npz/test.npz (HWC uint8); catches a loader that
+    only knows the binary batches (the old one) or that forgets the HWC -> CHW transpose."""
+    from pk_fl.data.images import load_cifar10
+
+    x, y = cifar_arrays(40)
+    tx, ty = cifar_arrays(20, 1)
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.savez(tmp_path / "test.npz", x=tx, y=ty.astype(np.int32))
+    (train_x, train_y), (test_x, test_y), layout = load_cifar10(tmp_path)
+    assert layout == "npz" and tuple(train_x.shape) == (40, 3, 32, 32) and train_x.dtype == torch.uint8
+    assert np.array_equal(train_x[3].permute(1, 2, 0).numpy(), x[3]) and train_y.dtype == torch.int64
+    assert tuple(test_x.shape) == (20, 3, 32, 32) and test_y.tolist() == ty.tolist()
+
+
+@pytest.mark.parametrize("case,match", [
+    ("garbage", "not a readable .npz"),
+    ("no_y", "no array 'y'"),
+    ("hw_swapped", "N x 32 x 32 x 3"),
+    ("float_x", "uint8"),
+    ("bad_label", "labels must be in 0..9"),
+    ("empty", "no images"),
+    ("missing_test", "test.npz: missing"),
+    ("object_array", "not a readable .npz"),
+])
+def test_cifar10_npz_bad_files_are_data_errors(tmp_path, case, match):
+    """Each broken file gives a DataError naming the file (none gives a raw numpy/zip error)."""
+    from pk_fl.data.images import load_cifar10
+
+    x, y = cifar_arrays(10)
+    tx, ty = cifar_arrays(5, 1)
+    np.savez(tmp_path / "test.npz", x=tx, y=ty)
+    train = tmp_path / "train.npz"
+    if case == "garbage":
+        train.write_bytes(b"\x00\x01garbage" * 50)
+    elif case == "no_y":
+        np.savez(train, x=x)
+    elif case == "hw_swapped":
+        np.savez(train, x=x.transpose(0, 3, 1, 2), y=y)
+    elif case == "float_x":
+        np.savez(train, x=x.astype(np.float32), y=y)
+    elif case == "bad_label":
+        np.savez(train, x=x, y=y + 5)
+    elif case == "empty":
+        np.savez(train, x=x[:0], y=y[:0])
+    elif case == "missing_test":
+        np.savez(train, x=x, y=y)
+        (tmp_path / "test.npz").unlink()
+    elif case == "object_array":
+        np.savez(train, x=x, y=np.array([{"a": 1}] * 10, dtype=object))
+    with pytest.raises(DataError, match=match):
+        load_cifar10(tmp_path)
+
+
+def test_cifar10_python_batches_load_without_running_code(tmp_path):
+    """The python layout loads through a numpy-only unpickler; a pickle that names any other
+    global (here os.system) is a DataError and never executes."""
+    import os
+    import pickle
+
+    from pk_fl.data.images import load_cifar10, read_cifar10_python
+
+    rng = np.random.default_rng(2)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+        (tmp_path / name).write_bytes(pickle.dumps({b"data": data, b"labels": [1, 2, 3, 4], b"batch_label": b"x"}))
+    (train_x, train_y), (test_x, _), layout = load_cifar10(tmp_path)
+    assert layout == "python" and tuple(train_x.shape) == (20, 3, 32, 32) and train_y[:4].tolist() == [1, 2, 3, 4]
+    first = pickle.loads((tmp_path / "data_batch_1").read_bytes())[b"data"][0]
+    assert np.array_equal(train_x[0].reshape(-1).numpy(), first)
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (tmp_path / "evil").write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(DataError, match="refuses to unpickle"):
+        read_cifar10_python(tmp_path / "evil")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_real_cifar10_dev_slice_loads_with_channel_stats():
+    shared = shared_data_dir()
+    if shared is None or not (shared / "cifar10-dev").is_dir():
+        pytest.skip("no shared data dir (set PK_SHARED_DATA) with cifar10-dev")
+    from pk_fl.data.images import build_cifar10
+    from pk_fl.plugin import Cifar10Config
+
+    data = build_cifar10(Cifar10Config(path=str(shared / "cifar10-dev"), num_valid=500), seed=0)
+    assert data.size("train") == 4500 and data.size("valid") == 500 and data.size("test") == 1000
+    assert torch.bincount(data.tensors["test"]["y"]).tolist() == [100] * 10
+    mean = data.info.extra["pixel_mean"]
+    assert len(mean) == 3 and all(0.4 < m < 0.55 for m in mean) and data.info.extra["image_shape"] == [3, 32, 32]

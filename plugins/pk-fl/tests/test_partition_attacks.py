@@ -90,3 +90,18 @@ def test_sampling_is_seeded_and_malicious_ids_are_fixed():
     assert a == b and all(len(s) == 8 for s in a) and len({tuple(s) for s in a}) > 1
     assert malicious_ids(20, 0.2, 7) == malicious_ids(20, 0.2, 7)
     assert len(malicious_ids(20, 0.4, 7)) == 8
+
+
+def test_lie_uses_benign_statistics_and_lie_own_the_attackers_own():
+    """Catches LIE computed from the malicious clients' own deltas (the old "lie"): here the
+    benign clients move +1 and +3 and the attackers -10 and -12, so the two statistics differ."""
+    glob = {"w": torch.zeros(2)}
+    bad = [{"w": torch.tensor([-10.0, -10.0])}, {"w": torch.tensor([-12.0, -12.0])}]
+    good = [{"w": torch.tensor([1.0, 1.0])}, {"w": torch.tensor([3.0, 3.0])}]
+    lie = poison_updates(glob, bad, "lie", z=1.5, benign=good)
+    torch.testing.assert_close(lie[0]["w"], torch.tensor([2.0 - 1.5 * 1.0] * 2))  # mean 2, std 1 of the benign deltas
+    assert torch.equal(lie[0]["w"], lie[1]["w"])
+    own = poison_updates(glob, bad, "lie-own", z=1.5, benign=good)
+    torch.testing.assert_close(own[0]["w"], torch.tensor([-11.0 - 1.5 * 1.0] * 2))
+    # with no benign client in the round, lie falls back to the attackers' own statistics
+    torch.testing.assert_close(poison_updates(glob, bad, "lie", z=1.5)[0]["w"], own[0]["w"])

@@ -5,11 +5,15 @@ Two hooks, both pure functions the simulator calls for malicious clients only:
 - ``poison_labels(y, num_classes, attack)``: data poisoning during local training
   (label flip: ``y -> (y + 1) mod C``; all-to-one: every label -> 1).
 - ``poison_updates(global_state, states, attack, ...)``: model poisoning after local training,
-  with knowledge of all malicious clients' honest results (needed by LIE). Update means
+  with knowledge of the round's other results (LIE needs the benign clients' statistics). Update means
   ``delta = state - global``. sign flip: ``global - scale * delta``; scale: ``global + scale * delta``;
   gaussian: ``global + N(0, sigma^2)`` (the update is replaced by noise); lie ("A Little Is
-  Enough"): every malicious client sends ``global + mean(deltas) - z * std(deltas)``,
-  statistics over the malicious clients' own honest deltas.
+  Enough", Baruch et al. 2019): every malicious client sends ``global + mu - z * sigma`` with
+  ``mu``, ``sigma`` the coordinate-wise mean and (population) std of the **benign** clients'
+  deltas of the round, as the paper's omniscient attacker uses them (the malicious clients' own
+  honest deltas when the round has no benign client); lie-own: the same with the statistics
+  of the malicious clients' own honest deltas (the statistics-based poisoning the Dynafed
+  code base prepares, and pk's earlier "lie").
 
 Only floating-point tensors are poisoned; integer buffers pass through unchanged.
 """
@@ -21,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 LABEL_ATTACKS = ("label-flip", "all-to-one")
-MODEL_ATTACKS = ("sign-flip", "scale", "gaussian", "lie")
+MODEL_ATTACKS = ("sign-flip", "scale", "gaussian", "lie", "lie-own")
 ATTACKS = ("none", *LABEL_ATTACKS, *MODEL_ATTACKS)
 
 State = Mapping[str, torch.Tensor]
@@ -45,8 +49,10 @@ def poison_updates(
     sigma: float = 1.0,
     z: float = 1.0,
     generator: torch.Generator | None = None,
+    benign: Sequence[State] = (),
 ) -> list[dict[str, torch.Tensor]]:
-    """Rewrite the malicious clients' states for a model attack (new dicts; inputs untouched)."""
+    """Rewrite the malicious clients' states ``states`` for a model attack (new dicts; inputs
+    untouched). ``benign``: the honest clients' states of the same round (used by "lie")."""
     if attack not in MODEL_ATTACKS or not states:
         return [dict(s) for s in states]
     out: list[dict[str, torch.Tensor]] = [dict(s) for s in states]
@@ -62,9 +68,12 @@ def poison_updates(
         elif attack == "gaussian":
             noise = torch.randn(deltas.shape, generator=generator, dtype=torch.float64)
             poisoned = base + sigma * noise
-        else:  # lie
-            std = deltas.std(0, unbiased=False) if len(states) > 1 else torch.zeros_like(base)
-            poisoned = (base + deltas.mean(0) - z * std).expand_as(deltas)
+        else:  # lie, lie-own
+            source = deltas
+            if attack == "lie" and benign:
+                source = torch.stack([s[key].detach().to(torch.float64) - base for s in benign])
+            std = source.std(0, unbiased=False) if len(source) > 1 else torch.zeros_like(base)
+            poisoned = (base + source.mean(0) - z * std).expand_as(deltas)
         for i in range(len(states)):
             out[i][key] = poisoned[i].to(ref.dtype)
     return out

@@ -19,12 +19,12 @@ FL_BASE_PAPER = {
 class SyntheticImagesConfig:
     """Seeded class-template images + Gaussian noise; ``image_shape`` = [C, H, W]."""
 
-    num_samples: int = 1200
-    image_shape: list[int] = field(default_factory=lambda: [1, 8, 8])
-    num_classes: int = 10
-    noise: float = 0.35
-    num_valid: int = 100
-    num_test: int = 300
+    num_samples: int = field(default=1200, metadata={"ge": 2})
+    image_shape: list[int] = field(default_factory=lambda: [1, 8, 8], metadata={"ge": 1})
+    num_classes: int = field(default=10, metadata={"ge": 2})
+    noise: float = field(default=0.35, metadata={"ge": 0})
+    num_valid: int = field(default=100, metadata={"ge": 0})
+    num_test: int = field(default=300, metadata={"ge": 1})
 
 
 @dataclass
@@ -35,9 +35,9 @@ class MnistConfig:
     source: str = "auto"
     path: str = ""
     split_prefix: str = "t10k"
-    num_valid: int = 500
-    num_test: int = 1500
-    synthetic_samples: int = 2000
+    num_valid: int = field(default=500, metadata={"ge": 0})
+    num_test: int = field(default=1500, metadata={"ge": 1})
+    synthetic_samples: int = field(default=2000, metadata={"ge": 20})
 
 
 @dataclass
@@ -46,19 +46,25 @@ class DigitsConfig:
 
     source: str = "auto"
     path: str = ""
-    num_valid: int = 200
-    num_test: int = 360
-    synthetic_samples: int = 1797
+    num_valid: int = field(default=200, metadata={"ge": 0})
+    num_test: int = field(default=360, metadata={"ge": 1})
+    synthetic_samples: int = field(default=1797, metadata={"ge": 20})
 
 
 @dataclass
 class Cifar10Config:
-    """CIFAR-10 binary batches; valid carved from the training batches, test = test_batch.bin."""
+    """CIFAR-10 from ``path`` (or the shared ``cifar10-dev`` slice): a folder with ``train.npz`` and
+    ``test.npz`` (``x`` uint8 N x 32 x 32 x 3, ``y`` int in 0..9), the binary batches
+    (``data_batch_1..5.bin``, ``test_batch.bin``) or the python batches (``data_batch_1..5``,
+    ``test_batch``; read with an unpickler that admits only numpy arrays). Valid is carved from
+    the training images, test is the test file. ``num_train`` > 0 keeps that many training
+    images (a seeded subset) for small CPU runs."""
 
     source: str = "auto"
     path: str = ""
-    num_valid: int = 1000
-    synthetic_samples: int = 1200
+    num_valid: int = field(default=1000, metadata={"ge": 0})
+    num_train: int = field(default=0, metadata={"ge": 0})
+    synthetic_samples: int = field(default=1200, metadata={"ge": 20})
 
 
 # -- models ------------------------------------------------------------------------------
@@ -66,8 +72,8 @@ class Cifar10Config:
 class CNNConfig:
     """Dynafed ConvNet: ``depth`` conv blocks of ``width`` channels (paper: 128, 3)."""
 
-    width: int = 32
-    depth: int = 3
+    width: int = field(default=32, metadata={"ge": 1, "le": 4096})
+    depth: int = field(default=3, metadata={"ge": 1, "le": 16})
     norm: Literal["instancenorm", "none"] = "instancenorm"
 
 
@@ -85,31 +91,32 @@ class FedSimConfig:
     ``malicious_fraction`` of clients.
     """
 
-    rounds: int = 10
-    num_clients: int = 10
-    participation: float = 1.0
-    local_epochs: int = 1
-    batch_size: int = 32
+    rounds: int = field(default=10, metadata={"ge": 1, "le": 100_000})
+    num_clients: int = field(default=10, metadata={"ge": 1, "le": 100_000, "budget": True})
+    participation: float = field(default=1.0, metadata={"gt": 0, "le": 1, "budget": True})
+    local_epochs: int = field(default=1, metadata={"ge": 0, "le": 10_000})
+    batch_size: int = field(default=32, metadata={"ge": 1, "budget": True})
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    lr: float = field(default=0.05, metadata={"gt": 0})
+    momentum: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0})
     persistent_client_optimizer: bool = False
-    proximal_mu: float = 0.0
+    proximal_mu: float = field(default=0.0, metadata={"ge": 0})
     weighting: Literal["examples", "uniform"] = "examples"
-    partition: Literal["iid", "dirichlet", "dynafed-dirichlet", "shards"] = "iid"
-    alpha: float = 0.5
-    shards_per_client: int = 2
-    attack: Literal["none", "label-flip", "all-to-one", "sign-flip", "scale", "gaussian", "lie"] = "none"
-    malicious_fraction: float = 0.0
-    attack_scale: float = 5.0
-    attack_sigma: float = 1.0
-    lie_z: float = 1.0
-    proxy_samples: int = 100
-    eval_split: str = "test"
-    eval_every: int = 1
-    eval_batch_size: int = 1000
-    checkpoint_every: int = 1
+    partition: Literal["iid", "dirichlet", "dynafed-dirichlet", "shards"] = field(default="iid", metadata={"protocol": True})
+    alpha: float = field(default=0.5, metadata={"gt": 0, "protocol": True})
+    shards_per_client: int = field(default=2, metadata={"ge": 1, "protocol": True})
+    attack: Literal["none", "label-flip", "all-to-one", "sign-flip", "scale", "gaussian", "lie", "lie-own"] = field(
+        default="none", metadata={"protocol": True})
+    malicious_fraction: float = field(default=0.0, metadata={"ge": 0, "lt": 1, "protocol": True})
+    attack_scale: float = field(default=5.0, metadata={"protocol": True})
+    attack_sigma: float = field(default=1.0, metadata={"ge": 0, "protocol": True})
+    lie_z: float = field(default=1.0, metadata={"protocol": True})
+    proxy_samples: int = field(default=100, metadata={"ge": 0})
+    eval_split: str = field(default="test", metadata={"protocol": True})
+    eval_every: int = field(default=1, metadata={"ge": 0})
+    eval_batch_size: int = field(default=1000, metadata={"ge": 1})
+    checkpoint_every: int = field(default=1, metadata={"ge": 0})
     plot: bool = True
 
 
@@ -125,7 +132,7 @@ class TrimmedMeanConfig:
     ``b = ceil(trim_ratio * m) + 1`` (Dynafed's rule; ``plus_one = false`` drops the +1),
     capped at ``(m - 1) // 2``."""
 
-    trim_ratio: float = 0.2
+    trim_ratio: float = field(default=0.2, metadata={"ge": 0, "lt": 0.5})
     plus_one: bool = True
 
 
@@ -134,9 +141,26 @@ class KrumConfig:
     """Krum: pick the client whose ``m - f - 2`` nearest neighbours are closest, with
     ``f = ceil(byzantine_ratio * m) + 1`` (Dynafed's rule); ``multi`` > 1 averages the best."""
 
-    byzantine_ratio: float = 0.2
+    byzantine_ratio: float = field(default=0.2, metadata={"ge": 0, "lt": 1})
     plus_one: bool = True
-    multi: int = 1
+    multi: int = field(default=1, metadata={"ge": 1})
+
+
+@dataclass
+class ABAVGConfig:
+    """Weights = each client's accuracy on the server proxy set, normalised (whole proxy set,
+    not the reference's last batch); needs ``trainer.proxy_samples`` > 0."""
+
+
+@dataclass
+class FLTrustConfig:
+    """FLTrust: trust = ReLU(cos(client update, server update)) with the server update from
+    ``server_epochs`` epochs of SGD (``server_lr``, batch ``server_batch_size``) on the proxy
+    (root) set; client updates rescaled to the server update's norm."""
+
+    server_epochs: int = field(default=1, metadata={"ge": 1, "le": 1000})
+    server_lr: float = field(default=0.05, metadata={"gt": 0})
+    server_batch_size: int = field(default=32, metadata={"ge": 1})
 
 
 @hookimpl
@@ -149,7 +173,7 @@ def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
     register("sklearn-digits", f"{mod}:build_sklearn_digits", config=DigitsConfig,
              summary="scikit-learn 8x8 digits from digits.csv.gz, 1x8x8, 10 classes", tasks=("classification",))
     register("cifar10", f"{mod}:build_cifar10", config=Cifar10Config,
-             summary="CIFAR-10 from the official binary batches (no unpickling), 3x32x32", tasks=("classification",))
+             summary="CIFAR-10 from train/test.npz, the binary or the python batches (numpy-only unpickler), 3x32x32", tasks=("classification",))
 
 
 @hookimpl
@@ -183,3 +207,9 @@ def pk_register_aggregators(register) -> None:  # type: ignore[no-untyped-def]
              summary="Krum / multi-Krum (Blanchard et al. 2017)",
              paper={"title": "Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent", "year": 2017,
                     "url": "https://arxiv.org/abs/1703.02757"})
+    register("abavg", f"{mod}:ABAVG", config=ABAVGConfig, tags=("proxy-data",),
+             summary="ABAVG: clients weighted by their accuracy on the server proxy set (Dynafed code base)")
+    register("fltrust", f"{mod}:FLTrust", config=FLTrustConfig, tags=("robust", "proxy-data"),
+             summary="FLTrust: trust = ReLU(cos) with a server update on a root set, norm-clipped updates",
+             paper={"title": "FLTrust: Byzantine-robust Federated Learning via Trust Bootstrapping", "year": 2021,
+                    "url": "https://arxiv.org/abs/2012.13995"})

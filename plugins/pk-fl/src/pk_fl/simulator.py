@@ -1,4 +1,5 @@
-"""The in-process federated simulator, registered as the trainer "fedsim".
+"""The in-process federated simulator, registered as the trainer "fedsim", and the pieces of a
+round that the Flower bridge (:mod:`pk_fl.trainers.flower`) shares with it.
 
 One ``fit`` runs ``rounds`` server rounds. Per round: sample clients (seeded), broadcast the
 global state, train each sampled client locally (label attacks act here), let model attacks
@@ -6,17 +7,23 @@ rewrite the malicious clients' states, aggregate with the run's configured ``[ag
 (built once via ``run.build("aggregator", context=ServerContext(...))``; core "fedavg" when
 none is configured), evaluate on ``eval_split``, log, checkpoint.
 
-Randomness: the partition and the malicious ids come from seeds derived from the run seed
-(fixed for the whole run); client sampling, batch shuffling and attack noise draw from
-``run.generator("fl-sampling" | "fl-shuffle" | "fl-attack")``, whose states are checkpointed
-with the global RNG state, the client optimiser states and the aggregator's state, so a run
+Randomness is derived, not sequential, so that any host (this loop, a Flower ClientApp in
+another process) reproduces it: the partition, the malicious ids and the proxy set come from
+``derive_seed(run.seed, "fl-partition" | "fl-malicious" | "fl-proxy")``; round r's client sample
+from ``derive_seed(seed, "fl-sampling", r)``; client k's batch order and any global-RNG use in
+round r (dropout) from ``derive_seed(seed, "fl-client", r, k)``; round r's attack noise from
+``derive_seed(seed, "fl-attack", r)``. The aggregator's generator is ``run.generator("fl-aggregator")``
+and is checkpointed with the client optimiser states and the aggregator's state, so a run
 resumed at a round boundary ends bit-identical on CPU.
 
-The aggregator receives ``updates = [(state_dict, weight, meta)]`` in ascending client id,
-``meta = {"client_id": int, "num_examples": int, "malicious": bool}``; ``weight`` is the client's
-example count (``weighting = "examples"``) or 1 (``"uniform"``). The aggregator's second return
-value is handed back to it on the next round and checkpointed; an aggregator may also keep
-state itself and expose ``state_dict()`` / ``load_state_dict()``.
+The aggregator receives ``updates = [(state_dict, weight, meta)]`` in ascending client id with
+``meta = {"client_id": int, "num_examples": int}`` and nothing else (:data:`META_KEYS`): which
+clients are malicious is ground truth that only the simulator's own logs hold. ``weight`` is the
+client's example count (``weighting = "examples"``) or 1 (``"uniform"``). The aggregator's second
+return value is handed back to it on the next round and checkpointed; an aggregator may also keep
+state itself and expose ``state_dict()`` / ``load_state_dict()``, ``last_client_weights`` (logged
+as the weight put on malicious clients) and ``last_metrics`` (a dict of floats, logged as
+``agg_<name>`` in the round's train metrics).
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,11 +42,11 @@ from torch import nn
 from pk.core.contracts import RunHandle, ServerContext
 from pk.core.errors import ConfigError, DataError
 from pk.core.seed import capture_rng_state, derive_seed, restore_rng_state
-from pk.core.utils import classification_metrics
 from pk_fl.attacks import LABEL_ATTACKS, MODEL_ATTACKS, poison_labels, poison_updates
 from pk_fl.partition import partition
 
-GENERATORS = ("fl-sampling", "fl-shuffle", "fl-attack")
+#: the only keys of ``meta`` an aggregator ever sees
+META_KEYS = ("client_id", "num_examples")
 
 
 def split_tensors(data: Any, split: str) -> dict[str, torch.Tensor]:
@@ -78,56 +86,85 @@ def sample_clients(num_clients: int, participation: float, generator: torch.Gene
     return sorted(torch.randperm(num_clients, generator=generator)[:m].tolist())
 
 
+def round_generator(seed: int, name: str, *parts: int) -> torch.Generator:
+    """A fresh CPU generator seeded from ``(seed, name, *parts)``."""
+    return torch.Generator().manual_seed(derive_seed(seed, name, *(str(p) for p in parts)))
+
+
+def client_meta(client_id: int, num_examples: int) -> dict[str, Any]:
+    """What an aggregator may know about a client (exactly :data:`META_KEYS`)."""
+    return {"client_id": client_id, "num_examples": num_examples}
+
+
 def _clone_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone() for k, v in state.items()}
 
 
-class FedSimTrainer:
-    """See the module docstring. ``fit`` returns final/best server accuracy, mean weight the
-    aggregator put on malicious clients. Seconds per round (total and server side) go to
-    ``artifacts/timing.json`` and ``self.timing``."""
+@dataclass
+class Federation:
+    """The fixed per-run setup both hosts share: client shards (index order), their sizes, the
+    malicious ids (ground truth: never handed to an aggregator) and the server proxy set."""
 
-    resumable = True
+    shards: list[dict[str, torch.Tensor]]
+    sizes: list[int]
+    malicious: frozenset[int]
+    num_classes: int
+    proxy: dict[str, torch.Tensor] | None
 
-    def __init__(self, config: Any) -> None:
-        self.config = config
-        if config.rounds < 1 or config.num_clients < 1 or config.local_epochs < 0:
-            raise ConfigError("trainer.rounds and trainer.num_clients must be >= 1 and local_epochs >= 0")
-        if not 0 < config.participation <= 1:
-            raise ConfigError(f"trainer.participation must be in (0, 1], got {config.participation}")
-        if not 0 <= config.malicious_fraction < 1:
-            raise ConfigError(f"trainer.malicious_fraction must be in [0, 1), got {config.malicious_fraction}")
 
-    # -- client side -----------------------------------------------------------------------
-    def _optimizer(self, params: Any) -> torch.optim.Optimizer:
-        cfg = self.config
-        if cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def build_federation(cfg: Any, data: Any, seed: int) -> Federation:
+    """Partition ``data``'s train split for ``cfg`` (a :class:`pk_fl.plugin.FedSimConfig`)."""
+    num_classes = int(data.info.num_classes or 0)
+    if cfg.attack in LABEL_ATTACKS and num_classes < 2:
+        raise ConfigError("label attacks need a classification dataset with num_classes >= 2")
+    train = split_tensors(data, "train")
+    labels = train["y"].numpy()
+    if len(labels) < cfg.num_clients:
+        raise DataError(f"{len(labels)} training examples cannot feed {cfg.num_clients} clients; lower trainer.num_clients")
+    shards_idx = partition(labels, cfg.num_clients, cfg.partition, derive_seed(seed, "fl-partition"),
+                           alpha=cfg.alpha, shards_per_client=cfg.shards_per_client)
+    shards = [{k: v[torch.as_tensor(idx, dtype=torch.long)] for k, v in train.items()} for idx in shards_idx]
+    bad = malicious_ids(cfg.num_clients, cfg.malicious_fraction if cfg.attack != "none" else 0.0,
+                        derive_seed(seed, "fl-malicious"))
+    proxy = None
+    if cfg.proxy_samples > 0 and "valid" in data.splits:
+        proxy = proxy_subset(split_tensors(data, "valid"), cfg.proxy_samples, max(num_classes, 1), derive_seed(seed, "fl-proxy"))
+    return Federation(shards, [len(i) for i in shards_idx], frozenset(bad), num_classes, proxy)
 
-    def local_train(
-        self,
-        worker: nn.Module,
-        global_state: Mapping[str, torch.Tensor],
-        shard: Mapping[str, torch.Tensor],
-        *,
-        num_classes: int,
-        label_attack: str,
-        shuffle: torch.Generator,
-        device: str,
-        optimizer_state: Any = None,
-    ) -> tuple[dict[str, torch.Tensor], Any, float]:
-        """Train ``worker`` from ``global_state`` on ``shard`` for ``local_epochs``; return
-        (state on CPU, optimiser state, mean loss). FedProx adds ``mu * ||w - w_global||^2``."""
-        cfg = self.config
-        worker.load_state_dict(global_state)
-        worker.train()
-        opt = self._optimizer(worker.parameters())
-        if optimizer_state is not None:
-            opt.load_state_dict(optimizer_state)
-        anchor = [p.detach().clone() for p in worker.parameters()] if cfg.proximal_mu > 0 else None
-        n = int(shard["y"].shape[0])
-        total, count = 0.0, 0
+
+def optimizer_for(cfg: Any, params: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def local_train(
+    cfg: Any,
+    worker: nn.Module,
+    global_state: Mapping[str, torch.Tensor],
+    shard: Mapping[str, torch.Tensor],
+    *,
+    num_classes: int,
+    label_attack: str,
+    seed: int,
+    device: str,
+    optimizer_state: Any = None,
+) -> tuple[dict[str, torch.Tensor], Any, float]:
+    """Train ``worker`` from ``global_state`` on ``shard`` for ``cfg.local_epochs``; return
+    (state on CPU, optimiser state, mean loss). Batch order and global-RNG draws (dropout) come
+    from ``seed`` alone, the caller's RNG state is left untouched. FedProx adds
+    ``mu * ||w - w_global||^2``."""
+    worker.load_state_dict(global_state)
+    worker.train()
+    opt = optimizer_for(cfg, worker.parameters())
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    anchor = [p.detach().clone() for p in worker.parameters()] if cfg.proximal_mu > 0 else None
+    n = int(shard["y"].shape[0])
+    total, count = 0.0, 0
+    shuffle = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         for _epoch in range(cfg.local_epochs):
             order = torch.randperm(n, generator=shuffle)
             for start in range(0, n, cfg.batch_size):
@@ -142,45 +179,157 @@ class FedSimTrainer:
                 opt.step()
                 total += float(loss.detach())
                 count += 1
-        return _clone_state(worker.state_dict()), copy.deepcopy(opt.state_dict()), total / max(count, 1)
+    return _clone_state(worker.state_dict()), copy.deepcopy(opt.state_dict()), total / max(count, 1)
 
-    # -- server loop ---------------------------------------------------------------------------
+
+def server_step(
+    cfg: Any,
+    fed: Federation,
+    aggregator: Any,
+    agg_state: Any,
+    global_state: Mapping[str, torch.Tensor],
+    sampled: Sequence[int],
+    states: list[dict[str, torch.Tensor]],
+    *,
+    rnd: int,
+    seed: int,
+) -> tuple[dict[str, torch.Tensor], Any, dict[str, float], list[float]]:
+    """Model attacks, weights, aggregation of one round. ``sampled`` ascending, ``states``
+    aligned with it. Returns (new global state, aggregator state, round metrics, applied weights).
+
+    Model attacks are applied here (they need the round's other updates: LIE), before the
+    aggregator, which sees only ``(state, weight, client_meta)``."""
+    mal_pos = [i for i, cid in enumerate(sampled) if cid in fed.malicious]
+    benign_pos = [i for i in range(len(sampled)) if i not in mal_pos]
+    if cfg.attack in MODEL_ATTACKS and mal_pos:
+        poisoned = poison_updates(global_state, [states[i] for i in mal_pos], cfg.attack, scale=cfg.attack_scale,
+                                  sigma=cfg.attack_sigma, z=cfg.lie_z, generator=round_generator(seed, "fl-attack", rnd),
+                                  benign=[states[i] for i in benign_pos])
+        states = list(states)
+        for i, s in zip(mal_pos, poisoned):
+            states[i] = s
+    sizes = fed.sizes
+    weights = [float(sizes[cid]) if cfg.weighting == "examples" else (1.0 if sizes[cid] else 0.0) for cid in sampled]
+    if sum(weights) <= 0:
+        raise DataError(f"round {rnd}: the sampled clients {list(sampled)} hold no training examples (zero total weight); "
+                        "raise trainer.participation or use a less extreme partition")
+    updates = [(s, w, client_meta(cid, sizes[cid])) for s, w, cid in zip(states, weights, sampled)]
+    new_state, agg_state = aggregator.aggregate(global_state, updates, agg_state)
+    applied = list(getattr(aggregator, "last_client_weights", None) or [w / sum(weights) for w in weights])
+    metrics: dict[str, float] = {"malicious_sampled": float(len(mal_pos))}
+    if mal_pos:
+        metrics["malicious_weight"] = float(sum(applied[i] for i in mal_pos))
+    for name, value in (getattr(aggregator, "last_metrics", None) or {}).items():
+        metrics[f"agg_{name}"] = float(value)
+    return new_state, agg_state, metrics, applied
+
+
+def evaluate_examples(model: nn.Module, data: Any, split: str, batch_size: int, device: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Accuracy, macro-F1 and mean cross-entropy on ``split``, plus per-example ``accuracy``
+    (0/1 correctness) and ``loss`` arrays in the split's order (their means are the metrics)."""
+    from pk.core.utils import macro_f1, to_device
+
+    was_training = model.training
+    model.eval()
+    preds, labels, losses = [], [], []
+    with torch.no_grad():
+        for batch in data.loader(split, batch_size):
+            batch = to_device(batch, device)
+            logits = model.predict(batch)
+            losses.append(nn.functional.cross_entropy(logits, batch["y"], reduction="none").double().cpu())
+            preds.append(logits.argmax(-1).cpu())
+            labels.append(batch["y"].cpu())
+    model.train(was_training)
+    p, y, loss = torch.cat(preds), torch.cat(labels), torch.cat(losses)
+    correct = (p == y).double()
+    metrics = {"accuracy": float(correct.mean()), "macro_f1": macro_f1(p, y), "loss": float(loss.mean())}
+    return metrics, {"accuracy": correct.numpy(), "loss": loss.numpy()}
+
+
+def server_metrics(model: nn.Module, data: Any, split: str, batch_size: int, device: str) -> dict[str, float]:
+    return evaluate_examples(model, data, split, batch_size, device)[0]
+
+
+def fit_summary(cfg: Any, fed: Federation, history: list[dict[str, float]], rounds_run: int) -> dict[str, float]:
+    """``fit.*`` metrics: rounds run (``epochs_run``), final/best server accuracy, mean weight on
+    malicious clients over the rounds that sampled one."""
+    accs = [h["accuracy"] for h in history if "accuracy" in h]
+    mal = [h["malicious_weight"] for h in history if "malicious_weight" in h]
+    out = {
+        "epochs_run": float(rounds_run),
+        "final_accuracy": accs[-1] if accs else float("nan"),
+        "best_accuracy": max(accs) if accs else float("nan"),
+        "num_malicious": float(len(fed.malicious)),
+    }
+    if mal:
+        out["malicious_weight_mean"] = float(np.mean(mal))
+    return out
+
+
+def plot_history(history: list[dict[str, float]], path: Any) -> None:
+    """Accuracy per round and, when any round sampled a malicious client, the total weight the
+    aggregator gave malicious clients per round (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    acc = [h for h in history if "accuracy" in h]
+    mal = [h for h in history if "malicious_weight" in h]
+    fig, axes = plt.subplots(1, 2 if mal else 1, figsize=(9 if mal else 5, 3.2), squeeze=False)
+    ax = axes[0][0]
+    ax.plot([h["round"] for h in acc], [h["accuracy"] for h in acc], marker=".")
+    ax.set_xlabel("round")
+    ax.set_ylabel("server accuracy")
+    ax.grid(alpha=0.3)
+    if mal:
+        ax = axes[0][1]
+        ax.plot([h["round"] for h in mal], [h["malicious_weight"] for h in mal], marker=".", color="tab:red")
+        ax.set_xlabel("round")
+        ax.set_ylabel("weight on malicious clients")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class FedSimTrainer:
+    """See the module docstring. ``fit`` returns ``epochs_run`` (rounds run), final/best server
+    accuracy, mean weight the aggregator put on malicious clients. Seconds per round (total and
+    server side) go to ``artifacts/timing.json`` and ``self.timing``. ``evaluate`` saves
+    per-example correctness and loss (``run.save_example_scores``)."""
+
+    resumable = True
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        if config.rounds < 1 or config.num_clients < 1 or config.local_epochs < 0:
+            raise ConfigError("trainer.rounds and trainer.num_clients must be >= 1 and local_epochs >= 0")
+        if not 0 < config.participation <= 1:
+            raise ConfigError(f"trainer.participation must be in (0, 1], got {config.participation}")
+        if not 0 <= config.malicious_fraction < 1:
+            raise ConfigError(f"trainer.malicious_fraction must be in [0, 1), got {config.malicious_fraction}")
+
+    def server_context(self, model: nn.Module, fed: Federation, data: Any, run: RunHandle) -> ServerContext:
+        template = copy.deepcopy(model).cpu()
+        device = run.device
+        return ServerContext(build_model=lambda: copy.deepcopy(template).to(device), device=device,
+                             generator=run.generator("fl-aggregator"), proxy_data=fed.proxy, info=data.info)
+
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
         cfg = self.config
         device = run.device
-        info = data.info
-        num_classes = int(info.num_classes or 0)
-        if cfg.attack in LABEL_ATTACKS and num_classes < 2:
-            raise ConfigError("label attacks need a classification dataset with num_classes >= 2")
-        train = split_tensors(data, "train")
-        labels = train["y"].numpy()
-        if len(labels) < cfg.num_clients:
-            raise DataError(f"{len(labels)} training examples cannot feed {cfg.num_clients} clients; lower trainer.num_clients")
-        shards_idx = partition(labels, cfg.num_clients, cfg.partition, derive_seed(run.seed, "fl-partition"),
-                               alpha=cfg.alpha, shards_per_client=cfg.shards_per_client)
-        shards = [{k: v[torch.as_tensor(idx, dtype=torch.long)] for k, v in train.items()} for idx in shards_idx]
-        sizes = [len(idx) for idx in shards_idx]
-        bad = set(malicious_ids(cfg.num_clients, cfg.malicious_fraction if cfg.attack != "none" else 0.0,
-                                derive_seed(run.seed, "fl-malicious")))
-
-        proxy = None
-        if cfg.proxy_samples > 0 and "valid" in data.splits:
-            proxy = proxy_subset(split_tensors(data, "valid"), cfg.proxy_samples, max(num_classes, 1), derive_seed(run.seed, "fl-proxy"))
-        template = copy.deepcopy(model).cpu()
-        context = ServerContext(
-            build_model=lambda: copy.deepcopy(template).to(device),
-            device=device,
-            generator=run.generator("fl-aggregator"),
-            proxy_data=proxy,
-            info=info,
-        )
+        fed = build_federation(cfg, data, run.seed)
+        context = self.server_context(model, fed, data, run)
         aggregator = run.build("aggregator", context=context)
         if aggregator is None:
             from pk.core.builtins.components import FedAvg
 
             aggregator = FedAvg(None)
         worker = copy.deepcopy(model)
-        gens = {name: run.generator(name) for name in GENERATORS}
 
         start_round, agg_state = 1, None
         client_opt: dict[str, Any] = {}
@@ -188,11 +337,8 @@ class FedSimTrainer:
         ckpt = run.latest_checkpoint()
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
-            for name in GENERATORS:
-                gens[name].set_state(ckpt["generators"][name])
-            gens_agg = ckpt.get("generator_aggregator")
-            if gens_agg is not None:
-                context.generator.set_state(gens_agg)
+            if ckpt.get("generator_aggregator") is not None:
+                context.generator.set_state(ckpt["generator_aggregator"])
             restore_rng_state(ckpt["rng"])
             client_opt = dict(ckpt["client_optimizers"])
             agg_state = ckpt["aggregator_state"]
@@ -202,71 +348,51 @@ class FedSimTrainer:
             start_round = int(ckpt["round"]) + 1
             run.echo(f"resumed at round {start_round}")
         elif cfg.eval_every > 0:
-            m0 = classification_metrics(model, data, cfg.eval_split, cfg.eval_batch_size, device)
+            m0 = server_metrics(model, data, cfg.eval_split, cfg.eval_batch_size, device)
             run.log(0, "server", **m0)
             history.append({"round": 0.0, "accuracy": m0["accuracy"]})
 
         round_seconds, server_seconds = [], []
         for rnd in run.progress(range(start_round, cfg.rounds + 1), total=cfg.rounds - start_round + 1, description="rounds"):
             t0 = time.perf_counter()
-            sampled = sample_clients(cfg.num_clients, cfg.participation, gens["fl-sampling"])
+            sampled = sample_clients(cfg.num_clients, cfg.participation, round_generator(run.seed, "fl-sampling", rnd))
             global_state = _clone_state(model.state_dict())
             states, losses = [], []
             for cid in sampled:
-                if sizes[cid] == 0:
+                if fed.sizes[cid] == 0:
                     states.append(_clone_state(global_state))
                     continue
-                label_attack = cfg.attack if cid in bad and cfg.attack in LABEL_ATTACKS else "none"
-                state, opt_state, loss = self.local_train(
-                    worker, global_state, shards[cid], num_classes=num_classes, label_attack=label_attack,
-                    shuffle=gens["fl-shuffle"], device=device,
+                label_attack = cfg.attack if cid in fed.malicious and cfg.attack in LABEL_ATTACKS else "none"
+                state, opt_state, loss = local_train(
+                    cfg, worker, global_state, fed.shards[cid], num_classes=fed.num_classes, label_attack=label_attack,
+                    seed=derive_seed(run.seed, "fl-client", str(rnd), str(cid)), device=device,
                     optimizer_state=client_opt.get(str(cid)) if cfg.persistent_client_optimizer else None,
                 )
                 if cfg.persistent_client_optimizer:
                     client_opt[str(cid)] = opt_state
                 states.append(state)
                 losses.append(loss)
-            mal_pos = [i for i, cid in enumerate(sampled) if cid in bad]
-            if cfg.attack in MODEL_ATTACKS and mal_pos:
-                poisoned = poison_updates(global_state, [states[i] for i in mal_pos], cfg.attack, scale=cfg.attack_scale,
-                                          sigma=cfg.attack_sigma, z=cfg.lie_z, generator=gens["fl-attack"])
-                for i, s in zip(mal_pos, poisoned):
-                    states[i] = s
-            weights = [float(sizes[cid]) if cfg.weighting == "examples" else (1.0 if sizes[cid] else 0.0) for cid in sampled]
-            if sum(weights) <= 0:
-                raise DataError(f"round {rnd}: the sampled clients {sampled} hold no training examples (zero total weight); "
-                                "raise trainer.participation or use a less extreme partition")
-            updates = [(s, w, {"client_id": cid, "num_examples": sizes[cid], "malicious": cid in bad})
-                       for s, w, cid in zip(states, weights, sampled)]
             t1 = time.perf_counter()
-            new_state, agg_state = aggregator.aggregate(global_state, updates, agg_state)
+            new_state, agg_state, metrics, _applied = server_step(cfg, fed, aggregator, agg_state, global_state, sampled,
+                                                                  states, rnd=rnd, seed=run.seed)
             server_seconds.append(time.perf_counter() - t1)
             model.load_state_dict(new_state)
-            applied = getattr(aggregator, "last_client_weights", None) or [w / sum(weights) for w in weights]
-            metrics: dict[str, float] = {"client_loss": float(np.mean(losses)) if losses else 0.0,
-                                         "malicious_sampled": float(len(mal_pos))}
-            if mal_pos:
-                metrics["malicious_weight"] = float(sum(applied[i] for i in mal_pos))
+            metrics = {"client_loss": float(np.mean(losses)) if losses else 0.0, **metrics}
             run.log(rnd, "train", **metrics)
+            entry: dict[str, float] = {"round": float(rnd)}
+            if "malicious_weight" in metrics:
+                entry["malicious_weight"] = metrics["malicious_weight"]
             if cfg.eval_every > 0 and (rnd % cfg.eval_every == 0 or rnd == cfg.rounds):
-                m = classification_metrics(model, data, cfg.eval_split, cfg.eval_batch_size, device)
+                m = server_metrics(model, data, cfg.eval_split, cfg.eval_batch_size, device)
                 run.log(rnd, "server", **m)
-                history.append({"round": float(rnd), "accuracy": m["accuracy"], **({"malicious_weight": metrics["malicious_weight"]} if mal_pos else {})})
+                entry["accuracy"] = m["accuracy"]
+            history.append(entry)
             round_seconds.append(time.perf_counter() - t0)
             if cfg.checkpoint_every > 0 and (rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds):
-                self._checkpoint(run, model, rnd, gens, context, client_opt, agg_state, aggregator, history)
+                self._checkpoint(run, model, rnd, context, client_opt, agg_state, aggregator, history)
         if cfg.plot:
-            self._plot(history, run)
-        accs = [h["accuracy"] for h in history]
-        mal = [h["malicious_weight"] for h in history if "malicious_weight" in h]
-        out = {
-            "rounds": float(cfg.rounds),
-            "final_accuracy": accs[-1] if accs else float("nan"),
-            "best_accuracy": max(accs) if accs else float("nan"),
-            "num_malicious": float(len(bad)),
-        }
-        if mal:
-            out["malicious_weight_mean"] = float(np.mean(mal))
+            plot_history(history, run.artifact_path("accuracy.png"))
+        out = fit_summary(cfg, fed, history, cfg.rounds)
         if round_seconds:  # wall-clock figures stay out of the (deterministic) result metrics
             self.timing = {"rounds_timed": len(round_seconds), "seconds_per_round": float(np.mean(round_seconds)),
                            "server_seconds_per_round": float(np.mean(server_seconds))}
@@ -274,17 +400,19 @@ class FedSimTrainer:
         return out
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
-        return classification_metrics(model, data, split, self.config.eval_batch_size, run.device)
+        metrics, per_example = evaluate_examples(model, data, split, self.config.eval_batch_size, run.device)
+        if hasattr(run, "save_example_scores"):
+            run.save_example_scores(split, per_example)
+        return metrics
 
     @staticmethod
-    def _checkpoint(run: RunHandle, model: nn.Module, rnd: int, gens: Mapping[str, torch.Generator], context: ServerContext,
-                    client_opt: Mapping[str, Any], agg_state: Any, aggregator: Any, history: list[dict[str, float]]) -> None:
+    def _checkpoint(run: RunHandle, model: nn.Module, rnd: int, context: ServerContext, client_opt: Mapping[str, Any],
+                    agg_state: Any, aggregator: Any, history: list[dict[str, float]]) -> None:
         """Everything a resume at the end of round ``rnd`` needs."""
         run.save_checkpoint({
             "model": model.state_dict(),
             "round": rnd,
             "step": rnd,
-            "generators": {name: g.get_state() for name, g in gens.items()},
             "generator_aggregator": context.generator.get_state(),
             "rng": capture_rng_state(),
             "client_optimizers": dict(client_opt),
@@ -292,22 +420,3 @@ class FedSimTrainer:
             "aggregator": aggregator.state_dict() if hasattr(aggregator, "state_dict") else None,
             "history": history,
         })
-
-    @staticmethod
-    def _plot(history: list[dict[str, float]], run: RunHandle) -> None:
-        """accuracy-vs-round PNG in the run's artifacts (skipped without matplotlib)."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            return
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot([h["round"] for h in history], [h["accuracy"] for h in history], marker=".")
-        ax.set_xlabel("round")
-        ax.set_ylabel("server accuracy")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(run.artifact_path("accuracy.png"), dpi=100)
-        plt.close(fig)

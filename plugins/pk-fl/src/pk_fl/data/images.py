@@ -151,6 +151,129 @@ def load_cifar10_binary(folder: str | Path, split: str = "train") -> tuple[torch
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+def _check_images(x: np.ndarray, y: np.ndarray, path: Path, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate CIFAR-10 arrays (``layout`` "NHWC" or "NCHW", uint8) and return NCHW uint8 + int64 labels."""
+    shape = (32, 32, 3) if layout == "NHWC" else (3, 32, 32)
+    if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise DataError(f"{path}: x must be uint8 of shape N x {' x '.join(map(str, shape))}, got {x.dtype} {tuple(x.shape)}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise DataError(f"{path}: y must be 1-D with one label per image ({x.shape[0]}), got shape {tuple(y.shape)}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: y must hold integer class ids, got dtype {y.dtype}")
+    if x.shape[0] == 0:
+        raise DataError(f"{path}: no images; point dataset.path at a CIFAR-10 copy with data")
+    if int(y.min()) < 0 or int(y.max()) > 9:
+        raise DataError(f"{path}: labels must be in 0..9, found {int(y.min())}..{int(y.max())}")
+    images = x.transpose(0, 3, 1, 2) if layout == "NHWC" else x
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(y.astype(np.int64))
+
+
+def read_cifar10_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``.npz`` with ``x`` uint8 N x 32 x 32 x 3 (HWC) and ``y`` int (0..9), read with
+    ``allow_pickle=False``, as ``(images uint8 [N, 3, 32, 32], labels int64 [N])``."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in ("x", "y") if k not in npz.files]
+            if missing:
+                raise DataError(f"{path}: no array {missing[0]!r} (have {', '.join(npz.files) or 'none'}); "
+                                "the file needs x (uint8 N x 32 x 32 x 3) and y (int labels)")
+            x, y = npz["x"], npz["y"]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc}); re-create it with numpy.savez") from None
+    return _check_images(x, y, path, "NHWC")
+
+
+class _NumpyOnlyUnpickler:
+    """Reads a CIFAR python batch (a pickled dict of bytes keys, a uint8 array, a list of
+    labels) admitting only the globals numpy needs to rebuild an array; anything else is a
+    DataError, so no code from the file ever runs."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    }
+
+    @classmethod
+    def load(cls, path: Path) -> Any:
+        import io
+        import pickle
+
+        allowed = cls.ALLOWED
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                if (module, name) not in allowed:
+                    raise DataError(f"{path}: refuses to unpickle {module}.{name}; a CIFAR-10 python batch holds only "
+                                    "numpy arrays and lists")
+                return super().find_class(module, name)
+
+        raw = _read_maybe_gz(path)
+        try:
+            return Restricted(io.BytesIO(raw), encoding="bytes").load()
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decode failure of a foreign file is a data error
+            raise DataError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+
+
+def read_cifar10_python(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR-10 python batch (``data_batch_k`` / ``test_batch``: a pickled dict with
+    ``data`` uint8 [N, 3072] in CHW order and ``labels``), read without running code."""
+    path = Path(path)
+    obj = _NumpyOnlyUnpickler.load(path)
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a pickled dict with data and labels, got {type(obj).__name__}")
+    get = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
+    if "data" not in get or "labels" not in get:
+        raise DataError(f"{path}: the batch has no 'data' or 'labels' entry (keys: {', '.join(sorted(get))})")
+    data, labels = np.asarray(get["data"]), np.asarray(get["labels"])
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: data must be N x 3072 uint8, got {data.dtype} {tuple(data.shape)}")
+    return _check_images(data.reshape(-1, 3, 32, 32), labels, path, "NCHW")
+
+
+def load_cifar10(folder: str | Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], str]:
+    """CIFAR-10 train and test from ``folder`` in whichever layout it holds: ``train.npz`` +
+    ``test.npz``, the binary batches (``*.bin``, also inside ``cifar-10-batches-bin/``) or the
+    python batches (also inside ``cifar-10-batches-py/``). Returns ((x, y) train, (x, y) test, layout)."""
+    folder = Path(folder)
+    if folder.is_file():
+        raise DataError(f"{folder}: dataset.path must be a folder holding train.npz and test.npz or the CIFAR-10 batches")
+    if (folder / "train.npz").is_file() or (folder / "test.npz").is_file():
+        for name in ("train.npz", "test.npz"):
+            if not (folder / name).is_file():
+                raise DataError(f"{folder / name}: missing; a CIFAR-10 npz folder needs both train.npz and test.npz")
+        return read_cifar10_npz(folder / "train.npz"), read_cifar10_npz(folder / "test.npz"), "npz"
+    for sub in ("", "cifar-10-batches-bin"):
+        if (folder / sub / "data_batch_1.bin").is_file() or (folder / sub / CIFAR10_TEST_FILE).is_file():
+            return load_cifar10_binary(folder, "train"), load_cifar10_binary(folder, "test"), "binary"
+    for sub in ("", "cifar-10-batches-py"):
+        base = folder / sub
+        if (base / "data_batch_1").is_file() or (base / "test_batch").is_file():
+            parts = []
+            for i in range(1, 6):
+                if not (base / f"data_batch_{i}").is_file():
+                    raise DataError(f"{base / f'data_batch_{i}'}: missing; the python layout needs data_batch_1..5 and test_batch")
+                parts.append(read_cifar10_python(base / f"data_batch_{i}"))
+            if not (base / "test_batch").is_file():
+                raise DataError(f"{base / 'test_batch'}: missing; the python layout needs data_batch_1..5 and test_batch")
+            train = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+            return train, read_cifar10_python(base / "test_batch"), "python"
+    raise DataError(f"{folder}: no CIFAR-10 found (train.npz + test.npz, data_batch_*.bin + test_batch.bin, or the "
+                    "python batches data_batch_1..5 + test_batch); point dataset.path at one of them")
+
+
+def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of ``x [N, C, H, W]`` (float in [0, 1])."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
+    return flat.mean(1).tolist(), flat.std(1).tolist()
+
+
 # -- bundles -----------------------------------------------------------------------------
 def _bundle(
     x: torch.Tensor,
@@ -166,7 +289,8 @@ def _bundle(
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TensorBundle:
     """Split ``x [N, C, H, W]`` float in [0, 1] into train/valid/test by a seeded permutation
-    (valid and test are carved off ``x`` unless ``test`` is given separately)."""
+    (valid and test are carved off ``x`` unless ``test`` is given separately). ``info.extra``
+    holds ``image_shape`` and the train split's per-channel ``pixel_mean`` / ``pixel_std``."""
     n = int(x.shape[0])
     g = torch.Generator().manual_seed(derive_seed(seed, name, "split"))
     order = torch.randperm(n, generator=g)
@@ -183,12 +307,15 @@ def _bundle(
         tx, ty = test
         tensors["test"] = {"x": tx, "y": ty, "index": torch.arange(n, n + int(tx.shape[0]))}
     tensors = {k: tensors[k] for k in ("train", "valid", "test")}
+    if int(torch.unique(tensors["train"]["y"]).numel()) < 2:
+        raise DataError(f"dataset {name}: the training split holds a single class; a classifier needs at least two")
     shape = [int(s) for s in x.shape[1:]]
+    mean, std = channel_stats(tensors["train"]["x"])
     info = DatasetInfo(
         task="classification",
         num_features=int(np.prod(shape)),
         num_classes=num_classes,
-        extra={"image_shape": shape, "source": source},
+        extra={"image_shape": shape, "source": source, "pixel_mean": mean, "pixel_std": std},
     )
     return TensorBundle(info=info, tensors=tensors, params={"seed": seed, "source": source, **params})
 
@@ -255,16 +382,21 @@ def build_sklearn_digits(config: Any, *, root: Any = None, seed: int = 0) -> Ten
 
 
 def build_cifar10(config: Any, *, root: Any = None, seed: int = 0) -> TensorBundle:
-    """CIFAR-10 from the binary batches: train (minus ``num_valid``) / valid / official test."""
-    folder = locate("cifar10", source=config.source, path=config.path, shared_folder="cifar-10-batches-bin")
+    """CIFAR-10 (any layout :func:`load_cifar10` reads; default the shared ``cifar10-dev`` slice):
+    train (minus ``num_valid``; ``num_train`` > 0 keeps a seeded subset first) / valid / test file."""
+    folder = locate("cifar10", source=config.source, path=config.path, shared_folder="cifar10-dev",
+                    required=("train.npz", "test.npz") if not config.path else ())
     if folder is None:
         x, y = synthetic_images(config.synthetic_samples, (3, 32, 32), 10, 0.25, seed, "cifar10")
         n = config.synthetic_samples
         return _bundle(x, y, name="cifar10", seed=seed, num_classes=10, num_valid=n // 10,
                        num_test=n // 5, source="synthetic", params=vars(config))
-    train_x, train_y = load_cifar10_binary(folder, "train")
-    test_x, test_y = load_cifar10_binary(folder, "test")
+    (train_x, train_y), (test_x, test_y), layout = load_cifar10(folder)
+    if config.num_train > 0 and config.num_train + config.num_valid < train_x.shape[0]:
+        g = torch.Generator().manual_seed(derive_seed(seed, "cifar10", "subset"))
+        keep = torch.randperm(int(train_x.shape[0]), generator=g)[: config.num_train + config.num_valid].sort().values
+        train_x, train_y = train_x[keep], train_y[keep]
     return _bundle(
         train_x.float() / 255.0, train_y, name="cifar10", seed=seed, num_classes=10, num_valid=config.num_valid,
-        num_test=0, source=str(folder), params=vars(config), test=(test_x.float() / 255.0, test_y),
+        num_test=0, source=f"{folder} ({layout})", params=vars(config), test=(test_x.float() / 255.0, test_y),
     )
