@@ -14,11 +14,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,12 @@ REQUIRED_FOR_TRAIN = ("model", "dataset", "trainer")
 class RunConfig:
     """The ``[run]`` table: seed, device ("cpu", "cuda", "auto"), determinism, output."""
 
-    seed: int = 0
+    seed: int = field(default=0, metadata={"ge": 0})
     device: str = "cpu"
     deterministic: bool = True
-    threads: int = 0
+    threads: int = field(default=0, metadata={"ge": 0})
     out_dir: str = "runs"
-    name: str = ""
+    name: str = field(default="", metadata={"max_length": 64, "pattern": r"[A-Za-z0-9._-]*"})
 
 
 SECTIONS = ("run", *COMPONENT_SECTIONS)
@@ -59,6 +60,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist; check the path") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text; give a TOML file") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -66,6 +69,33 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 INHERITED = "__inherited__"
+
+_KEY_IN_MESSAGE = re.compile(r"\b(run|model|dataset|trainer|aggregator|calibrator|evaluator)\.([A-Za-z_]\w*)")
+
+
+def locate_key(message: str, files: Iterable[str | Path]) -> str:
+    """``message`` prefixed with ``file:line`` of the last of ``files`` that sets the
+    ``section.key`` it names (``[section]`` then ``key =``, or ``section.key =``), if any."""
+    found = _KEY_IN_MESSAGE.search(message)
+    if not found:
+        return message
+    section, key = found.groups()
+    where = ""
+    for file in files:
+        current = ""
+        try:
+            lines = Path(file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for n, line in enumerate(lines, 1):
+            text = line.strip()
+            if text.startswith("[") and not text.startswith("[["):
+                current = text.strip("[] ").strip('"')
+                continue
+            name = text.split("=", 1)[0].strip().strip('"') if "=" in text else ""
+            if (current == section and name == key) or (not current and name == f"{section}.{key}"):
+                where = f"{file}:{n}"
+    return f"{where}: {message}" if where else message
 
 
 def _switch_component(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,6 +258,14 @@ def check_bounds(value: Any, metadata: Mapping[str, Any], where: str) -> None:
     if isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             check_bounds(v, metadata, f"{where}[{i}]")
+        return
+    if isinstance(value, str):
+        limit = metadata.get("max_length")
+        if limit is not None and len(value) > limit:
+            raise ConfigError(f"{where} is {len(value)} characters long; use at most {limit}")
+        pattern = metadata.get("pattern")
+        if pattern is not None and not re.fullmatch(pattern, value):
+            raise ConfigError(f"{where} = {value[:40]!r} may use only the characters {pattern}")
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return

@@ -21,7 +21,7 @@ from typing import Any
 import pluggy
 
 from pk.core import PROJECT_NAME, __version__, hookspecs
-from pk.core.errors import PluginError
+from pk.core.errors import PluginError, UsageError
 from pk.core.registry import KINDS, PluginInfo, Registration, Registry
 
 ENTRY_POINT_GROUP = "pk.plugins"
@@ -120,7 +120,14 @@ def load_registry(
             PluginInfo("builtins", "pk-core", __version__, BUILTIN_MODULE, builtin=True),
         )
     if entry_points:
-        for ep, dist, version in iter_entry_points():
+        found = iter_entry_points()
+        allow = _env_list("PK_LOAD_PLUGINS") or []
+        known = {n for ep, dist, _ in found for n in (ep.name, dist, dist.replace("-", "_"))}
+        missing = [name for name in allow if name not in known]
+        if missing:
+            raise UsageError(f"PK_LOAD_PLUGINS names {', '.join(missing)}, which is not installed; installed plugins: "
+                             f"{', '.join(sorted({d for _, d, _ in found})) or 'none'} (unset it to load all)")
+        for ep, dist, version in found:
             if not _selected(ep, dist):
                 continue
             info = PluginInfo(ep.name, dist, version, ep.value)

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -244,6 +245,34 @@ def write_run_header(run_dir: Path, resolved: Resolved, argv: list[str], overrid
         {"argv": argv, "cwd": os.getcwd(), "overrides": overrides, "time": utc_stamp()},
     )
     atomic_write_json(run_dir / "env.json", environment(device))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (signal 0 probes without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def run_status(result: Mapping[str, Any] | None) -> str:
+    """The truthful state of a run from its result.json: ``running`` only while the
+    recorded process (pid on this host) is alive; a run whose process is gone without
+    writing an end state (``kill -9``, power loss) is ``crashed`` (resumable with
+    ``pk train --resume``). Runs recorded on another host keep their recorded state."""
+    if not result:
+        return "unknown"
+    status = str(result.get("status", "unknown"))
+    if status == "running":
+        pid, host = result.get("pid"), result.get("host")
+        if pid is None or (host == socket.gethostname() and not process_alive(int(pid))):
+            return "crashed"
+    return status
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:

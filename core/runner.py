@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import shutil
+import signal
+import socket
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from pk.core.config import Resolved, load_toml, resolve
-from pk.core.errors import CheckpointError, ConfigError, PkError, RunFailed, UsageError
+from pk.core.errors import CheckpointError, ConfigError, DataError, PkError, RunFailed, UsageError
 from pk.core.io import atomic_write_json, atomic_write_text, load_tensors, save_tensors
 from pk.core.paths import data_dir
 from pk.core.registry import Registry
@@ -20,6 +25,51 @@ from pk.core.seed import derive_seed, seed_everything
 from pk.core.tasks import common_tasks
 
 MODEL_FILE = "model.pt"
+
+
+class _PipeSafe:
+    """A stdout that drops writes once its reader has gone (BrokenPipeError)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if not self._closed:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._closed = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._closed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _TermAsInterrupt:
+    """While alive, SIGTERM raises KeyboardInterrupt (the run is recorded "interrupted",
+    like Ctrl-C); only in the main thread, where Python can install handlers."""
+
+    def __init__(self) -> None:
+        self._old: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    @staticmethod
+    def _handle(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+            self._old = None
 
 
 def check_tasks(resolved: Resolved) -> set[str]:
@@ -92,8 +142,15 @@ class Components:
             return _call_builder(builder, cfg, *args, seed=self.seed, **kwargs)
 
     def dataset(self) -> Any:
+        """The configured dataset; a file that is not text where text is expected becomes a
+        DataError (exit 2), whichever loader read it."""
         if "dataset" not in self._cache:
-            self._cache["dataset"] = self.build("dataset")
+            try:
+                self._cache["dataset"] = self.build("dataset")
+            except UnicodeDecodeError as exc:
+                path = self.resolved.data.get("dataset", {}).get("path") or "the dataset file"
+                raise DataError(f"{path} is not a text file in the dataset's format (byte {exc.start}: {exc.reason}); "
+                                "check dataset.path") from None
         return self._cache["dataset"]
 
     def model(self, info: Any) -> Any:
@@ -142,7 +199,8 @@ def train(
     from pk.core.budget import fingerprint
 
     result: dict[str, Any] = {"status": "running", "run_dir": str(path), "started": started, "world_size": world_size,
-                              "fingerprint": fingerprint(resolved)}
+                              "pid": os.getpid(), "host": socket.gethostname(), "fingerprint": fingerprint(resolved)}
+    fresh = not (resume or existing)
 
     def record(**fields: Any) -> None:
         result.update(fields)
@@ -150,6 +208,9 @@ def train(
             atomic_write_json(path / "result.json", result)
 
     record()
+    stop = _TermAsInterrupt()
+    stdout = sys.stdout
+    sys.stdout = _PipeSafe(stdout)  # a reader that goes away (`pk train | head`) must not fail the run
     try:
         data = components.dataset()
         data_fp = getattr(data, "fingerprint", None)
@@ -173,6 +234,9 @@ def train(
         record(status="interrupted", ended=time.time())
         raise
     except PkError as exc:
+        if fresh and main and isinstance(exc, UsageError) and not any((path / "checkpoints").glob("*")):
+            shutil.rmtree(path, ignore_errors=True)  # bad data or config: leave no "failed" run behind
+            raise
         record(status="failed", ended=time.time(), error=str(exc))
         if main:
             atomic_write_text(path / "error.txt", traceback.format_exc())
@@ -182,6 +246,9 @@ def train(
         if main:
             atomic_write_text(path / "error.txt", traceback.format_exc())
         raise RunFailed(f"run failed: {type(exc).__name__}: {exc} (traceback in {path / 'error.txt'})") from exc
+    finally:
+        sys.stdout = stdout
+        stop.restore()
     metrics = {f"fit.{k}": float(v) for k, v in fit_metrics.items()}
     metrics.update({f"test.{k}": float(v) for k, v in test_metrics.items()})
     metrics.update({f"eval.{k}": float(v) for k, v in eval_metrics.items()})

@@ -18,14 +18,35 @@ def _pip(args: list[str]) -> int:
     return subprocess.call(cmd)
 
 
+def _local_bases(folder: Path, entries: list[dict], root: Path, seen: set[str]) -> list[str]:
+    """``-e PATH`` args for the pk-* bases a checkout plugin depends on, bases first
+    (they are not on the package index, so pip cannot fetch them by name)."""
+    import re
+
+    from pk.core.config import load_toml
+
+    deps = load_toml(folder / "pyproject.toml").get("project", {}).get("dependencies", [])
+    out: list[str] = []
+    for dep in deps:
+        dist = re.split(r"[\s<>=!~\[;]", dep, maxsplit=1)[0]
+        for e in entries:
+            path = root / e.get("path", "")
+            if e.get("distribution") == dist and dist not in seen and e.get("path") and path.is_dir():
+                seen.add(dist)
+                out += [*_local_bases(path, entries, root, seen), "-e", str(path)]
+    return out
+
+
 def _install_args(name: str, editable: bool) -> tuple[list[str], str]:
     from pk.core.catalogue import checkout_root, load_catalogue
 
-    for entry in load_catalogue():
+    entries = load_catalogue()
+    for entry in entries:
         if name in (entry["name"], entry.get("distribution"), entry.get("import")):
             root = checkout_root()
             if root is not None and entry.get("path") and (root / entry["path"]).is_dir():
-                return ["-e", str(root / entry["path"])], entry["distribution"]
+                folder = root / entry["path"]
+                return [*_local_bases(folder, entries, root, {entry["distribution"]}), "-e", str(folder)], entry["distribution"]
             return [entry["distribution"]], entry["distribution"]
     if editable or Path(name).is_dir():
         return (["-e", name] if editable else [name]), name
@@ -68,16 +89,22 @@ def install_cmd(names, upgrade, editable, pre, no_cache_dir, no_deps) -> None:  
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def uninstall_cmd(names: tuple[str, ...], yes: bool) -> None:
     """Uninstall plugins (registry names or distribution names)."""
+    from importlib import metadata
+
     from pk.core.catalogue import load_catalogue
+    from pk.core.errors import UsageError
 
     dists = []
     for name in names:
         match = [e["distribution"] for e in load_catalogue() if name in (e["name"], e.get("distribution"), e.get("import"))]
         dists.append(match[0] if match else name)
     if "pk-core" in dists:
-        from pk.core.errors import UsageError
-
         raise UsageError("refusing to uninstall pk-core with pk itself; use pip uninstall pk-core")
+    for dist in dists:
+        try:
+            metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            raise UsageError(f"{dist!r} is not installed; `pk list` shows what is") from None
     rc = _pip(["uninstall", *(["-y"] if yes else []), *dists])
     if rc != 0:
         raise click.exceptions.Exit(1)
@@ -102,6 +129,16 @@ def check_cmd(names: tuple[str, ...], check_all: bool, keyword: str | None) -> N
             from pk.core.errors import did_you_mean
 
             raise UsageError(f"plugin {name!r} is not installed{did_you_mean(name, [p.distribution for p in registry.plugins])}")
+        broken = [p for p in registry.plugins if name in (p.distribution, p.name) and p.error]
+        if broken:
+            from pk.core.errors import PluginError
+
+            raise PluginError(f"plugin {name!r} failed to load: {broken[0].error}; `pk doctor` shows details")
+    import importlib.util
+
+    lacking = [m for m in ("pytest", "hypothesis") if importlib.util.find_spec(m) is None]
+    if lacking:
+        raise UsageError(f"pk check needs {' and '.join(lacking)}: pip install 'pk-core[test]'")
     suite = Path(__file__).resolve().parents[2] / "core" / "testing" / "contract_suite.py"
     import pk.core.testing as testing_pkg
 

@@ -19,15 +19,19 @@ def find_runs(root: Path) -> list[Path]:
 
 @click.command("runs")
 @click.option("--dir", "root", default="runs", show_default=True, type=click.Path(file_okay=False))
-@click.option("--status", type=click.Choice(["completed", "failed", "interrupted", "running"]))
+@click.option("--status", type=click.Choice(["completed", "failed", "interrupted", "running", "crashed"]),
+              help="Only runs in this state; crashed = its process died without recording an end (resume it).")
 @click.option("--model", default=None, help="Only runs of this model.")
 @click.option("--last", type=int, default=0, help="Only the N most recent.")
 @click.option("--json", "as_json", is_flag=True)
 def runs_cmd(root: str, status: str | None, model: str | None, last: int, as_json: bool) -> None:
-    """List past runs with status and final metrics."""
+    """List past runs with status and final metrics.
+
+    States: running (its process is alive), completed, failed, interrupted (Ctrl-C or
+    SIGTERM), crashed (killed without a word; `pk train --resume DIR` continues it)."""
     from pk.core.config import load_toml
     from pk.core.errors import PkError
-    from pk.core.run import read_result
+    from pk.core.run import read_result, run_status
 
     rows = []
     for path in find_runs(Path(root)):
@@ -38,7 +42,7 @@ def runs_cmd(root: str, status: str | None, model: str | None, last: int, as_jso
         result = read_result(path) or {}
         entry = {
             "run_dir": str(path),
-            "status": result.get("status", "unknown"),
+            "status": run_status(result) if result else "unknown",
             "model": cfg.get("model", {}).get("name", "?"),
             "dataset": cfg.get("dataset", {}).get("name", "?"),
             "seed": cfg.get("run", {}).get("seed"),

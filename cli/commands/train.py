@@ -38,8 +38,18 @@ def train_cmd(configs, extra_configs, overrides, dry_run, run_dir, resume_dir, n
 
         resolved = prepare_resume(resume_dir, registry)
     else:
+        from pk.core.config import locate_key
+        from pk.core.errors import ConfigError
+
         raw = compose([*configs, *extra_configs], overrides)
-        resolved = resolve(raw, registry)
+        try:
+            resolved = resolve(raw, registry)
+        except ConfigError as exc:
+            files = [*configs, *extra_configs]
+            set_by_override = any(o.split("=", 1)[0].strip() in str(exc) for o in overrides)
+            if not files or set_by_override:
+                raise
+            raise ConfigError(locate_key(str(exc), files)) from None
         from pk.core.runner import check_tasks
 
         check_tasks(resolved)
@@ -76,6 +86,18 @@ def train_cmd(configs, extra_configs, overrides, dry_run, run_dir, resume_dir, n
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(target: str, split: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Evaluate TARGET (a run dir or checkpoint .pt) on --split."""
+    from pathlib import Path
+
+    from pk.core.config import load_toml
+    from pk.core.errors import UsageError
+
+    path = Path(target)
+    if not path.exists():
+        raise UsageError(f"{target!r} does not exist; give a run dir (see `pk runs`) or a checkpoint .pt file")
+    if path.is_dir():
+        if not (path / "config.toml").is_file():
+            raise UsageError(f"{target!r} is not a pk run dir (no config.toml); give a dir listed by `pk runs`")
+        load_toml(path / "config.toml")  # a damaged run record is an error, not silently ignored
     from pk.core.plugins import get_registry
     from pk.core.runner import evaluate
 

@@ -122,6 +122,8 @@ class SupervisedTrainer:
         self.prepare(model, data, run)
         epochs_run = start_epoch
         for epoch in run.progress(range(start_epoch, cfg.max_epochs), total=cfg.max_epochs - start_epoch, description="epochs"):
+            if 0 <= cfg.max_steps <= step:  # a resumed run whose step budget is already spent
+                break
             epochs_run = epoch + 1
             model.train()
             total, count = 0.0, 0
