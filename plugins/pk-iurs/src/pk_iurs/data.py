@@ -6,6 +6,12 @@ index of every interaction (non-decreasing along a sequence). Item ids are re-ma
 ``1..known[t]``. Batches use pk-seqrec's format (left-padded ``seq``, ``targets``, ``target``,
 ``len``, ``user``, ``tpos``; see ``pk_seqrec.data.bundle``).
 
+Bad files: every real file is checked first (:func:`check_text_file`: unreadable, empty,
+binary or non-UTF-8 bytes -> ``DataError`` naming the file and line), then parsed by
+pk-seqrec's readers (which name the file and line of a malformed row); a stream whose
+pretraining blocks hold no training example, or whose evaluated blocks hold no test
+example, is a ``DataError`` too (a truncated file ends up here).
+
 Leakage guard: the bundle logs every block whose interactions are handed out for training
 (``("train", b)``) or testing (``("test", b)``) in ``access_log``; the protocol never asks
 for training rows of a block before that block has been tested.
@@ -13,14 +19,16 @@ for training rows of a block before that block has been tested.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from pk_seqrec.data.bundle import SeqBundle
 from pk_seqrec.data.datasets import ML100K_REMOTE
-from pk_seqrec.data.readers import read_atomic_inter, read_periods
+from pk_seqrec.data.readers import read_atomic_inter, read_session_period
 
 from pk.core.base import tensor_fingerprint
 from pk.core.contracts import DatasetInfo
@@ -30,6 +38,28 @@ from pk.core.seed import derive_seed
 
 TASK = "streaming-next-item"
 ROW_KEYS = ("seq", "targets", "len", "target", "user", "tpos")
+
+
+def check_text_file(path: Path) -> str:
+    """Refuse an unreadable, empty, binary or non-UTF-8 file with a ``DataError`` naming the
+    file and the line of the first bad byte; return the file's sha256 (hex)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror}); check dataset.path") from None
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty; check dataset.path or copy the data again")
+    bad = raw.find(b"\x00")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.start if bad < 0 else min(bad, exc.start)
+    if bad >= 0:
+        line = raw.count(b"\n", 0, bad) + 1
+        raise DataError(f"{path}:{line}: byte {bad} is not UTF-8 text (a binary or corrupt file?); "
+                        "point dataset.path at the plain-text data file")
+    return hashlib.sha256(raw).hexdigest()
 
 
 def _left_pad(rows: Sequence[Sequence[int]], width: int) -> torch.Tensor:
@@ -245,10 +275,14 @@ class StreamBundle:
         return list(zip(rows["user"].tolist(), rows["tpos"].tolist(), strict=True))
 
     def fingerprint(self) -> str:
+        """16-hex hash of content and parameters, then ``<file>:sha256=<hex>`` for every data
+        file read (result.json's ``fingerprint.data`` names the exact files of a run)."""
         flat = [i for s in self.sequences for i in s]
         blocks = [b for s in self.block_of for b in s]
         lengths = [len(s) for s in self.sequences]
-        return tensor_fingerprint(sorted(self.params.items()), torch.tensor(flat), torch.tensor(blocks), torch.tensor(lengths))
+        digest = tensor_fingerprint(sorted(self.params.items()), torch.tensor(flat), torch.tensor(blocks), torch.tensor(lengths))
+        files = self.info.extra.get("files") or {}
+        return " ".join([digest, *(f"{name}:sha256={sha}" for name, sha in files.items())])
 
 
 # -- building streams --------------------------------------------------------------------
@@ -337,8 +371,24 @@ def _fallback(config: Any, name: str, seed: int) -> StreamBundle:
     return bundle
 
 
+def _check_usable(bundle: StreamBundle, where: Path) -> StreamBundle:
+    """DataError unless the pretraining blocks hold a training example and some evaluated
+    block a test example."""
+    P = bundle.pretrain_blocks
+    if not any(e - max(s, 1) > 0 for b in range(P) for _, s, e in bundle.ranges[b]):
+        raise DataError(f"{where}: the pretraining blocks 0..{P - 1} hold no training example (no sequence with two items); "
+                        "is the file truncated?")
+    log = list(bundle.access_log)
+    if all(int(bundle.test_rows(b)["target"].shape[0]) == 0 for b in bundle.evaluated_blocks):
+        raise DataError(f"{where}: no evaluated block has a test example; is the file truncated?")
+    bundle.access_log[:] = log  # checking is not part of the stream protocol
+    return bundle
+
+
 def build_stream_diginetica(config: Any, *, root: Any = None, seed: int = 0) -> StreamBundle:
-    """One block per ADER period file, ``first_period..last_period``."""
+    """One block per ADER period file, ``first_period..last_period``; each file is checked
+    (text, non-empty, at least one session) and its name and sha256 recorded in
+    ``info.extra["files"]`` and the fingerprint."""
     first, last = int(config.first_period), int(config.last_period)
     if not 0 <= first < last:
         raise ConfigError(f"stream-diginetica: need 0 <= first_period < last_period, got {first} and {last}")
@@ -346,10 +396,21 @@ def build_stream_diginetica(config: Any, *, root: Any = None, seed: int = 0) -> 
                    required=(f"period_{first}.txt", f"period_{last}.txt"))
     if where is None:
         return _fallback(config, "stream-diginetica", seed)
-    periods = read_periods(where, list(range(first, last + 1)))
-    return _block_sessions(periods, pretrain_blocks=int(config.pretrain_blocks), max_len=int(config.max_len), unseen=config.unseen,
-                           params={"dataset": "stream-diginetica", **_params(config)},
-                           extra={"source": "file", "dataset": "stream-diginetica", "periods": list(range(first, last + 1))})
+    periods, files = [], {}
+    for k in range(first, last + 1):
+        path = Path(where) / f"period_{k}.txt"
+        if not path.exists():
+            raise DataError(f"{path}: missing period file; check dataset.path, first_period and last_period")
+        files[path.name] = check_text_file(path)
+        sessions = read_session_period(path)
+        if not sessions:
+            raise DataError(f"{path}: no sessions in this period file; is it truncated?")
+        periods.append(sessions)
+    bundle = _block_sessions(periods, pretrain_blocks=int(config.pretrain_blocks), max_len=int(config.max_len), unseen=config.unseen,
+                             params={"dataset": "stream-diginetica", "sha256": files, **_params(config)},
+                             extra={"source": "file", "dataset": "stream-diginetica", "periods": list(range(first, last + 1)),
+                                    "files": files})
+    return _check_usable(bundle, Path(where))
 
 
 def build_stream_ml100k(config: Any, *, root: Any = None, seed: int = 0) -> StreamBundle:
@@ -360,9 +421,10 @@ def build_stream_ml100k(config: Any, *, root: Any = None, seed: int = 0) -> Stre
     if where is None:
         return _fallback(config, "stream-ml-100k", seed)
     file = where / "ml-100k.inter" if where.is_dir() else where
+    digest = check_text_file(file)
     records = read_atomic_inter(file)
-    if T < 2 or T > len(records):
-        raise ConfigError(f"stream-ml-100k: blocks must be in 2..{len(records)}, got {T}")
+    if T > len(records):
+        raise DataError(f"{file}: {len(records)} interactions cannot fill {T} blocks; is the file truncated? (or lower dataset.blocks)")
     ranked = sorted(range(len(records)), key=lambda k: (records[k][2], k))  # stable: ties keep file order
     users: dict[str, int] = {}
     seqs: list[list[str]] = []
@@ -377,6 +439,8 @@ def build_stream_ml100k(config: Any, *, root: Any = None, seed: int = 0) -> Stre
         order.append((u, len(seqs[u])))
         seqs[u].append(item)
         blk[u].append(rank * T // len(records))
-    return make_stream(seqs, blk, order, T, pretrain_blocks=int(config.pretrain_blocks), max_len=int(config.max_len),
-                       unseen=config.unseen, params={"dataset": "stream-ml-100k", "size": file.stat().st_size, **_params(config)},
-                       extra={"source": "file", "dataset": "stream-ml-100k", "file": str(file)})
+    bundle = make_stream(seqs, blk, order, T, pretrain_blocks=int(config.pretrain_blocks), max_len=int(config.max_len),
+                         unseen=config.unseen, params={"dataset": "stream-ml-100k", "file": file.name, "sha256": digest,
+                                                       "size": file.stat().st_size, **_params(config)},
+                         extra={"source": "file", "dataset": "stream-ml-100k", "file": str(file), "files": {file.name: digest}})
+    return _check_usable(bundle, file)
