@@ -333,9 +333,10 @@ class SubprocessPool:
         from concurrent.futures import ThreadPoolExecutor
 
         self.executor = ThreadPoolExecutor(max_workers=jobs)
+        self.jobs = jobs
 
     def submit(self, run: PlannedRun, run_dir: Path) -> Any:
-        return self.executor.submit(_run_subprocess, run, run_dir)
+        return self.executor.submit(_run_subprocess, run, run_dir, self.jobs)
 
     def result(self, handle: Any) -> dict[str, Any]:
         return handle.result()
@@ -344,11 +345,12 @@ class SubprocessPool:
         self.executor.shutdown(wait=True)
 
 
-def _run_subprocess(run: PlannedRun, run_dir: Path) -> dict[str, Any]:
+def _run_subprocess(run: PlannedRun, run_dir: Path, jobs: int = 1) -> dict[str, Any]:
     cfg = run_dir.parent / f".{run.stem}.toml"
     atomic_write_text(cfg, dumps_toml(run.resolved.data))
     cmd = [sys.executable, "-m", "pk.cli", "train", str(cfg), "--run-dir", str(run_dir), "--json", "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PK_PARALLEL_JOBS": str(jobs)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     cfg.unlink(missing_ok=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -494,7 +496,7 @@ def comparison_rows(spec: BatchSpec, outcomes: list[Outcome], *, bootstrap: bool
             "baseline_stats": stats.get(base + cell, {}).get(metric), "method_stats": stats.get(method + cell, {}).get(metric),
             "pairs": keys, "paired": None, "bootstrap": [],
             "epochs": {arm: _epochs(arms[arm][k] for k in keys) for arm in (base, method)},
-            "unequal": dict(meta.get("unequal", {})),
+            "unequal": dict(meta.get("unequal", {})), "cost_ratio": None,
         }
         if keys:
             b = [arms[base][k].metrics[metric] for k in keys]
@@ -505,6 +507,9 @@ def comparison_rows(spec: BatchSpec, outcomes: list[Outcome], *, bootstrap: bool
                 sb, sm = example_scores(arms[base][k].run_dir, metric), example_scores(arms[method][k].run_dir, metric)
                 if sb is not None and sm is not None and sb.shape == sm.shape and sb.size >= 2:
                     row["bootstrap"].append({"pair": k, **paired_bootstrap(sb, sm, seed=i).as_dict()})
+        if keys:
+            secs = {arm: sum(arms[arm][k].seconds for k in keys) for arm in (base, method)}
+            row["cost_ratio"] = secs[method] / secs[base] if secs[base] > 0 else None
         row["delta"] = row["paired"]["mean"] if row["paired"] else None
         row["verdict"] = _row_verdict(row, verdict_words)
         rows.append(row)

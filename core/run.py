@@ -96,6 +96,7 @@ def environment(device: str) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "threads": torch.get_num_threads(),
+        "thread_policy": "run.threads, or usable cores // PK_PARALLEL_JOBS (pk batch --jobs), at least 1",
         "distributions": dict(distribution_versions()),
         "git": git_info(),
     }

@@ -72,6 +72,38 @@ class _TermAsInterrupt:
             self._old = None
 
 
+def default_threads() -> int:
+    """Thread policy for ``run.threads = 0``: usable cores divided by the runs going on in
+    parallel (``PK_PARALLEL_JOBS``, set by ``pk batch --jobs``), at least 1, so parallel
+    runs never oversubscribe the cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        jobs = max(1, int(os.environ.get("PK_PARALLEL_JOBS", "1")))
+    except ValueError:
+        jobs = 1
+    return max(1, cores // jobs)
+
+
+def resources(started_wall: float, started_cpu: float, epochs: float | None, device: str) -> dict[str, float]:
+    """Wall and CPU seconds since the given marks, peak RSS (MiB) of this process, seconds
+    per epoch when the trainer reported ``epochs_run``, and peak GPU memory on CUDA."""
+    import resource
+
+    wall = time.time() - started_wall
+    out = {"wall_seconds": round(wall, 3), "cpu_seconds": round(time.process_time() - started_cpu, 3),
+           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if epochs:
+        out["seconds_per_epoch"] = round(wall / epochs, 4)
+    if device.startswith("cuda"):
+        import torch
+
+        out["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
 def check_tasks(resolved: Resolved) -> set[str]:
     """Refuse components that share no task (before anything heavy is imported)."""
     parts = {
@@ -184,8 +216,7 @@ def train(
     check_tasks(resolved)
     run_cfg = resolved.run
     device = pick_device(run_cfg.device)
-    if run_cfg.threads:
-        torch.set_num_threads(run_cfg.threads)
+    torch.set_num_threads(run_cfg.threads or default_threads())
     if resume or existing:
         path = Path(run_dir)  # type: ignore[arg-type]
     else:
@@ -196,6 +227,7 @@ def train(
     run = Run(path, resolved, device=device, resume=resume, builder=components.build, reporter=reporter, rank=rank, world_size=world_size)
     main = rank == 0
     started = time.time()
+    started_cpu = time.process_time()
     from pk.core.budget import fingerprint
 
     result: dict[str, Any] = {"status": "running", "run_dir": str(path), "started": started, "world_size": world_size,
@@ -252,7 +284,8 @@ def train(
     metrics = {f"fit.{k}": float(v) for k, v in fit_metrics.items()}
     metrics.update({f"test.{k}": float(v) for k, v in test_metrics.items()})
     metrics.update({f"eval.{k}": float(v) for k, v in eval_metrics.items()})
-    record(status="completed", ended=time.time(), seconds=round(time.time() - started, 3), metrics=metrics)
+    record(status="completed", ended=time.time(), seconds=round(time.time() - started, 3), metrics=metrics,
+           resources=resources(started, started_cpu, metrics.get("fit.epochs_run"), device))
     return path, result
 
 

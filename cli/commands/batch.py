@@ -111,12 +111,14 @@ def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore
         eb, em = (fmt_epochs(row["epochs"][row[k]]) for k in ("baseline", "method"))
         rows.append((row["paper"], metric, f"{row['baseline']}: {fmt_stat(row['baseline_stats'])}",
                      f"{row['method']}: {fmt_stat(row['method_stats'])}", fmt_paired(row), fmt_bootstrap(row),
-                     f"{eb} | {em}" if (eb or em) else "", verdict(row)))
+                     f"{eb} | {em}" if (eb or em) else "",
+                     f"{row['cost_ratio']:.2f}×" if row.get("cost_ratio") else "", verdict(row)))
         notes += [f"{row['paper']}: {k} differs between arms: {why}" for k, why in row["unequal"].items()]
     if rows:
         print_table("baseline vs method per paper: Δ = method − baseline paired by seed, 95% t-interval; "
                     "verdict from the paired t-test (bootstrap over examples when n = 1)",
-                    ["paper", "metric", "baseline", "method", "Δ [95% CI]", "bootstrap/seed", "epochs run b | m", "verdict"],
+                    ["paper", "metric", "baseline", "method", "Δ [95% CI]", "bootstrap/seed", "epochs run b | m",
+                     "time m/b", "verdict"],
                     rows)
         for note in dict.fromkeys(notes):
             click.echo(f"  unequal by design — {note}")

@@ -174,7 +174,10 @@ def doctor_cmd(as_json: bool) -> None:
         report["torch"] = torch.__version__
         report["cuda_build"] = torch.version.cuda
         report["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        report["threads"] = torch.get_num_threads()
+        from pk.core.runner import default_threads
+
+        report["threads"] = default_threads()
+        report["thread_policy"] = "run.threads, or usable cores // parallel runs (pk batch --jobs), at least 1"
     except ImportError:
         report["torch"] = "not installed"
     for dist in ("torch_geometric", "transformers", "safetensors", "flwr", "matplotlib", "hypothesis"):
