@@ -103,9 +103,9 @@ def test_early_stopping_restores_best() -> None:
             return s
 
     out = NextItemTrainer(NextItemTrainerConfig(max_epochs=20, patience=2)).fit(Frozen(), data, FakeRun())
-    assert out["epochs"] == 3 and out["best_epoch"] == 0
+    assert out["epochs_run"] == 3 and out["best_epoch"] == 1  # 1-based
     never = NextItemTrainer(NextItemTrainerConfig(max_epochs=4, patience=0)).fit(Frozen(), data, FakeRun())
-    assert never["epochs"] == 4 and never["best_epoch"] == 0  # patience 0: no early stop
+    assert never["epochs_run"] == 4 and never["best_epoch"] == 1  # patience 0: no early stop
 
 
 def test_cli_train_sasrec_on_default(tmp_path: Path) -> None:

@@ -64,17 +64,18 @@ def full_ranking_metrics(
 
 
 @torch.no_grad()
-def evaluate_ranking(
+def ranking_scores(
     model: Any, data: Any, split: str, *, ks: Sequence[int] = (5, 10, 20), exclude_history: bool = False,
     batch_size: int = 512, device: str = "cpu", sampled_negatives: int = 0, generator: torch.Generator | None = None,
-) -> dict[str, float]:
-    """Mean full-ranking metrics of ``model.predict`` over ``split`` (model put in eval mode,
-    then restored). With ``sampled_negatives`` > 0 also the biased ``sampled_*`` metrics."""
+) -> dict[str, torch.Tensor]:
+    """Per-example full-ranking metrics of ``model.predict`` over ``split``: name -> [n]
+    float64, in the split's example order (users in dataset order, stable across runs).
+    The model is put in eval mode, then restored. ``sampled_negatives`` > 0 adds the biased
+    ``sampled_*`` metrics."""
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    sums: dict[str, float] = {}
-    count = 0
+    parts: dict[str, list[torch.Tensor]] = {}
     for batch in data.loader(split, batch_size):
         batch = to_device(batch, device)
         scores = model.predict(batch).float()
@@ -85,11 +86,32 @@ def evaluate_ranking(
         if sampled_negatives > 0:
             per.update({f"sampled_{k}": v for k, v in _sampled(scores, batch["target"], ks, sampled_negatives, generator).items()})
         for name, values in per.items():
-            sums[name] = sums.get(name, 0.0) + float(values.sum())
-        count += int(batch["target"].shape[0])
+            parts.setdefault(name, []).append(values.detach().double().cpu())
     if hasattr(model, "train"):
         model.train(was_training)
-    return {name: total / max(count, 1) for name, total in sums.items()}
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def evaluate_ranking(
+    model: Any, data: Any, split: str, *, ks: Sequence[int] = (5, 10, 20), exclude_history: bool = False,
+    batch_size: int = 512, device: str = "cpu", sampled_negatives: int = 0, generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Mean full-ranking metrics of ``model.predict`` over ``split`` (the means of
+    :func:`ranking_scores`). With ``sampled_negatives`` > 0 also the biased ``sampled_*`` metrics."""
+    per = ranking_scores(model, data, split, ks=ks, exclude_history=exclude_history, batch_size=batch_size,
+                         device=device, sampled_negatives=sampled_negatives, generator=generator)
+    return means(per)
+
+
+def means(per_example: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """name -> mean of the per-example values (0.0 for an empty split)."""
+    return {name: float(v.sum()) / max(int(v.numel()), 1) for name, v in per_example.items()}
+
+
+def save_scores(run: Any, split: str, per_example: Mapping[str, torch.Tensor]) -> None:
+    """``run.save_example_scores(split, ...)`` when the run handle has it (test doubles may not)."""
+    if hasattr(run, "save_example_scores") and per_example:
+        run.save_example_scores(split, {name: v.numpy() for name, v in per_example.items()})
 
 
 def _sampled(scores: torch.Tensor, target: torch.Tensor, ks: Sequence[int], n: int, generator: Any) -> dict[str, torch.Tensor]:
@@ -116,7 +138,10 @@ class FullRankingEvaluator:
         self.metrics: Mapping[str, tuple[float, float, bool]] = {n: (0.0, 1.0, True) for n in names}
 
     def evaluate(self, model: Any, data: Any, run: Any) -> dict[str, float]:
+        """Mean metrics; the per-user values go to ``run.save_example_scores("eval", ...)``."""
         gen = run.generator("sampled-negatives") if self.sampled_negatives else None
-        return evaluate_ranking(model, data, self.split, ks=self.ks, exclude_history=self.exclude_history,
-                                batch_size=self.batch_size, device=getattr(run, "device", "cpu"),
-                                sampled_negatives=self.sampled_negatives, generator=gen)
+        per = ranking_scores(model, data, self.split, ks=self.ks, exclude_history=self.exclude_history,
+                             batch_size=self.batch_size, device=getattr(run, "device", "cpu"),
+                             sampled_negatives=self.sampled_negatives, generator=gen)
+        save_scores(run, "eval", per)
+        return means(per)

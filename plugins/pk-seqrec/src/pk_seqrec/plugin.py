@@ -27,41 +27,48 @@ class SyntheticSeqConfig:
     Zipf popularity inside each cluster. ``follow`` is the probability of following the
     cluster chain's fixed successor (the sequential signal Pop cannot use)."""
 
-    num_users: int = 400
-    num_items: int = 300
-    num_clusters: int = 20
-    min_len: int = 8
-    max_seq_len: int = 30
-    follow: float = 0.9
-    zipf: float = 1.1
-    max_len: int = 20
+    num_users: int = field(default=400, metadata={"ge": 1})
+    num_items: int = field(default=300, metadata={"ge": 2})
+    num_clusters: int = field(default=20, metadata={"ge": 1})
+    min_len: int = field(default=8, metadata={"ge": 3})
+    max_seq_len: int = field(default=30, metadata={"ge": 3})
+    follow: float = field(default=0.9, metadata={"ge": 0, "le": 1})
+    zipf: float = field(default=1.1, metadata={"ge": 0})
+    max_len: int = field(default=20, metadata={"ge": 1})
     train_windows: Literal["all", "last", "prefixes"] = "all"
+    window_stride: int = field(default=1, metadata={"ge": 1})
 
 
 @dataclass
 class ML100kConfig:
     """RecBole atomic ml-100k (``ml-100k.inter``). Sequences by stable sort on (timestamp,
     file line); ``kcore`` > 0 applies RecBole's iterative k-core on users and items.
-    ``train_windows``: "all" (windows tiling each history, every position a target),
-    "last" (newest window only) or "prefixes" (one row per target: RecBole's examples)."""
+    ``train_windows``: "all" (windows over each history, every position a target once),
+    "last" (newest window only) or "prefixes" (one row per target: RecBole's examples).
+    ``window_stride`` (1..max_len, "all" only): rows end every ``window_stride`` items and
+    each trains only the targets no newer row trained; 1 gives every target
+    min(max_len, its history) items of context, exactly RecBole's prefix examples (tested),
+    max_len tiles the history with disjoint windows (fewer rows, truncated context)."""
 
     source: str = "auto"
     path: str = ""
-    kcore: int = 0
-    max_len: int = 50
+    kcore: int = field(default=0, metadata={"ge": 0})
+    max_len: int = field(default=50, metadata={"ge": 1})
     train_windows: Literal["all", "last", "prefixes"] = "all"
+    window_stride: int = field(default=1, metadata={"ge": 1})
 
 
 @dataclass
 class SeqLinesConfig:
     """One line per user: ``user item item ...`` (oldest first), ICLRec/S3-Rec format.
-    ``train_windows`` as for ml-100k."""
+    ``train_windows`` and ``window_stride`` as for ml-100k."""
 
     source: str = "auto"
     path: str = ""
-    kcore: int = 0
-    max_len: int = 50
+    kcore: int = field(default=0, metadata={"ge": 0})
+    max_len: int = field(default=50, metadata={"ge": 1})
     train_windows: Literal["all", "last", "prefixes"] = "all"
+    window_stride: int = field(default=1, metadata={"ge": 1})
 
 
 @dataclass
@@ -73,9 +80,9 @@ class DigineticaPeriodsConfig:
 
     source: str = "auto"
     path: str = ""
-    test_period: int = 16
-    train_periods: int = 1
-    max_len: int = 50
+    test_period: int = field(default=16, metadata={"ge": 2})
+    train_periods: int = field(default=1, metadata={"ge": 1})
+    max_len: int = field(default=50, metadata={"ge": 1})
 
 
 # -- models ----------------------------------------------------------------------------
@@ -85,14 +92,14 @@ class EncoderConfig:
     2 heads, inner 256, dropout 0.5, LayerNorm eps 1e-12, init N(0, 0.02)); the padding row
     stays in the CE softmax when ``ce_include_padding`` (RecBole). Plugins extend it."""
 
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner: int = 256
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    layer_norm_eps: float = 1e-12
-    init_std: float = 0.02
+    hidden: int = field(default=64, metadata={"ge": 1})
+    layers: int = field(default=2, metadata={"ge": 1})
+    heads: int = field(default=2, metadata={"ge": 1})
+    inner: int = field(default=256, metadata={"ge": 1})
+    dropout: float = field(default=0.5, metadata={"ge": 0, "lt": 1})
+    attn_dropout: float = field(default=0.5, metadata={"ge": 0, "lt": 1})
+    layer_norm_eps: float = field(default=1e-12, metadata={"gt": 0})
+    init_std: float = field(default=0.02, metadata={"gt": 0})
     ce_include_padding: bool = True
 
 
@@ -106,7 +113,7 @@ class SASRecConfig(EncoderConfig):
 
     position_embedding: bool = True
     loss_type: Literal["ce", "bpr"] = "ce"
-    num_negatives: int = 1
+    num_negatives: int = field(default=1, metadata={"ge": 1})
 
 
 @dataclass
@@ -116,19 +123,19 @@ class BERT4RecConfig(EncoderConfig):
     The [MASK] token is id num_items + 1; the position table has L + 1 rows."""
 
     position_embedding: bool = True
-    mask_ratio: float = 0.2
+    mask_ratio: float = field(default=0.2, metadata={"gt": 0, "le": 1})
 
 
 @dataclass
 class GRU4RecConfig:
     """Embedding -> dropout -> GRU -> hidden at each position -> tied-embedding scores."""
 
-    hidden: int = 64
-    layers: int = 1
-    dropout: float = 0.3
-    init_std: float = 0.02
+    hidden: int = field(default=64, metadata={"ge": 1})
+    layers: int = field(default=1, metadata={"ge": 1})
+    dropout: float = field(default=0.3, metadata={"ge": 0, "lt": 1})
+    init_std: float = field(default=0.02, metadata={"gt": 0})
     loss_type: Literal["ce", "bpr"] = "ce"
-    num_negatives: int = 1
+    num_negatives: int = field(default=1, metadata={"ge": 1})
     ce_include_padding: bool = True
 
 
@@ -136,7 +143,7 @@ class GRU4RecConfig:
 class PopConfig:
     """Scores = training interaction counts (counted while training)."""
 
-    smoothing: float = 0.0
+    smoothing: float = field(default=0.0, metadata={"ge": 0})
 
 
 # -- trainer / evaluator ---------------------------------------------------------------
@@ -147,24 +154,28 @@ class NextItemTrainerConfig:
     the best-validation weights are restored. ``batch_size`` counts training rows (windows
     of up to L targets); ``batch_targets`` > 0 instead sizes batches to ~that many next-item
     targets (RecBole's batch of N prefixes). ``length_buckets`` > 0 batches training
-    examples of similar length together (needs a pk-seqrec bundle). ``exclude_history`` selects the ICLRec
-    convention (history items removed from the ranking) instead of RecBole's."""
+    examples of similar length together (needs a pk-seqrec bundle). A model with
+    ``batch_sequences`` > 0 (the contrastive models, whose in-batch negatives are the other
+    rows) gets that many rows per batch instead of either. ``exclude_history`` selects the
+    ICLRec convention (history items removed from the ranking) instead of RecBole's.
+    ``fit`` returns ``epochs_run`` and ``best_epoch`` (1-based: equal to ``epochs_run`` when
+    the last epoch was the best)."""
 
-    max_epochs: int = 50
-    max_steps: int = -1
-    batch_size: int = 256
-    batch_targets: int = 0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    max_epochs: int = field(default=50, metadata={"ge": 1})
+    max_steps: int = field(default=-1, metadata={"ge": -1})
+    batch_size: int = field(default=256, metadata={"ge": 1})
+    batch_targets: int = field(default=0, metadata={"ge": 0})
+    lr: float = field(default=1e-3, metadata={"gt": 0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0})
     optimizer: str = "adam"
-    grad_clip: float = 0.0
-    length_buckets: int = 0
-    patience: int = 10
-    eval_every: int = 1
-    metric: str = "ndcg@10"
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
-    exclude_history: bool = False
-    eval_batch_size: int = 512
+    grad_clip: float = field(default=0.0, metadata={"ge": 0})
+    length_buckets: int = field(default=0, metadata={"ge": 0})
+    patience: int = field(default=10, metadata={"ge": 0})
+    eval_every: int = field(default=1, metadata={"ge": 1})
+    metric: str = field(default="ndcg@10", metadata={"protocol": True})
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20], metadata={"ge": 1, "protocol": True})
+    exclude_history: bool = field(default=False, metadata={"protocol": True})
+    eval_batch_size: int = field(default=512, metadata={"ge": 1})
 
 
 @dataclass
@@ -173,10 +184,10 @@ class FullRankingConfig:
     BIASED sampled metrics (prefixed ``sampled_``) over that many uniform negatives."""
 
     split: str = "test"
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20], metadata={"ge": 1})
     exclude_history: bool = False
-    sampled_negatives: int = 0
-    batch_size: int = 512
+    sampled_negatives: int = field(default=0, metadata={"ge": 0})
+    batch_size: int = field(default=512, metadata={"ge": 1})
 
 
 # -- registrations ---------------------------------------------------------------------

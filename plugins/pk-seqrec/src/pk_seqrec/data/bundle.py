@@ -10,8 +10,9 @@ Batch format (a dict of tensors; ``B`` batch, ``L`` = ``info.max_len``):
 - ``tpos``     [B] long: index of ``target`` inside the user's full sequence.
 - train only: ``targets`` [B, L] long, aligned with ``seq``: ``targets[:, j]`` is the item
   following ``seq[:, j]`` (0 where ``seq`` is padding), so ``targets[:, -1] == target``.
-  With ``train_windows = "prefixes"`` only the last column is set (one target per row,
-  RecBole's prefix examples); losses skip 0 targets.
+  Rows may overlap (``train_windows`` "all" with a stride < L, or "prefixes"): a position
+  another row already trains is 0 in ``targets`` (context only), so every target is
+  trained once; losses skip 0 targets.
 - valid/test only: ``history`` [B, Hmax] int32: every item the user had before ``target``
   (all of it, not only the last L), 0-padded on the right; used to exclude history items.
 """
@@ -26,7 +27,7 @@ import torch
 
 from pk.core.base import TensorBundle
 from pk.core.contracts import DatasetInfo
-from pk_seqrec.data.preprocess import leave_one_out_positions, training_windows
+from pk_seqrec.data.preprocess import leave_one_out_positions, window_targets
 
 
 @dataclass
@@ -70,16 +71,17 @@ class SeqBundle(TensorBundle):
         return list(zip(t["user"].tolist(), t["tpos"].tolist(), strict=True))
 
     def train_item_counts(self) -> torch.Tensor:
-        """[N + 1] float counts of the items in the training examples (``seq`` and ``target``);
-        index 0 (padding) is 0."""
+        """[N + 1] float counts of the items the training rows cover (inputs and targets),
+        each (user, position) once even where rows overlap; index 0 (padding) is 0."""
         t = self.tensors["train"]
         counts = torch.zeros(int(self.info.num_items) + 1)
-        parts = (t["seq"].flatten(), t["target"].flatten())
-        if self.params.get("train_windows") == "prefixes":  # rows overlap: each target once, plus first items
-            firsts = [self.sequences[u][0] for u in sorted(set(t["user"].tolist()))]
-            parts = (t["target"].flatten(), torch.tensor(firsts, dtype=torch.long))
-        for part in parts:
-            counts.index_add_(0, part, torch.ones(part.numel()))
+        span: dict[int, tuple[int, int]] = {}
+        for u, e, n in zip(t["user"].tolist(), t["tpos"].tolist(), t["len"].tolist(), strict=True):
+            lo, hi = span.get(u, (e - n, e))
+            span[u] = (min(lo, e - n), max(hi, e))  # rows of one user are contiguous windows
+        items = [i for u, (lo, hi) in span.items() for i in self.sequences[u][lo : hi + 1]]
+        if items:
+            counts.index_add_(0, torch.tensor(items, dtype=torch.long), torch.ones(len(items)))
         counts[0] = 0
         return counts
 
@@ -115,19 +117,19 @@ def _right_pad(rows: Sequence[Sequence[int]], dtype: torch.dtype = torch.int32) 
 
 def train_tensors(
     sequences: Sequence[Sequence[int]], max_len: int, *, users: Sequence[int] | None = None,
-    train_lengths: Sequence[int] | None = None, mode: str = "all",
+    train_lengths: Sequence[int] | None = None, mode: str = "all", stride: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """Training examples: windows (see ``training_windows``) over the first
-    ``train_lengths[u]`` items of each sequence (default: all of it)."""
+    """Training rows (see ``preprocess.window_targets``: ``mode`` and ``stride``) over the
+    first ``train_lengths[u]`` items of each sequence (default: all of it). ``targets`` is 0
+    at the positions a row only uses as context, so every target is trained exactly once."""
     users = list(range(len(sequences))) if users is None else list(users)
     seq_rows, tgt_rows, user_col, tpos_col = [], [], [], []
     for u in users:
         items = sequences[u]
         n = len(items) if train_lengths is None else int(train_lengths[u])
-        for s, e in training_windows(n, max_len, mode):
+        for s, e, first in window_targets(n, max_len, mode, stride):
             seq_rows.append(items[s : e - 1])
-            nexts = items[s + 1 : e]
-            tgt_rows.append(nexts if mode != "prefixes" else [0] * (len(nexts) - 1) + [nexts[-1]])
+            tgt_rows.append([0] * (first - s - 1) + list(items[first:e]))
             user_col.append(u)
             tpos_col.append(e - 1)
     seq = _left_pad(seq_rows, max_len)
@@ -166,13 +168,15 @@ def bundle_from_sequences(
     user_ids: Sequence[Hashable] | None = None,
     item_ids: Sequence[Hashable] | None = None,
     train_windows: str = "all",
+    window_stride: int = 1,
     params: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> SeqBundle:
     """Leave-one-out bundle from already-remapped sequences (ids ``1..num_items``, oldest
-    first): last item = test, second-to-last = valid, the rest = train. Users with fewer
-    than 3 items are dropped. This is the entry point for plugins that load or cut their
-    own sequences (e.g. by time or by user)."""
+    first): last item = test, second-to-last = valid, the rest = train (rows as
+    ``preprocess.window_targets(n, max_len, train_windows, window_stride)``). Users with
+    fewer than 3 items are dropped. This is the entry point for plugins that load or cut
+    their own sequences (e.g. by time or by user)."""
     kept = [(i, list(s)) for i, s in enumerate(sequences) if leave_one_out_positions(len(s)) is not None]
     seqs = [s for _, s in kept]
     raw_users = [(user_ids[i] if user_ids is not None else i) for i, _ in kept]
@@ -180,7 +184,8 @@ def bundle_from_sequences(
     valid = [(u, len(s) - 2) for u, s in enumerate(seqs)]
     test = [(u, len(s) - 1) for u, s in enumerate(seqs)]
     tensors = {
-        "train": train_tensors(seqs, max_len, train_lengths=[len(s) - 2 for s in seqs], mode=train_windows),
+        "train": train_tensors(seqs, max_len, train_lengths=[len(s) - 2 for s in seqs], mode=train_windows,
+                              stride=window_stride),
         "valid": eval_tensors(seqs, max_len, valid),
         "test": eval_tensors(seqs, max_len, test),
     }
@@ -189,7 +194,8 @@ def bundle_from_sequences(
         extra={"split": "leave-one-out", "padding": "left", "interactions": sum(map(len, seqs)), **dict(extra or {})},
     )
     return SeqBundle(
-        info=info, tensors=tensors, params={"max_len": max_len, "train_windows": train_windows, **dict(params or {})},
+        info=info, tensors=tensors, params={"max_len": max_len, "train_windows": train_windows, "window_stride": window_stride,
+                                     **dict(params or {})},
         sequences=seqs, user_ids=raw_users, item_ids=list(item_ids) if item_ids is not None else [None, *range(1, num_items + 1)],
     )
 
@@ -201,12 +207,14 @@ def bundle_from_splits(
     num_items: int,
     max_len: int,
     *,
+    window_stride: int = 1,
     params: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> SeqBundle:
     """Bundle from sequences already split into train / valid / test groups (e.g. by time
-    block or by user). Train sequences train on every position; each valid/test sequence
-    (>= 2 items) predicts its last item from the items before it."""
+    block or by user). Train sequences train on every position ("all" rows with
+    ``window_stride``); each valid/test sequence (>= 2 items) predicts its last item from
+    the items before it."""
     seqs = [list(s) for s in (*train_sequences, *valid_sequences, *test_sequences)]
     _check_ids(seqs, num_items)
     n_tr, n_va = len(train_sequences), len(valid_sequences)
@@ -214,7 +222,7 @@ def bundle_from_splits(
     valid = [(u, len(seqs[u]) - 1) for u in range(n_tr, n_tr + n_va) if len(seqs[u]) >= 2]
     test = [(u, len(seqs[u]) - 1) for u in range(n_tr + n_va, len(seqs)) if len(seqs[u]) >= 2]
     tensors = {
-        "train": train_tensors(seqs, max_len, users=train_users),
+        "train": train_tensors(seqs, max_len, users=train_users, stride=window_stride),
         "valid": eval_tensors(seqs, max_len, valid),
         "test": eval_tensors(seqs, max_len, test),
     }

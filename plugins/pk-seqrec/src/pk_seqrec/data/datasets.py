@@ -32,6 +32,23 @@ def _params(config: Any) -> dict[str, Any]:
     return asdict(config) if is_dataclass(config) else dict(vars(config))
 
 
+def _stride(params: dict[str, Any]) -> int:
+    """``window_stride`` (1..max_len) of a dataset config; ConfigError when it exceeds max_len."""
+    stride, max_len = int(params.get("window_stride", 1)), int(params.get("max_len", 50))
+    if not 1 <= stride <= max_len:
+        raise ConfigError(f"dataset.window_stride must be in 1..dataset.max_len ({max_len}), got {stride}")
+    return stride
+
+
+def _require_training(bundle: SeqBundle, where: str) -> SeqBundle:
+    """DataError when the bundle has no training target (a truncated or tiny file)."""
+    targets = bundle.tensors["train"].get("targets")
+    if targets is None or not bool((targets != 0).any()):
+        raise DataError(f"{where}: no training example (need users with at least 4 items: one to train on, "
+                        f"one to validate, one to test, plus their context); is the file truncated?")
+    return bundle
+
+
 # -- synthetic ---------------------------------------------------------------------------
 def synthetic_sequences(
     seed: int, *, num_users: int = 400, num_items: int = 300, num_clusters: int = 20, min_len: int = 8,
@@ -72,7 +89,7 @@ def build_synthetic_seq(config: Any, *, root: Any = None, seed: int = 0) -> SeqB
         min_len=p["min_len"], max_seq_len=p["max_seq_len"], follow=p["follow"], zipf=p["zipf"],
     )
     return bundle_from_sequences(
-        seqs, p["num_items"], p["max_len"], train_windows=p["train_windows"],
+        seqs, p["num_items"], p["max_len"], train_windows=p["train_windows"], window_stride=_stride(p),
         params={"dataset": "synthetic-seq", "seed": seed, **p}, extra={"source": "synthetic", "dataset": "synthetic-seq"},
     )
 
@@ -89,17 +106,20 @@ def _synthetic_fallback(config: Any, name: str, seed: int) -> SeqBundle:
 # -- real data ---------------------------------------------------------------------------
 def _finish(user_seqs: dict[Any, list[Any]], config: Any, name: str, file: Path, source: str) -> SeqBundle:
     kcore = int(getattr(config, "kcore", 0))
+    params = _params(config)
+    stride = _stride(params)
     filtered = kcore_filter(user_seqs, kcore, iterative=True) if kcore > 0 else user_seqs
     users = list(filtered)
     seqs, raw_items = remap_items([filtered[u] for u in users])
     if not seqs:
         raise DataError(f"{file}: no user is left after {kcore}-core filtering; lower dataset.kcore")
-    return bundle_from_sequences(
+    bundle = bundle_from_sequences(
         seqs, len(raw_items) - 1, int(config.max_len), user_ids=users, item_ids=raw_items,
-        train_windows=getattr(config, "train_windows", "all"),
-        params={"dataset": name, "file": file.name, "size": file.stat().st_size, **_params(config)},
+        train_windows=getattr(config, "train_windows", "all"), window_stride=stride,
+        params={"dataset": name, "file": file.name, "size": file.stat().st_size, **params},
         extra={"source": source, "dataset": name, "file": str(file), "kcore": kcore},
     )
+    return _require_training(bundle, str(file))
 
 
 def build_ml100k(config: Any, *, root: Any = None, seed: int = 0) -> SeqBundle:
@@ -157,12 +177,15 @@ def build_diginetica_periods(config: Any, *, root: Any = None, seed: int = 0) ->
         return _synthetic_fallback(config, "diginetica-periods", seed)
     periods = read_periods(where, list(range(first, test + 1)))
     train = [s for p in periods[:-2] for s in p]
+    if not any(len(s) >= 2 for s in train):
+        raise DataError(f"{where}: periods {first}..{test - 2} hold no session with 2 or more items; "
+                        "check the period files or raise dataset.train_periods")
     known = {i for s in train for i in s}
     num_items = max(max(s) for p in periods for s in p)
     valid = [[i for i in s if i in known] for s in periods[-2]]
     tst = [[i for i in s if i in known] for s in periods[-1]]
     return bundle_from_splits(
-        train, valid, tst, num_items, int(config.max_len),
+        train, valid, tst, num_items, int(config.max_len), window_stride=_stride(_params(config)),
         params={"dataset": "diginetica-periods", **_params(config)},
         extra={"source": "file", "dataset": "diginetica-periods", "periods": list(range(first, test + 1))},
     )

@@ -74,26 +74,42 @@ def leave_one_out_positions(length: int) -> tuple[int, int] | None:
 TRAIN_WINDOW_MODES = ("all", "last", "prefixes")
 
 
-def training_windows(length: int, max_len: int, mode: str = "all") -> list[tuple[int, int]]:
-    """Training windows over the first ``length`` items of a sequence (its training part).
+def window_targets(length: int, max_len: int, mode: str = "all", stride: int = 1) -> list[tuple[int, int, int]]:
+    """Training rows over the first ``length`` items of a sequence (its training part), as
+    ``(s, e, t0)``: inputs ``items[s:e-1]`` (at most ``max_len``), targets ``items[s+1:e]``
+    of which only ``items[t0:e]`` are trained (the others are context). Newest row first.
 
-    A window ``(s, e)`` feeds inputs ``items[s:e-1]`` and targets ``items[s+1:e]``
-    (at most ``max_len`` each). Windows tile the training part from its end, so every item
-    but the first is a target exactly once (``mode="all"``), or only the newest window is
-    kept (``mode="last"``, the original SASRec). ``mode="prefixes"`` is RecBole's augmentation:
-    one window per target, ending at it (inputs = the ``max_len`` items before it), so
-    ``length - 1`` windows. Newest window first.
+    - ``"all"``: windows ending at ``length``, ``length - stride``, ... down to the window
+      that starts at item 0. Each trains the ``stride`` targets no newer window trained
+      (the oldest window trains all its targets), so every item but the first is a target
+      exactly once and each target sees at least ``max_len - stride + 1`` items of context,
+      or all of its history when that is shorter. ``stride = 1`` gives every target
+      ``min(max_len, its history)`` items, exactly RecBole's prefix examples (one causal pass
+      for the first ``max_len`` targets, then one row per later target); ``stride = max_len``
+      tiles the history with disjoint windows (cheap; later windows start with a truncated
+      context).
+    - ``"last"``: only the newest window, every target in it (the original SASRec).
+    - ``"prefixes"``: one row per target, ending at it: RecBole's augmentation itself.
     """
     if mode not in TRAIN_WINDOW_MODES:
         raise ValueError(f"train_windows must be one of {TRAIN_WINDOW_MODES}, got {mode!r}")
+    if not 1 <= stride <= max(max_len, 1):
+        raise ValueError(f"window stride must be in 1..max_len ({max_len}), got {stride}")
     if mode == "prefixes":
-        return [(max(0, end - 1 - max_len), end) for end in range(length, 1, -1)]
-    windows: list[tuple[int, int]] = []
+        return [(max(0, end - 1 - max_len), end, end - 1) for end in range(length, 1, -1)]
+    rows: list[tuple[int, int, int]] = []
     end = length
     while end >= 2:
         start = max(0, end - 1 - max_len)
-        windows.append((start, end))
-        if start == 0 or mode == "last":
+        if mode == "last" or start == 0:
+            rows.append((start, end, start + 1))
             break
-        end = start + 1
-    return windows
+        rows.append((start, end, max(start + 1, end - stride)))
+        end -= stride
+    return rows
+
+
+def training_windows(length: int, max_len: int, mode: str = "all", stride: int | None = None) -> list[tuple[int, int]]:
+    """The ``(s, e)`` windows of :func:`window_targets` (``stride`` None = ``max_len``:
+    disjoint windows tiling the history from its end, each target in exactly one)."""
+    return [(s, e) for s, e, _ in window_targets(length, max_len, mode, max(max_len, 1) if stride is None else stride)]

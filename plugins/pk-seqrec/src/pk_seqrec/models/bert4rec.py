@@ -17,13 +17,18 @@ from pk.core.contracts import DatasetInfo
 from pk_seqrec.models.encoder import TransformerEncoder, init_weights, padding_mask, position_ids, score_all
 
 
-def cloze_mask(seq: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """[B, L] bool: each real position masked with probability ``mask_ratio``; at most
-    ``int(mask_ratio * L)`` kept per row (the LAST ones); never padding."""
+def cloze_mask(seq: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None,
+               max_len: int | None = None) -> torch.Tensor:
+    """[B, W] bool: each real position masked with probability ``mask_ratio``; at most
+    ``int(mask_ratio * max_len)`` kept per row (the LAST ones); never padding.
+
+    ``max_len`` is the model's sequence length (not the batch width: pk-seqrec's loader trims
+    all-padding columns, so a batch of short rows is narrow and a cap from its width would be
+    0 or 1). Default: ``seq.shape[1]`` (an untrimmed batch)."""
     real = seq != 0
     draw = torch.rand(seq.shape, generator=generator, device=seq.device if generator is None else "cpu").to(seq.device)
     chosen = (draw < mask_ratio) & real
-    cap = int(mask_ratio * seq.shape[1])
+    cap = int(mask_ratio * (seq.shape[1] if max_len is None else max_len))
     from_end = chosen.flip(1).long().cumsum(1).flip(1)  # 1 at the last chosen position, 2 before...
     return chosen & (from_end <= cap)
 
@@ -65,9 +70,16 @@ class BERT4Rec(nn.Module):
         scores = score_all(h, self._item_weight())
         return scores + self.output_bias
 
-    def loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def cloze_batch(self, batch: Mapping[str, torch.Tensor],
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(full [B, W] = ``seq`` + ``target``, its last L + 1 columns; masked [B, W] bool).
+        The cap on masks per row comes from the model's length L + 1 (RecBole:
+        int(mask_ratio * L) = 10 at L = 50), never from the trimmed batch width."""
         full = torch.cat([batch["seq"], batch["target"][:, None]], 1)[:, -(self.max_len + 1) :]
-        masked = cloze_mask(full, self.mask_ratio)
+        return full, cloze_mask(full, self.mask_ratio, generator, max_len=self.max_len + 1)
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        full, masked = self.cloze_batch(batch)
         if not masked.any():
             return self.item_embedding.weight.sum() * 0.0
         h = self.encode(full.masked_fill(masked, self.mask_token))[masked]

@@ -1,7 +1,9 @@
 """Pop: ranks items by their training interaction count.
 
-``counts`` [N + 1] is a buffer filled while training (``loss`` adds the batch's ``seq`` and
-``target`` items when ``self.training``). Scores are ``exp(log_temperature) * log1p(counts)``:
+``counts`` [N + 1] is a buffer filled while training (``loss`` adds, when ``self.training``,
+each (user, position) of the batch once: every trained target in ``targets``, plus the
+user's first item in the row that trains position 1; rows may overlap, so ``seq`` items
+are not counted as such). One epoch gives ``SeqBundle.train_item_counts()``. Scores are ``exp(log_temperature) * log1p(counts)``:
 the one learned scalar (fitted by the cross-entropy of the popularity distribution) never
 changes the ranking, but gives ``loss`` a real gradient so any trainer can run it.
 """
@@ -33,7 +35,7 @@ class Pop(nn.Module):
     def loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if self.training:
             with torch.no_grad():
-                for part in (batch["seq"].flatten(), batch["target"].flatten()):
+                for part in _owned_items(batch):
                     self.counts.index_add_(0, part, torch.ones_like(part, dtype=self.counts.dtype))
                 self.counts[0] = 0
         logits = self._scores()
@@ -41,6 +43,20 @@ class Pop(nn.Module):
 
     def predict(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self._scores().expand(batch["seq"].shape[0], -1).clone()
+
+
+def _owned_items(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Item ids the batch trains, each (user, position) once: nonzero ``targets`` plus the
+    user's first item in the one row that starts there and trains position 1. Batches
+    without ``targets``/``tpos`` (no window layout) give ``seq`` and ``target``."""
+    if not all(k in batch for k in ("targets", "tpos", "len")):
+        return batch["seq"].flatten(), batch["target"].flatten()
+    targets, seq = batch["targets"], batch["seq"]
+    cols = (seq.shape[1] - batch["len"]).clamp(0, max(seq.shape[1] - 1, 0))[:, None]  # oldest item at W - len
+    # the row that trains position 1 and starts at position 0 owns the user's first item
+    owner = ((batch["tpos"] - batch["len"]) == 0) & (targets.gather(1, cols)[:, 0] != 0)
+    first = seq.gather(1, cols)[:, 0][owner]
+    return targets[targets != 0], first[first != 0]
 
 
 def build_pop(config: Any, info: DatasetInfo) -> Pop:

@@ -30,7 +30,7 @@ from pk.core.distributed import loss_module, rank_chunk, reduce_mean
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.utils import make_optimizer, to_device
-from pk_seqrec.evaluation import evaluate_ranking
+from pk_seqrec.evaluation import means, ranking_scores, save_scores
 
 
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -38,8 +38,12 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class NextItemTrainer:
-    """See the module docstring. ``fit`` returns best_valid_<metric>, best_epoch, epochs and
-    steps (wall times go to metrics.jsonl only, so results stay deterministic); ``evaluate`` returns HR/NDCG/MRR@K and ``history_excluded``."""
+    """See the module docstring. ``fit`` returns best_valid_<metric>, ``epochs_run`` (epochs
+    actually run, after early stopping), ``best_epoch`` (1-based epoch of the restored
+    weights; absent when no validation ran) and steps (wall times go to metrics.jsonl only,
+    so results stay deterministic). ``evaluate`` returns HR/NDCG/MRR@K and
+    ``history_excluded``; on "test" it also saves the per-user values
+    (``run.save_example_scores``)."""
 
     resumable = True
     supports_distributed = True
@@ -76,10 +80,15 @@ class NextItemTrainer:
             opt.step()
         return reduce_mean(float(loss.detach()), scale, run)
 
-    def _batch_rows(self, data: Any) -> int:
-        """Rows per training batch: ``batch_size``, or with ``batch_targets`` > 0 as many
-        windows as hold ~``batch_targets`` next-item targets (RecBole's batch of N prefixes)."""
+    def _batch_rows(self, data: Any, model: Any = None) -> int:
+        """Rows per training batch: the model's ``batch_sequences`` when > 0 (contrastive
+        models: their in-batch negatives are the other rows), else ``batch_size``, or with
+        ``batch_targets`` > 0 as many rows as hold ~``batch_targets`` next-item targets
+        (RecBole's batch of N prefixes)."""
         cfg = self.config
+        sequences = int(getattr(model, "batch_sequences", 0) or 0)
+        if sequences > 0:
+            return sequences
         tensors = getattr(data, "tensors", {}).get("train", {})
         if cfg.batch_targets <= 0 or "targets" not in tensors:
             return cfg.batch_size
@@ -107,7 +116,7 @@ class NextItemTrainer:
             start_epoch, step, bad, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["bad"], ckpt["best"]
             seconds = float(ckpt.get("seconds", 0.0))
             run.echo(f"resumed at epoch {start_epoch}")
-        batch_rows = self._batch_rows(data)
+        batch_rows = self._batch_rows(data, model)
         stopped = start_epoch >= cfg.max_epochs or (0 <= cfg.max_steps <= step) or 0 < cfg.patience <= bad
         epoch = start_epoch - 1
         epochs = range(start_epoch, cfg.max_epochs) if not stopped else range(0)
@@ -145,13 +154,19 @@ class NextItemTrainer:
                 break
         if best["state"] is not None:
             model.load_state_dict(best["state"])
-        return {f"best_valid_{cfg.metric}": float(best["value"]) if best["state"] is not None else 0.0,
-                "best_epoch": float(best["epoch"]), "epochs": float(epoch + 1), "steps": float(step)}
+        out = {f"best_valid_{cfg.metric}": float(best["value"]) if best["state"] is not None else 0.0,
+               "epochs_run": float(epoch + 1), "steps": float(step)}
+        if best["state"] is not None:
+            out["best_epoch"] = float(best["epoch"] + 1)
+        return out
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
         cfg = self.config
-        out = evaluate_ranking(model, data, split, ks=list(cfg.ks), exclude_history=cfg.exclude_history,
-                               batch_size=cfg.eval_batch_size, device=run.device)
+        per = ranking_scores(model, data, split, ks=list(cfg.ks), exclude_history=cfg.exclude_history,
+                             batch_size=cfg.eval_batch_size, device=run.device)
+        if split == "test":
+            save_scores(run, "test", per)
+        out = means(per)
         out["history_excluded"] = float(cfg.exclude_history)
         return out
 
