@@ -24,7 +24,11 @@ def test_cli_trains_ac_sasrec_with_both_losses(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "result.json").read_text())["metrics"]
     assert 0.0 <= metrics["test.ndcg@10"] <= metrics["test.hr@10"] <= metrics["test.hr@20"] <= 1.0
-    assert metrics["fit.epochs"] == 2.0
+    assert metrics["fit.epochs_run"] == 2.0 and 1.0 <= metrics["fit.best_epoch"] <= 2.0
+    import numpy as np
+
+    with np.load(out / "examples-test.npz") as scores:  # per-user values for the paired statistics
+        assert abs(float(scores["ndcg@10"].mean()) - metrics["test.ndcg@10"]) < 1e-9
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     state = ckpt["model"]
     assert any(".attack_query." in k for k in state) and any(".order." in k for k in state)

@@ -252,9 +252,25 @@ def perturbed_attention(attn: torch.Tensor, perturbation: torch.Tensor, mask: to
     return masked_softmax(attn * perturbation + noise * (1 - perturbation), mask)
 
 
-def mask_penalty(masks: list[torch.Tensor]) -> torch.Tensor:
-    """mean over layers of ||1 - M_l||_F, the norm over the whole [B, h, L, L] tensor."""
-    return torch.stack([torch.linalg.vector_norm(1 - m) for m in masks]).mean()
+def mask_penalty(masks: list[torch.Tensor], reference: tuple[int, int] | None = None) -> torch.Tensor:
+    """mean over layers of ||1 - M_l||_F over the whole [B, h, w, w] tensor.
+
+    ``reference = (B_ref, L_ref)`` measures each M_l as the reference does, on its fixed
+    [B_ref, h, L_ref, L_ref] batch (256 x 50 x 50 in AC-TSR's release): the entries a
+    trimmed pk batch lacks (padding columns, missing rows) are masked entries there, with
+    M = 0, so each adds (1 - 0)^2 = 1 under the root. The norm, and the gradient on every
+    real entry, then no longer depend on the batch's width or row count (a raw norm over a
+    batch of ~44 rows x ~10 columns made w_mask ~10x stronger). A batch larger than the
+    reference is measured as it is."""
+    norms = []
+    for m in masks:
+        squares = (1 - m).square().sum()
+        if reference is not None:
+            B, h, w, w2 = m.shape
+            missing = max(reference[0] * h * reference[1] * reference[1] - B * h * w * w2, 0)
+            squares = squares + missing
+        norms.append(squares.sqrt())
+    return torch.stack(norms).mean()
 
 
 class AdversarialCalibrator(_Stage):
@@ -272,6 +288,8 @@ class AdversarialCalibrator(_Stage):
             raise ConfigError(f"calibrator.combine must be 'gate' or 'fixed', got {self.combine!r}")
         self.gate_width = int(getattr(config, "gate_width", 0))
         self.mask_loss_weight = float(getattr(config, "mask_loss_weight", 0.03))  # a constant, never trained
+        self.penalty_batch = int(getattr(config, "penalty_batch", 256))
+        self.penalty_len = int(getattr(config, "penalty_len", 0))
         p = float(getattr(config, "attn_dropout", -1.0))
         super().__init__(config)
         self.dropout = nn.Dropout(max(p, 0.0))
@@ -280,6 +298,17 @@ class AdversarialCalibrator(_Stage):
     @property
     def max_len(self) -> int | None:
         return self.gate_width or None
+
+    @property
+    def penalty_reference(self) -> tuple[int, int] | None:
+        """(B_ref, L_ref) for :func:`mask_penalty`; None (raw norm) when ``penalty_batch`` is 0."""
+        if self.penalty_batch <= 0:
+            return None
+        return self.penalty_batch, self.penalty_len or self.gate_width
+
+    def mask_penalty(self, masks: list[torch.Tensor]) -> torch.Tensor:
+        """mean_l ||1 - M_l||_F measured on the reference's batch shape (see :func:`mask_penalty`)."""
+        return mask_penalty(masks, self.penalty_reference)
 
     def _build(self) -> None:
         H, n = self.hidden, self.num_layers
@@ -299,6 +328,7 @@ class AdversarialCalibrator(_Stage):
                 f"key position: set calibrator.gate_width = {seq_len} (or 0 to take it from the model)"
             )
         self.gate_width = seq_len
+        self.penalty_len = self.penalty_len or seq_len
         if self._dropout_from_host:
             self.dropout.p = float(attn_dropout)
         super().attach(hidden=hidden, heads=heads, layers=layers, seq_len=seq_len, attn_dropout=attn_dropout)
@@ -386,6 +416,9 @@ class ACTSRCalibrator(nn.Module):
     @property
     def has_adversary(self) -> bool:
         return self.adversarial.has_adversary
+
+    def mask_penalty(self, masks: list[torch.Tensor]) -> torch.Tensor:
+        return self.adversarial.mask_penalty(masks)
 
     def attach(self, **sizes: Any) -> None:
         self.spatial.attach(**sizes)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from pk_seqrec.models.bert4rec import BERT4Rec, cloze_mask
+from pk_seqrec.models.bert4rec import BERT4Rec
 from pk_seqrec.models.encoder import last_real_index, next_item_loss, position_ids
 from pk_seqrec.models.sasrec import SASRec
 from torch import nn
@@ -32,7 +32,7 @@ from torch import nn
 from pk.core.contracts import DatasetInfo
 from pk.core.errors import ConfigError
 from pk.core.utils import make_optimizer
-from pk_actsr.calibrators import ACTSRCalibrator, Session, mask_penalty, perturbed_attention
+from pk_actsr.calibrators import ACTSRCalibrator, Session, perturbed_attention
 
 
 def _show_layer_input(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -102,9 +102,10 @@ class _Calibrated(ABC):
         return self.encoder.feed_forward[last](out)
 
     def adversarial_loss(self, session: Session, ce: Any) -> torch.Tensor:
-        """L_adv = -CE(O_adv) + w_mask * mean_l ||1 - M_l||_F (w_mask a constant)."""
+        """L_adv = -CE(O_adv) + w_mask * mean_l ||1 - M_l||_F (w_mask a constant; the norm
+        measured on the reference's fixed batch shape, ``calibrator.mask_penalty``)."""
         masks = [session.masks[i] for i in sorted(session.masks)]
-        return -ce(self.adversarial_hidden(session)) + self.calibrator.mask_loss_weight * mask_penalty(masks)
+        return -ce(self.adversarial_hidden(session)) + self.calibrator.mask_loss_weight * self.calibrator.mask_penalty(masks)
 
     # -- optimisation (pk-seqrec next-item trainer extension point) ----------------------
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -199,8 +200,7 @@ class ACBERT4Rec(_Calibrated, BERT4Rec):
                                 attn_dropout=first.attn_dropout.p)
 
     def losses(self, batch: Mapping[str, torch.Tensor], with_adversary: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        full = torch.cat([batch["seq"], batch["target"][:, None]], 1)[:, -(self.max_len + 1):]
-        masked = cloze_mask(full, self.mask_ratio)
+        full, masked = self.cloze_batch(batch)  # cap from the model's length L + 1, not the batch width
         if not masked.any():
             return self.item_embedding.weight.sum() * 0.0, None
         adversary = with_adversary and self._has_adversary()

@@ -14,7 +14,7 @@ input to the calibrator, no absolute position embedding, and the two-loss traini
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pk_seqrec.plugin import EncoderConfig, NextItemTrainerConfig
@@ -48,10 +48,10 @@ class SpatialCalibratorConfig:
     use_distance: bool = True
     separable: bool = True
     enabled: bool = True
-    hidden: int = 0
-    heads: int = 0
-    layers: int = 0
-    init_std: float = 0.02
+    hidden: int = field(default=0, metadata={"ge": 0})
+    heads: int = field(default=0, metadata={"ge": 0})
+    layers: int = field(default=0, metadata={"ge": 0})
+    init_std: float = field(default=0.02, metadata={"gt": 0})
     pk_test: ClassVar[dict[str, int]] = {k: v for k, v in _TEST_SHAPES.items() if k != "gate_width"}
 
 
@@ -64,18 +64,24 @@ class AdversarialCalibratorConfig:
     again (the reference's double softmax). The perturbed branch softmax(A M + eps (1 - M))
     feeds only L_adv = -CE + ``mask_loss_weight`` * mean_l ||1 - M_l||_F, which updates only
     the mask generator; ``mask_loss_weight`` is a constant (0.03 Beauty, 0.3 elsewhere).
+    The norm is measured on the reference's fixed batch shape [``penalty_batch``, h,
+    ``penalty_len``, ``penalty_len``] (256 x 50 x 50 released; ``penalty_len`` 0 = the host's
+    attention length): entries a trimmed batch lacks count as the masked entries they are
+    there (1 - M = 1). ``penalty_batch = 0`` takes the raw norm over the actual tensor.
     ``combine``: "gate" (released configs) or "fixed" (softmax(A + 0.5 A_cal)).
     """
 
-    mask_loss_weight: float = 0.03
+    mask_loss_weight: float = field(default=0.03, metadata={"ge": 0})
     combine: Literal["gate", "fixed"] = "gate"
-    gate_width: int = 0
+    gate_width: int = field(default=0, metadata={"ge": 0})
+    penalty_batch: int = field(default=256, metadata={"ge": 0})
+    penalty_len: int = field(default=0, metadata={"ge": 0})
     enabled: bool = True
-    hidden: int = 0
-    heads: int = 0
-    layers: int = 0
-    attn_dropout: float = -1.0
-    init_std: float = 0.02
+    hidden: int = field(default=0, metadata={"ge": 0})
+    heads: int = field(default=0, metadata={"ge": 0})
+    layers: int = field(default=0, metadata={"ge": 0})
+    attn_dropout: float = field(default=-1.0, metadata={"ge": -1, "lt": 1})
+    init_std: float = field(default=0.02, metadata={"gt": 0})
     pk_test: ClassVar[dict[str, int]] = dict(_TEST_SHAPES)
 
 
@@ -87,15 +93,17 @@ class ACTSRCalibratorConfig:
     use_order: bool = True
     use_distance: bool = True
     separable: bool = True
-    mask_loss_weight: float = 0.03
+    mask_loss_weight: float = field(default=0.03, metadata={"ge": 0})
     combine: Literal["gate", "fixed"] = "gate"
-    gate_width: int = 0
+    gate_width: int = field(default=0, metadata={"ge": 0})
+    penalty_batch: int = field(default=256, metadata={"ge": 0})
+    penalty_len: int = field(default=0, metadata={"ge": 0})
     enabled: bool = True
-    hidden: int = 0
-    heads: int = 0
-    layers: int = 0
-    attn_dropout: float = -1.0
-    init_std: float = 0.02
+    hidden: int = field(default=0, metadata={"ge": 0})
+    heads: int = field(default=0, metadata={"ge": 0})
+    layers: int = field(default=0, metadata={"ge": 0})
+    attn_dropout: float = field(default=-1.0, metadata={"ge": -1, "lt": 1})
+    init_std: float = field(default=0.02, metadata={"gt": 0})
     pk_test: ClassVar[dict[str, int]] = dict(_TEST_SHAPES)
 
 
@@ -116,7 +124,7 @@ class ACBERT4RecConfig(EncoderConfig):
     occur) and no absolute position embedding; L_adv on the masked positions."""
 
     position_embedding: bool = False
-    mask_ratio: float = 0.2
+    mask_ratio: float = field(default=0.2, metadata={"gt": 0, "le": 1})
 
 
 # -- trainer ---------------------------------------------------------------------------
@@ -127,10 +135,10 @@ class ACNextItemTrainerConfig(NextItemTrainerConfig):
     everything but the mask generator, L_adv -> only the mask generator, one Adam step)
     lives in the AC models' ``train_step``, which this trainer (like ``next-item``) calls."""
 
-    max_epochs: int = 200
-    lr: float = 1e-4
-    patience: int = 10
-    metric: str = "hr@10"
+    max_epochs: int = field(default=200, metadata={"ge": 1})
+    lr: float = field(default=1e-4, metadata={"gt": 0})
+    patience: int = field(default=10, metadata={"ge": 0})
+    metric: str = field(default="hr@10", metadata={"protocol": True})
 
 
 # -- registrations ---------------------------------------------------------------------
