@@ -151,3 +151,62 @@ def test_real_mutag_and_folds():
     assert bundle.info.extra["num_graphs"] == 188 and bundle.info.num_features == 7
     sizes = [len(bundle.split_keys(s)) for s in ("train", "valid", "test")]
     assert sum(sizes) == 188 and 18 <= sizes[2] <= 19
+
+
+def _write_tu_files(root: Path, name: str, indicator: str, labels: str | None, edges: str = "1, 2\n2, 1\n") -> Path:
+    raw = root / name / "raw"
+    raw.mkdir(parents=True)
+    (raw / f"{name}_A.txt").write_text(edges)
+    (raw / f"{name}_graph_indicator.txt").write_text(indicator)
+    if labels is not None:
+        (raw / f"{name}_graph_labels.txt").write_text(labels)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("indicator", "labels", "where", "message"),
+    [
+        ("1\n1\n2\n2\n", "1\n1\n", "graph_labels.txt:1:", "at least 2 classes"),
+        ("1\n1\n2\n2\n", "1\n", "graph_labels.txt:2:", "1 labels for 2 graphs"),
+        ("1\n1\n3\n3\n", "1\n0\n0\n", "graph_indicator.txt:3:", "grow by 0 or 1"),
+        ("\n", "1\n", "graph_indicator.txt:1:", "empty"),
+        ("1\n1\n2\n2\n", None, "graph_labels.txt:", "missing"),
+    ],
+)
+def test_degenerate_tu_data_is_one_line_naming_the_file(tmp_path, indicator, labels, where, message):
+    """Old loaders accepted one-class or mislabelled TU folders (and crashed later, or trained on nothing)."""
+    raw = _write_tu_files(tmp_path, "DEG", indicator, labels)
+    with pytest.raises(DataError) as err:
+        check_tu_raw(raw, "DEG")
+    text = str(err.value)
+    assert "\n" not in text and where in text and message in text and str(raw) in text
+
+
+def test_one_class_planetoid_training_nodes_are_refused(tmp_path):
+    from pk_graph.data.real import check_planetoid_data
+    from torch_geometric.data import Data
+
+    y = torch.tensor([0, 0, 1, 1])
+    train = torch.tensor([True, True, False, False])
+    data = Data(x=torch.ones(4, 2), y=y, train_mask=train, num_nodes=4)
+    with pytest.raises(DataError, match=r"ind\.cora\.y:1: all 2 training nodes have class 0"):
+        check_planetoid_data(data, tmp_path, "Cora")
+    data.train_mask = torch.tensor([True, False, True, False])
+    check_planetoid_data(data, tmp_path, "Cora")
+
+
+def test_normalize_rows():
+    from pk_graph.data import normalize_rows
+
+    x = torch.tensor([[1.0, 3.0, 0.0], [0.0, 0.0, 0.0], [2.0, 2.0, 4.0]])
+    out = normalize_rows(x)
+    assert torch.allclose(out.sum(1), torch.tensor([1.0, 0.0, 1.0]))
+    assert torch.allclose(out[0], torch.tensor([0.25, 0.75, 0.0]))
+
+
+def test_real_cora_row_normalised_features():
+    _shared("Cora")
+    plain = build_planetoid(PlanetoidConfig(source="file"), seed=0)
+    norm = build_planetoid(PlanetoidConfig(source="file", normalize_features=True), seed=0)
+    assert torch.allclose(norm.data.x.sum(1), torch.ones(2708)), "every Cora node has at least one word"
+    assert plain.fingerprint() != norm.fingerprint()

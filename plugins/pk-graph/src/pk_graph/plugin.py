@@ -18,14 +18,14 @@ class CSBMConfig:
     fraction ``homophily`` of edges inside a class; features ``feature_signal * mu[y] + N(0, I)``.
     Split: ``train_per_class`` per class / ``num_valid`` / rest test."""
 
-    num_nodes: int = 600
-    num_classes: int = 3
-    num_features: int = 32
-    avg_degree: float = 6.0
-    homophily: float = 0.8
-    feature_signal: float = 1.0
-    train_per_class: int = 20
-    num_valid: int = 120
+    num_nodes: int = field(default=600, metadata={"ge": 2, "le": 10_000_000})
+    num_classes: int = field(default=3, metadata={"ge": 2})
+    num_features: int = field(default=32, metadata={"ge": 1})
+    avg_degree: float = field(default=6.0, metadata={"ge": 0.0})
+    homophily: float = field(default=0.8, metadata={"ge": 0.0, "le": 1.0})
+    feature_signal: float = field(default=1.0, metadata={"ge": 0.0})
+    train_per_class: int = field(default=20, metadata={"ge": 1})
+    num_valid: int = field(default=120, metadata={"ge": 1})
 
 
 @dataclass
@@ -34,12 +34,14 @@ class PlanetoidConfig:
 
     ``source``: auto | file | download | synthetic ("auto" falls back to the CSBM default).
     ``path``: the dataset folder (or its raw/); empty looks in the shared data dir and the cache.
-    ``split``: PyG's "public" (20 per class / 500 / 1000) or "full"."""
+    ``split``: PyG's "public" (20 per class / 500 / 1000) or "full". ``normalize_features``:
+    divide each feature row by its sum (Kipf & Welling and GAT do; PyG's NormalizeFeatures)."""
 
     dataset_name: str = "Cora"
     source: str = "auto"
     path: str = ""
     split: Literal["public", "full"] = "public"
+    normalize_features: bool = False
 
 
 @dataclass
@@ -47,13 +49,13 @@ class MotifGraphsConfig:
     """Random trees + chords with a planted 5-node motif (house = class 1, star + 2 chords = class 0).
     Split: stratified ``num_folds``-fold, test = ``fold``, valid = next fold."""
 
-    num_graphs: int = 200
-    min_nodes: int = 10
-    max_nodes: int = 20
-    num_features: int = 3
-    extra_edge_ratio: float = 0.2
-    num_folds: int = 10
-    fold: int = 0
+    num_graphs: int = field(default=200, metadata={"ge": 2, "le": 1_000_000})
+    min_nodes: int = field(default=10, metadata={"ge": 1})
+    max_nodes: int = field(default=20, metadata={"ge": 1, "le": 100_000})
+    num_features: int = field(default=3, metadata={"ge": 1})
+    extra_edge_ratio: float = field(default=0.2, metadata={"ge": 0.0, "le": 100.0})
+    num_folds: int = field(default=10, metadata={"ge": 3, "le": 1000})
+    fold: int = field(default=0, metadata={"ge": 0})
 
 
 @dataclass
@@ -68,9 +70,9 @@ class TUConfig:
     source: str = "auto"
     path: str = ""
     use_node_attr: bool = False
-    num_folds: int = 10
-    fold: int = 0
-    split_seed: int = 0
+    num_folds: int = field(default=10, metadata={"ge": 3, "le": 1000})
+    fold: int = field(default=0, metadata={"ge": 0})
+    split_seed: int = field(default=0, metadata={"ge": 0})
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -78,9 +80,9 @@ class TUConfig:
 class GCNConfig:
     """Kipf & Welling: 2 layers, 16 hidden, dropout 0.5 (node); graph task pools (mean/sum) + MLP."""
 
-    hidden: int = 16
-    layers: int = 2
-    dropout: float = 0.5
+    hidden: int = field(default=16, metadata={"ge": 1})
+    layers: int = field(default=2, metadata={"ge": 1, "le": 64})
+    dropout: float = field(default=0.5, metadata={"ge": 0.0, "lt": 1.0})
     pool: Literal["mean", "sum"] = "mean"
 
 
@@ -88,10 +90,10 @@ class GCNConfig:
 class GATConfig:
     """Velickovic et al.: 8 heads x 8 hidden (hidden = 64 total), dropout 0.6 on inputs and attention."""
 
-    hidden: int = 64
-    heads: int = 8
-    layers: int = 2
-    dropout: float = 0.6
+    hidden: int = field(default=64, metadata={"ge": 1})
+    heads: int = field(default=8, metadata={"ge": 1})
+    layers: int = field(default=2, metadata={"ge": 1, "le": 64})
+    dropout: float = field(default=0.6, metadata={"ge": 0.0, "lt": 1.0})
     pool: Literal["mean", "sum"] = "mean"
 
 
@@ -99,20 +101,24 @@ class GATConfig:
 class SAGEConfig:
     """GraphSAGE with mean aggregation."""
 
-    hidden: int = 64
-    layers: int = 2
-    dropout: float = 0.5
+    hidden: int = field(default=64, metadata={"ge": 1})
+    layers: int = field(default=2, metadata={"ge": 1, "le": 64})
+    dropout: float = field(default=0.5, metadata={"ge": 0.0, "lt": 1.0})
     pool: Literal["mean", "sum"] = "mean"
 
 
 @dataclass
 class GINConfig:
-    """GIN (train_eps) with 2-layer MLPs and batch norm; sum pooling as in Xu et al."""
+    """GIN (train_eps) with 2-layer MLPs and batch norm; sum pooling as in Xu et al. Graph task,
+    ``readout = "layers"`` (Xu et al.): logits = sum over k = 0..layers of a linear map of the
+    pooled layer-k states (k = 0: input features), dropout on each; each GIN layer is followed by
+    batch norm + ReLU. ``"last"``: pool the last layer + MLP head (the other convolutions' head)."""
 
-    hidden: int = 64
-    layers: int = 4
-    dropout: float = 0.5
+    hidden: int = field(default=64, metadata={"ge": 1})
+    layers: int = field(default=4, metadata={"ge": 1, "le": 64})
+    dropout: float = field(default=0.5, metadata={"ge": 0.0, "lt": 1.0})
     pool: Literal["mean", "sum"] = "sum"
+    readout: Literal["layers", "last"] = "layers"
 
 
 # -- trainers / evaluators ---------------------------------------------------------------------
@@ -121,33 +127,33 @@ class NodeTrainerConfig:
     """Full-batch training; best-validation weights kept (accuracy, then loss).
     ``sampler = "neighbor"`` (needs pyg-lib or torch-sparse) uses ``num_neighbors`` per hop."""
 
-    max_epochs: int = 200
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    optimizer: str = "adam"
-    patience: int = 0
+    max_epochs: int = field(default=200, metadata={"ge": 1, "le": 1_000_000})
+    lr: float = field(default=0.01, metadata={"gt": 0.0, "le": 10.0})
+    weight_decay: float = field(default=5e-4, metadata={"ge": 0.0})
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    patience: int = field(default=0, metadata={"ge": 0})
     sampler: Literal["full", "neighbor"] = "full"
-    num_neighbors: list[int] = field(default_factory=lambda: [10, 10])
-    batch_size: int = 512
-    eval_batch_size: int = 0
+    num_neighbors: list[int] = field(default_factory=lambda: [10, 10], metadata={"ge": -1})
+    batch_size: int = field(default=512, metadata={"ge": 1})
+    eval_batch_size: int = field(default=0, metadata={"ge": 0})
 
 
 @dataclass
 class GraphTrainerConfig:
     """Shuffled mini-batches of graphs; best-validation weights kept."""
 
-    max_epochs: int = 100
-    batch_size: int = 32
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    patience: int = 0
-    eval_batch_size: int = 256
+    max_epochs: int = field(default=100, metadata={"ge": 1, "le": 1_000_000})
+    batch_size: int = field(default=32, metadata={"ge": 1})
+    lr: float = field(default=0.01, metadata={"gt": 0.0, "le": 10.0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    patience: int = field(default=0, metadata={"ge": 0})
+    eval_batch_size: int = field(default=256, metadata={"ge": 1})
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata={"ge": 1})
 
 
 PAPERS = {

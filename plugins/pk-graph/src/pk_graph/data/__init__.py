@@ -7,12 +7,16 @@ from typing import Any
 import torch
 
 from pk.core.contracts import DatasetInfo
+from pk.core.errors import ConfigError, DataError
 from pk.core.seed import derive_seed
 from pk_graph.data.bundles import GraphBundle, NodeBundle, cv_split
 from pk_graph.data.real import cora, load_planetoid, load_tu
 from pk_graph.data.synthetic import csbm, motif_graphs
 
-__all__ = ["GraphBundle", "NodeBundle", "build_csbm", "build_motif_graphs", "build_planetoid", "build_tu", "cora", "load_planetoid", "load_tu"]
+__all__ = [
+    "GraphBundle", "NodeBundle", "build_csbm", "build_motif_graphs", "build_planetoid", "build_tu", "cora", "load_planetoid", "load_tu",
+    "normalize_rows",
+]
 
 
 def _node_bundle(data: Any, name: str, source: str, params: dict[str, Any]) -> NodeBundle:
@@ -45,14 +49,32 @@ def build_planetoid(config: Any, *, root: Any = None, seed: int = 0) -> NodeBund
 
         return _node_bundle(_csbm_data(CSBMConfig(), seed), "csbm", "synthetic", {"seed": seed, "fallback": "csbm"})
     data, source = loaded
-    params = {"dataset_name": config.dataset_name, "split": config.split}
+    if config.normalize_features:
+        data.x = normalize_rows(data.x)
+    params = {"dataset_name": config.dataset_name, "split": config.split, "normalize_features": config.normalize_features}
     return _node_bundle(data, config.dataset_name, source, params)
 
 
-def _graph_bundle(graphs: list[Any], name: str, source: str, num_folds: int, fold: int, split_seed: int, params: dict[str, Any]) -> GraphBundle:
+def normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its sum (Kipf & Welling's row normalisation); all-zero rows stay zero."""
+    total = x.sum(dim=1, keepdim=True)
+    return torch.where(total != 0, x / torch.where(total != 0, total, torch.ones_like(total)), x)
+
+
+def _graph_bundle(graphs: list[Any], name: str, source: str, num_folds: int, fold: int, split_seed: int, params: dict[str, Any],
+                  where: str = "") -> GraphBundle:
+    where = where or f"dataset {name}"
+    if fold >= num_folds:
+        raise ConfigError(f"dataset.fold must be < dataset.num_folds ({num_folds}), got {fold}")
+    if len(graphs) < num_folds:
+        raise DataError(f"{where}: {len(graphs)} graphs are too few for {num_folds}-fold CV; use more graphs or fewer folds")
     labels = torch.cat([g.y.view(-1) for g in graphs])
     g = torch.Generator().manual_seed(derive_seed(split_seed, "cv-folds", name))
     indices = cv_split(labels, num_folds, fold, g)
+    train_classes = torch.unique(labels[indices["train"]]).numel()
+    if indices["train"].numel() == 0 or train_classes < 2:
+        raise DataError(f"{where}: the training folds hold {indices['train'].numel()} graphs of {train_classes} class(es); "
+                        "graph classification needs at least 2 classes; check the graph labels")
     sizes = torch.tensor([gr.num_nodes for gr in graphs], dtype=torch.float)
     info = DatasetInfo(
         task="graph-classification", num_features=int(graphs[0].x.shape[1]), num_classes=int(labels.max()) + 1,
@@ -69,6 +91,8 @@ def _motif_graphs(config: Any, seed: int) -> list[Any]:
 
 def build_motif_graphs(config: Any, *, root: Any = None, seed: int = 0) -> GraphBundle:
     """Seeded planted-motif graph classification, k-fold split (see :func:`motif_graphs`)."""
+    if config.min_nodes > config.max_nodes:
+        raise ConfigError(f"dataset.min_nodes ({config.min_nodes}) must be <= dataset.max_nodes ({config.max_nodes})")
     params = {"seed": seed, **vars(config)}
     return _graph_bundle(_motif_graphs(config, seed), "motif-graphs", "synthetic", config.num_folds, config.fold, seed, params)
 
@@ -85,4 +109,5 @@ def build_tu(config: Any, *, root: Any = None, seed: int = 0) -> GraphBundle:
     graphs, source = loaded
     params = {"dataset_name": config.dataset_name, "num_folds": config.num_folds, "fold": config.fold,
               "split_seed": config.split_seed, "use_node_attr": config.use_node_attr}
-    return _graph_bundle(graphs, config.dataset_name, source, config.num_folds, config.fold, config.split_seed, params)
+    where = f"dataset {config.dataset_name} ({config.dataset_name}_graph_labels.txt)"
+    return _graph_bundle(graphs, config.dataset_name, source, config.num_folds, config.fold, config.split_seed, params, where)

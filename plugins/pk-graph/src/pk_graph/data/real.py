@@ -94,11 +94,40 @@ def _check_table(f: Path, columns: int | None, integer: bool, max_value: int | N
     return count
 
 
+def _read_column(f: Path) -> list[int]:
+    """The integers of a one-column TU file (already checked by :func:`_check_table`)."""
+    with open(f, encoding="utf-8", errors="replace") as fh:
+        return [int(line.strip()) for line in fh if line.strip()]
+
+
 def check_tu_raw(raw_dir: Path, name: str) -> None:
-    """Check the TU text files (``<name>_A.txt`` and ``_graph_indicator.txt`` required; others if present)."""
-    num_nodes = _check_table(raw_dir / f"{name}_graph_indicator.txt", 1, True)
-    _check_table(raw_dir / f"{name}_A.txt", 2, True, max_value=num_nodes)
-    for suffix, integer in (("graph_labels", True), ("node_labels", True), ("edge_labels", True)):
+    """Check the TU text files (``<name>_A.txt``, ``_graph_indicator.txt`` and ``_graph_labels.txt``
+    required; others if present): parse errors, empty files, graph ids that skip or go backwards,
+    a label count that differs from the graph count, fewer than 2 classes."""
+    indicator = raw_dir / f"{name}_graph_indicator.txt"
+    num_nodes = _check_table(indicator, 1, True)
+    if num_nodes == 0:
+        raise DataError(f"{indicator}:1: empty file (no nodes); restore the original file")
+    graph_ids = _read_column(indicator)
+    # the 1-based line of the first id that does not start at 1 or grow by 0 or 1
+    bad = [1] if graph_ids[0] != 1 else [i + 1 for i in range(1, len(graph_ids)) if not 0 <= graph_ids[i] - graph_ids[i - 1] <= 1][:1]
+    if bad:
+        lineno = bad[0]
+        raise DataError(f"{indicator}:{lineno}: graph ids must start at 1 and grow by 0 or 1 per line; restore the original file")
+    num_graphs = graph_ids[-1]
+    edges = raw_dir / f"{name}_A.txt"
+    _check_table(edges, 2, True, max_value=num_nodes)
+    labels_file = raw_dir / f"{name}_graph_labels.txt"
+    if not labels_file.is_file():
+        raise DataError(f"{labels_file}: missing; graph classification needs one label per graph")
+    _check_table(labels_file, 1, True)
+    labels = _read_column(labels_file)
+    if len(labels) != num_graphs:
+        raise DataError(f"{labels_file}:{min(len(labels), num_graphs) + 1}: {len(labels)} labels for {num_graphs} graphs "
+                        f"(in {indicator.name}); restore the original file")
+    if len(set(labels)) < 2:
+        raise DataError(f"{labels_file}:1: all {len(labels)} graphs have label {labels[0]}; graph classification needs at least 2 classes")
+    for suffix, integer in (("node_labels", True), ("edge_labels", True)):
         f = raw_dir / f"{name}_{suffix}.txt"
         if f.is_file():
             _check_table(f, None, integer)
@@ -137,7 +166,20 @@ def load_planetoid(name: str = "Cora", *, source: str = "file", path: str = "", 
         data = Planetoid(str(root), name, split=split)[0]
     except Exception as exc:  # noqa: BLE001
         raise _pyg_error(name, raw, exc) from None
+    check_planetoid_data(data, raw, name)
     return data, "file"
+
+
+def check_planetoid_data(data: Data, raw: Path, name: str) -> None:
+    """DataError when the loaded graph is empty or its training nodes hold fewer than 2 classes."""
+    prefix = raw / f"ind.{name.lower()}"
+    if data.num_nodes == 0 or data.x.shape[0] == 0:
+        raise DataError(f"{prefix}.allx:1: no nodes; restore the original file")
+    train_y = data.y[data.train_mask]
+    if train_y.numel() == 0:
+        raise DataError(f"{prefix}.y:1: no training node; restore the original file")
+    if train_y.unique().numel() < 2:
+        raise DataError(f"{prefix}.y:1: all {train_y.numel()} training nodes have class {int(train_y[0])}; need at least 2 classes")
 
 
 def load_tu(name: str, *, source: str = "file", path: str = "", use_node_attr: bool = False) -> tuple[list[Data], str] | None:

@@ -54,12 +54,16 @@ class GNNClassifier(nn.Module):
     """``layers`` convolutions of width ``hidden`` (ReLU, dropout between).
 
     Node task: the last convolution maps to ``num_classes`` logits per node. Graph task: all
-    layers keep ``hidden`` width, then ``pool`` (mean or sum) and a 2-layer MLP to classes.
+    layers keep ``hidden`` width; ``readout="last"``: ``pool`` (mean or sum) of the last layer and
+    a 2-layer MLP to classes; ``readout="layers"`` (GIN, Xu et al.): logits = sum over
+    k = 0..layers of ``dropout(Linear_k(pool(h_k)))`` with ``h_0`` the input features, and (GIN)
+    batch norm + ReLU after every convolution, no dropout between layers.
     """
 
     def __init__(
         self, conv: str, in_features: int, num_classes: int, task: str, hidden: int = 64, layers: int = 2,
         dropout: float = 0.5, heads: int = 8, pool: str = "mean", input_dropout: float | None = None,
+        readout: str = "last",
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -68,6 +72,8 @@ class GNNClassifier(nn.Module):
             raise ValueError("layers must be >= 1")
         if pool not in ("mean", "sum"):
             raise ValueError(f"pool must be mean or sum, got {pool!r}")
+        if readout not in ("last", "layers"):
+            raise ValueError(f"readout must be last or layers, got {readout!r}")
         if conv == "gat" and hidden % heads:
             raise ValueError(f"gat: hidden ({hidden}) must be divisible by heads ({heads})")
         self.task, self.conv_kind, self.dropout, self.pool = task, conv, dropout, pool
@@ -81,7 +87,16 @@ class GNNClassifier(nn.Module):
             _conv(conv, widths[i], widths[i + 1], heads, last=node_task and i == layers - 1, dropout=dropout)
             for i in range(layers)
         )
-        self.head = None if node_task else nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        self.readout = "last" if node_task else readout
+        self.head = None
+        self.norms = None
+        self.layer_heads = None
+        if self.readout == "layers":
+            self.layer_heads = nn.ModuleList(nn.Linear(w, num_classes) for w in widths)
+            if conv == "gin":
+                self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
+        elif not node_task:
+            self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Node representations after every convolution (``[N, C]`` for node tasks, else ``[N, hidden]``)."""
@@ -89,19 +104,41 @@ class GNNClassifier(nn.Module):
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):
             h = conv(h, edge_index)
-            if i < last or self.head is not None:
+            if i < last or self.task != "node-classification":
                 h = nn.functional.elu(h) if self.conv_kind == "gat" else nn.functional.relu(h)
                 if i < last:
                     h = nn.functional.dropout(h, self.dropout, self.training)
         return h
 
+    def layer_states(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
+        """``[h_0 = x, h_1, ..., h_L]`` for the "layers" readout (graph task)."""
+        h = nn.functional.dropout(x.float(), self.input_dropout, self.training)
+        states = [h]
+        for i, conv in enumerate(self.convs):
+            h = conv(h, edge_index)
+            if self.norms is not None:
+                h = self.norms[i](h)
+            h = nn.functional.elu(h) if self.conv_kind == "gat" else nn.functional.relu(h)
+            states.append(h)
+            if self.norms is None and i < len(self.convs) - 1:
+                h = nn.functional.dropout(h, self.dropout, self.training)
+        return states
+
+    def _pool(self, h: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return global_mean_pool(h, index) if self.pool == "mean" else global_add_pool(h, index)
+
     def forward(self, batch: Any) -> torch.Tensor:
+        index = batch.batch if getattr(batch, "batch", None) is not None else torch.zeros(batch.x.shape[0], dtype=torch.long, device=batch.x.device)
+        if self.layer_heads is not None:
+            states = self.layer_states(batch.x, batch.edge_index)
+            return sum(  # type: ignore[return-value]
+                nn.functional.dropout(lin(self._pool(h, index)), self.dropout, self.training)
+                for lin, h in zip(self.layer_heads, states, strict=True)
+            )
         h = self.embed(batch.x, batch.edge_index)
         if self.head is None:
             return h
-        index = batch.batch if getattr(batch, "batch", None) is not None else torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
-        pooled = global_mean_pool(h, index) if self.pool == "mean" else global_add_pool(h, index)
-        return self.head(pooled)
+        return self.head(self._pool(h, index))
 
     def predict(self, batch: Any) -> torch.Tensor:
         return self(batch)
@@ -115,7 +152,7 @@ def _build(conv: str, config: Any, info: DatasetInfo) -> GNNClassifier:
         raise ValueError(f"{conv} needs a dataset with num_features and num_classes")
     return GNNClassifier(
         conv, info.num_features, info.num_classes, info.task, hidden=config.hidden, layers=config.layers,
-        dropout=config.dropout, heads=getattr(config, "heads", 1), pool=config.pool,
+        dropout=config.dropout, heads=getattr(config, "heads", 1), pool=config.pool, readout=getattr(config, "readout", "last"),
     )
 
 

@@ -28,16 +28,20 @@ def split_predictions(model: Any, data: Any, split: str, batch_size: int, device
     return torch.cat(logits), torch.cat(labels)
 
 
-def split_metrics(model: Any, data: Any, split: str, batch_size: int = 256, device: str = "cpu") -> dict[str, float]:
-    """``accuracy``, ``macro_f1`` (pk.core.utils) and mean cross-entropy ``loss`` on ``split``."""
+def split_metrics(model: Any, data: Any, split: str, batch_size: int = 256, device: str = "cpu", per_example: bool = False) -> Any:
+    """``accuracy``, ``macro_f1`` (pk.core.utils) and mean cross-entropy ``loss`` on ``split``.
+
+    ``per_example=True`` returns ``(metrics, {"accuracy": 0/1 array, "loss": CE array})`` with one
+    value per node/graph of the split in dataset order; each metric is the mean of its array."""
     logits, y = split_predictions(model, data, split, batch_size, device)
     pred = logits.argmax(-1)
     num_classes = getattr(data.info, "num_classes", None)
-    return {
-        "accuracy": float((pred == y).float().mean()),
-        "macro_f1": macro_f1(pred, y, num_classes),
-        "loss": float(nn.functional.cross_entropy(logits, y)),
-    }
+    correct = (pred == y).double()
+    ce = nn.functional.cross_entropy(logits.double(), y, reduction="none")
+    metrics = {"accuracy": float(correct.mean()), "macro_f1": macro_f1(pred, y, num_classes), "loss": float(ce.mean())}
+    if per_example:
+        return metrics, {"accuracy": correct.numpy(), "loss": ce.numpy()}
+    return metrics
 
 
 class AccuracyEvaluator:
@@ -49,11 +53,16 @@ class AccuracyEvaluator:
         self.batch_size = getattr(config, "batch_size", 256)
 
     def evaluate(self, model: Any, data: Any, run: Any) -> dict[str, float]:
-        return {"accuracy": split_metrics(model, data, "test", self.batch_size, run.device)["accuracy"]}
+        """Also saves the per-example 0/1 ``accuracy`` array (``examples-eval.npz``, dataset order)."""
+        metrics, examples = split_metrics(model, data, "test", self.batch_size, run.device, per_example=True)
+        if hasattr(run, "save_example_scores"):
+            run.save_example_scores("eval", {"accuracy": examples["accuracy"]})
+        return {"accuracy": metrics["accuracy"]}
 
 
 class MacroF1Evaluator:
-    """Test-split macro-F1 (unweighted mean of per-class F1) of a node or graph classifier."""
+    """Test-split macro-F1 (unweighted mean of per-class F1) of a node or graph classifier.
+    Saves no per-example scores: macro-F1 is not a mean over examples."""
 
     metrics = {"macro_f1": (0.0, 1.0, True)}
 
