@@ -47,6 +47,7 @@ def test_dynafed_run_synthesises_once_and_resumes_exactly(tmp_path):
     assert state["synthesized"] and state["synthesis_round"] == 4 and len(state["trajectory"]) == 4
     assert len(state["matching_losses"]) == 5 and tuple(state["images"].shape) == (10, 1, 8, 8)
     assert full["metrics"] != train(tmp_path / "fedavg", "-c", "aggregator.name=fedavg")["metrics"]
+    assert full["metrics"]["fit.agg_synthesis_round"] == 4 and "fit.agg_matching_loss_end" in full["metrics"]
 
     original, calls = Run.save_checkpoint, {"n": 0}
 

@@ -250,3 +250,56 @@ def test_bad_config_is_a_clear_error():
     state = {k: v.detach().clone() for k, v in build_model().state_dict().items()}
     with pytest.raises(ConfigError, match="build_model"):
         agg.aggregate(state, [(copy.deepcopy(state), 1.0, {})])
+
+
+def test_noise_init_uses_the_datasets_per_channel_statistics():
+    """Catches the old scalar MNIST default (0.1307 / 0.3081 for every channel): with the
+    dataset's per-channel statistics in ``info.extra`` the initial images follow them, and an
+    explicit per-channel config wins."""
+    shape = (3, 6, 6)
+    info = DatasetInfo(task="classification", num_features=108, num_classes=CLASSES,
+                       extra={"image_shape": list(shape), "pixel_mean": [0.1, 0.5, 0.9], "pixel_std": [0.01, 0.02, 0.03]})
+
+    def ctx() -> ServerContext:
+        return ServerContext(build_model=lambda: nn.Sequential(nn.Flatten(), nn.Linear(108, CLASSES)),
+                             generator=torch.Generator().manual_seed(0), info=info)
+
+    agg = Dynafed(config(ipc=20, iterations=0, min_trajectory_length=4), ctx())
+    agg.trajectory = [torch.zeros(108 * CLASSES + CLASSES)] * 4
+    images = agg.synthesize().images
+    means, stds = images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
+    torch.testing.assert_close(means, torch.tensor([0.1, 0.5, 0.9]), atol=0.01, rtol=0)
+    torch.testing.assert_close(stds, torch.tensor([0.01, 0.02, 0.03]), atol=0.005, rtol=0)
+    own = Dynafed(config(ipc=20, iterations=0, min_trajectory_length=4, pixel_mean=[0.0, 0.0, 0.0], pixel_std=[1.0]), ctx())
+    own.trajectory = agg.trajectory
+    assert abs(float(own.synthesize().images.mean()) - 0.0) < 0.05
+    with pytest.raises(ConfigError, match="pixel_mean"):
+        Dynafed(config(pixel_mean=[0.1, 0.2]), ctx()).init_stats(3)
+
+
+def test_zero_iterations_is_the_noise_control():
+    """``iterations = 0``: D_syn is the initial noise (no matching step, no image change) and the
+    server still fine-tunes on it, so the run differs from FedAvg only by that fine-tuning."""
+    agg = Dynafed(config(min_trajectory_length=4, iterations=0), context())
+    states = simulate(agg, 6)
+    summary = agg.summary()
+    assert agg.synthetic is not None and agg.synthetic.losses == []
+    assert summary["image_change"] == 0.0 and "matching_loss_start" not in summary
+    fedavg = simulate(Dynafed(config(min_trajectory_length=50), context()), 6)  # unweighted FedAvg
+    assert all(torch.equal(states[r][k], fedavg[r][k]) for r in range(3) for k in states[r])
+    assert any(not torch.equal(states[5][k], fedavg[5][k]) for k in states[5])
+
+
+def test_summary_reports_matching_progress_and_survives_a_state_round_trip():
+    agg = Dynafed(config(min_trajectory_length=4, iterations=12), context())
+    simulate(agg, 5)
+    summary = agg.summary()
+    for key in ("matching_loss_start", "matching_loss_end", "syn_lr", "label_max_prob", "label_classes", "image_change"):
+        assert key in summary
+    assert summary["image_change"] > 0 and 1 <= summary["label_classes"] <= CLASSES
+    buf = io.BytesIO()
+    torch.save(agg.state_dict(), buf)
+    buf.seek(0)
+    other = Dynafed(config(min_trajectory_length=4, iterations=12), context())
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    assert other.summary() == summary

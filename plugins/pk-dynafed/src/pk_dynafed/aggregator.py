@@ -15,6 +15,16 @@ Per ``aggregate(global_state, updates)`` call (one server round):
    fresh Adam(``distill_lr``) over D_syn (shuffled, batch ``distill_batch``), each step with
    DSA augmentation and the soft-label ``kd_loss``. The result is the new global model.
 
+Noise images start at ``pixel_mean + pixel_std * N(0, 1)`` per channel; empty lists (the
+default) take the dataset's own train-split channel statistics from ``ServerContext.info.extra``
+(``pixel_mean`` / ``pixel_std``, set by pk-fl's image datasets), i.e. N(0, 1) in the normalised
+space the reference works in; without them, 0 and 1.
+
+Diagnostics: ``last_metrics`` (logged by ``fedsim`` as ``agg_*`` per round) and ``summary()``
+(``fit.agg_*``): the normalised matching loss at the start and end of synthesis (means of the
+first and last 10 iterations), the learned step size, the learned labels' mean max-probability
+and the number of classes they cover, and the mean absolute change of the images.
+
 All randomness (noise init, start indices, targets, augmentation, shuffling) draws from
 ``context.generator``, which the simulator checkpoints; the trajectory, D_syn, the learned step
 size and the matching losses are in :meth:`Dynafed.state_dict`, so a run resumed at a round
@@ -42,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "average": "uniform", "min_trajectory_length": 25, "ipc": 15, "syn_steps": 20, "expert_epochs": 3,
     "iterations": 3000, "min_start_epoch": 0, "max_start_epoch": 50, "weight_averaging": True,
     "least_ave_num": 2, "max_ave_num": 3, "lr_img": 0.05, "lr_label": 0.01, "lr_lr": 1e-5, "lr_teacher": 0.04,
-    "label_init": 0.0, "learn_labels": True, "hard_label_scale": 10.0, "pixel_mean": 0.1307, "pixel_std": 0.3081,
+    "label_init": 0.0, "learn_labels": True, "hard_label_scale": 10.0, "pixel_mean": [], "pixel_std": [],
     "dsa_strategy": "color_crop_cutout_flip_scale_rotate", "distill_iter": 20, "distill_lr": 1e-4,
     "distill_batch": 256, "bn_refresh_passes": 3,
 }
@@ -90,6 +100,8 @@ class Dynafed:
         self.rounds_seen = 0
         self.last_client_weights: list[float] = []
         self.last_timing: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
+        self._image_change: float | None = None
 
     # -- model and shapes ------------------------------------------------------------------
     def _net(self) -> FlatModel:
@@ -116,6 +128,7 @@ class Dynafed:
     def aggregate(self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any], state: Any = None) -> tuple[dict[str, torch.Tensor], Any]:
         check_updates(updates)
         self.last_timing = {}
+        self.last_metrics = {}
         self.rounds_seen += 1
         if self.synthetic is None:
             self.trajectory.append(self._net().flatten(global_state))
@@ -124,6 +137,7 @@ class Dynafed:
                 self.synthesize()
                 self.synthesis_round = self.rounds_seen
                 self.last_timing["synthesis_s"] = time.perf_counter() - t0
+                self.last_metrics = self.summary()
         weights = [(1.0 if float(w) > 0 else 0.0) if self.cfg.average == "uniform" else float(w) for _s, w, _m in updates]
         averaged, _ = FedAvg(None).aggregate(global_state, [(s, w, m) for (s, _w, m), w in zip(updates, weights)])
         total = sum(weights)
@@ -134,15 +148,56 @@ class Dynafed:
             self.last_timing["finetune_s"] = time.perf_counter() - t0
         return averaged, state
 
+    def init_stats(self, channels: int) -> tuple[list[float], list[float]]:
+        """Noise mean / std per channel: the config's, else the dataset's, else (0, 1)."""
+        extra = getattr(getattr(self.context, "info", None), "extra", None) or {}
+        mean = list(self.cfg.pixel_mean) or list(extra.get("pixel_mean") or []) or [0.0]
+        std = list(self.cfg.pixel_std) or list(extra.get("pixel_std") or []) or [1.0]
+        for name, vals in (("pixel_mean", mean), ("pixel_std", std)):
+            if len(vals) not in (1, channels):
+                raise ConfigError(f"aggregator.{name} has {len(vals)} values; give 1 or one per channel ({channels})")
+        return mean, std
+
     def synthesize(self) -> SyntheticSet:
         """Distil D_syn from the stored trajectory (once); keeps and returns it."""
         shape, classes = self._shape_and_classes()
         net = self._net()
         assert self._module is not None
         self._module.train()
-        self.synthetic = synthesize(net, self.trajectory, num_classes=classes, input_shape=shape, cfg=self.cfg,
+        mean, std = self.init_stats(int(shape[0]) if len(shape) == 3 else 1)
+        cfg = SimpleNamespace(**{**vars(self.cfg), "init_mean": mean, "init_std": std})
+        gen_state = self.generator.get_state()
+        self.synthetic = synthesize(net, self.trajectory, num_classes=classes, input_shape=shape, cfg=cfg,
                                     families=self.cfg.families, gen=self.generator, device=self.device)
+        # the initial images again (same generator state) for the image-change diagnostic
+        probe = torch.Generator().manual_seed(0)
+        probe.set_state(gen_state)
+        from pk_dynafed.synthesis import init_synthetic
+
+        init_images, _ = init_synthetic(classes, self.cfg.ipc, shape, pixel_mean=mean, pixel_std=std, label_init=0.0,
+                                        hard_label_scale=1.0, learn_labels=True, gen=probe)
+        self._image_change = float((self.synthetic.images - init_images).abs().mean())
         return self.synthetic
+
+    def summary(self) -> dict[str, float]:
+        """Synthesis diagnostics (empty before synthesis); see the module docstring."""
+        syn = self.synthetic
+        if syn is None:
+            return {}
+        probs = torch.softmax(syn.label_logits, dim=-1)
+        out = {
+            "synthesis_round": float(self.synthesis_round),
+            "syn_lr": float(syn.syn_lr),
+            "label_max_prob": float(probs.max(-1).values.mean()),
+            "label_classes": float(torch.unique(probs.argmax(-1)).numel()),
+        }
+        if syn.losses:
+            head, tail = syn.losses[:10], syn.losses[-10:]
+            out["matching_loss_start"] = float(sum(head) / len(head))
+            out["matching_loss_end"] = float(sum(tail) / len(tail))
+        if self._image_change is not None:
+            out["image_change"] = float(self._image_change)
+        return out
 
     def finetune(self, averaged: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The reference ``datadistill`` step on a copy of ``averaged``; returns the new state
@@ -184,12 +239,15 @@ class Dynafed:
             "label_logits": syn.label_logits.clone() if syn is not None else torch.empty(0),
             "syn_lr": syn.syn_lr if syn is not None else float(self.cfg.lr_teacher),
             "matching_losses": list(syn.losses) if syn is not None else [],
+            "image_change": -1.0 if self._image_change is None else float(self._image_change),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.trajectory = [w.clone() for w in state["trajectory"]]
         self.rounds_seen = int(state["rounds_seen"])
         self.synthesis_round = int(state["synthesis_round"])
+        change = float(state.get("image_change", -1.0))
+        self._image_change = None if change < 0 else change
         self.synthetic = None
         if state["synthesized"]:
             self.synthetic = SyntheticSet(state["images"].clone(), state["label_logits"].clone(), float(state["syn_lr"]),

@@ -89,15 +89,31 @@ class SyntheticSet:
     losses: list[float] = field(default_factory=list)
 
 
-def init_synthetic(num_classes: int, ipc: int, input_shape: Sequence[int], *, pixel_mean: float, pixel_std: float,
-                   label_init: float, hard_label_scale: float, learn_labels: bool, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise images (``mean + std * N(0, 1)``) and label logits ``one_hot * label_init``
-    (learned) or ``one_hot * hard_label_scale`` (frozen hard labels); ``ipc`` slots per class."""
+def init_synthetic(num_classes: int, ipc: int, input_shape: Sequence[int], *, pixel_mean: Sequence[float],
+                   pixel_std: Sequence[float], label_init: float, hard_label_scale: float, learn_labels: bool,
+                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images ``mean_c + std_c * N(0, 1)`` per channel c (one value for every channel, or
+    one per channel of ``input_shape[0]``) and label logits ``one_hot * label_init`` (learned)
+    or ``one_hot * hard_label_scale`` (frozen hard labels); ``ipc`` slots per class."""
     n = num_classes * ipc
-    images = pixel_mean + pixel_std * torch.randn(n, *input_shape, generator=gen)
+    noise = torch.randn(n, *input_shape, generator=gen)
+    mean, std = channel_vector(pixel_mean, input_shape), channel_vector(pixel_std, input_shape)
+    images = mean + std * noise
     classes = torch.arange(num_classes).repeat_interleave(ipc)
     one_hot = F.one_hot(classes, num_classes).float()
     return images, one_hot * (label_init if learn_labels else hard_label_scale)
+
+
+def channel_vector(values: Sequence[float], input_shape: Sequence[int]) -> torch.Tensor:
+    """``values`` (length 1 or the channel count ``input_shape[0]``) shaped to broadcast over
+    ``[n, *input_shape]``: ``[C, 1, 1]`` for images, a scalar tensor for flat inputs."""
+    vals = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
+    if vals.numel() == 1:
+        return vals.reshape(())
+    if len(input_shape) != 3 or vals.numel() != int(input_shape[0]):
+        raise ValueError(f"{vals.numel()} per-channel values do not fit input shape {list(input_shape)}; give one value "
+                         "or one per channel")
+    return vals.reshape(-1, 1, 1)
 
 
 def synthesize(
@@ -107,15 +123,19 @@ def synthesize(
 ) -> SyntheticSet:
     """Run ``cfg.iterations`` outer steps of trajectory matching on ``trajectory`` (length L).
 
-    ``cfg`` carries the :class:`pk_dynafed.plugin.DynafedConfig` fields. Start indices are
-    uniform in ``[min_start_epoch, min(max_start_epoch, L - 1 - expert_epochs)]``.
+    ``cfg`` carries the :class:`pk_dynafed.plugin.DynafedConfig` fields plus ``init_mean`` /
+    ``init_std`` (per-channel noise statistics; default ``pixel_mean`` / ``pixel_std``, else 0 / 1). Start indices are uniform in
+    ``[min_start_epoch, min(max_start_epoch, L - 1 - expert_epochs)]``. ``iterations = 0``
+    returns the initial noise images and labels (the 0-iteration control).
     """
     length = len(trajectory)
     last_start = min(cfg.max_start_epoch, length - 1 - cfg.expert_epochs)
     if last_start < cfg.min_start_epoch:
         raise ValueError(f"a trajectory of {length} snapshots cannot supply expert_epochs={cfg.expert_epochs} "
                          f"after start {cfg.min_start_epoch}; raise min_trajectory_length")
-    images, labels = init_synthetic(num_classes, cfg.ipc, input_shape, pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std,
+    mean = getattr(cfg, "init_mean", None) or list(cfg.pixel_mean) or [0.0]
+    std = getattr(cfg, "init_std", None) or list(cfg.pixel_std) or [1.0]
+    images, labels = init_synthetic(num_classes, cfg.ipc, input_shape, pixel_mean=mean, pixel_std=std,
                                     label_init=cfg.label_init, hard_label_scale=cfg.hard_label_scale,
                                     learn_labels=cfg.learn_labels, gen=gen)
     images = images.to(device).requires_grad_(True)

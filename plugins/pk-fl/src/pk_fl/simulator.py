@@ -250,9 +250,11 @@ def server_metrics(model: nn.Module, data: Any, split: str, batch_size: int, dev
     return evaluate_examples(model, data, split, batch_size, device)[0]
 
 
-def fit_summary(cfg: Any, fed: Federation, history: list[dict[str, float]], rounds_run: int) -> dict[str, float]:
+def fit_summary(cfg: Any, fed: Federation, history: list[dict[str, float]], rounds_run: int,
+                aggregator: Any = None) -> dict[str, float]:
     """``fit.*`` metrics: rounds run (``epochs_run``), final/best server accuracy, mean weight on
-    malicious clients over the rounds that sampled one."""
+    malicious clients over the rounds that sampled one, and ``agg_<name>`` for each entry of the
+    aggregator's optional ``summary()`` dict."""
     accs = [h["accuracy"] for h in history if "accuracy" in h]
     mal = [h["malicious_weight"] for h in history if "malicious_weight" in h]
     out = {
@@ -263,6 +265,9 @@ def fit_summary(cfg: Any, fed: Federation, history: list[dict[str, float]], roun
     }
     if mal:
         out["malicious_weight_mean"] = float(np.mean(mal))
+    summary = getattr(aggregator, "summary", None)
+    if callable(summary):
+        out.update({f"agg_{k}": float(v) for k, v in summary().items()})
     return out
 
 
@@ -392,7 +397,7 @@ class FedSimTrainer:
                 self._checkpoint(run, model, rnd, context, client_opt, agg_state, aggregator, history)
         if cfg.plot:
             plot_history(history, run.artifact_path("accuracy.png"))
-        out = fit_summary(cfg, fed, history, cfg.rounds)
+        out = fit_summary(cfg, fed, history, cfg.rounds, aggregator)
         if round_seconds:  # wall-clock figures stay out of the (deterministic) result metrics
             self.timing = {"rounds_timed": len(round_seconds), "seconds_per_round": float(np.mean(round_seconds)),
                            "server_seconds_per_round": float(np.mean(server_seconds))}
