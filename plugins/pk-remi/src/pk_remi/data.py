@@ -14,10 +14,17 @@ Batch format (dicts of tensors; B batch, L = ``info.max_len``, ids ``1..num_item
 
 Loading reuses pk-seqrec's readers and preprocessing; only the user split and the cuts are
 REMI's. The split depends on ``split_seed`` (default 1230, as in REMI), not on the run seed.
+
+Real files: each is checked first (:func:`check_text_file`: unreadable, empty, binary or
+non-UTF-8 -> ``DataError`` with file and line), its name and sha256 go into
+``info.extra["files"]`` and ``fingerprint()`` (so result.json's ``fingerprint.data`` names
+the exact file of a run), and degenerate data (no user left, too few users for the split)
+is a ``DataError`` naming the file. ``remi-seq-lines`` reads any one-line-per-user file.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -36,6 +43,28 @@ from pk.core.seed import derive_seed
 #: the first training cut (ComiRec samples the target index from range(4, len))
 MIN_CUT = 4
 SPLITS = ("train", "valid", "test")
+
+
+def check_text_file(path: Path) -> str:
+    """Refuse an unreadable, empty, binary or non-UTF-8 file with a ``DataError`` naming the
+    file and the line of the first bad byte; return the file's sha256 (hex)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror}); check dataset.path") from None
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty; check dataset.path or copy the data again")
+    bad = raw.find(b"\x00")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.start if bad < 0 else min(bad, exc.start)
+    if bad >= 0:
+        line = raw.count(b"\n", 0, bad) + 1
+        raise DataError(f"{path}:{line}: byte {bad} is not UTF-8 text (a binary or corrupt file?); "
+                        "point dataset.path at the plain-text data file")
+    return hashlib.sha256(raw).hexdigest()
 
 
 def user_split(num_users: int, seed: int, fractions: tuple[float, float] = (0.8, 0.1)) -> dict[str, list[int]]:
@@ -96,9 +125,13 @@ class UserSplitBundle:
         return list(self.users[split])
 
     def fingerprint(self) -> str:
+        """16-hex hash of content, split and parameters, then ``<file>:sha256=<hex>`` for the
+        data file read (none for synthetic data)."""
         flat = torch.tensor([i for s in self.sequences for i in s], dtype=torch.long)
         lengths = torch.tensor([len(s) for s in self.sequences], dtype=torch.long)
-        return tensor_fingerprint(sorted(self.params.items()), flat, lengths, *(self.users[s] for s in SPLITS))
+        digest = tensor_fingerprint(sorted(self.params.items()), flat, lengths, *(self.users[s] for s in SPLITS))
+        files = self.info.extra.get("files") or {}
+        return " ".join([digest, *(f"{name}:sha256={sha}" for name, sha in files.items())])
 
     # -- training examples ----------------------------------------------------------
     def train_batch(self, users: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -243,17 +276,21 @@ def remi_filter(user_seqs: dict[Any, list[Any]], min_count: int) -> dict[Any, li
     return kcore_filter(user_seqs, min_count, iterative=False) if min_count > 0 else dict(user_seqs)
 
 
-def _finish(user_seqs: dict[Any, list[Any]], config: Any, name: str, file: Path) -> UserSplitBundle:
+def _finish(user_seqs: dict[Any, list[Any]], config: Any, name: str, file: Path, digest: str) -> UserSplitBundle:
     filtered = remi_filter(user_seqs, int(config.min_count))
     if not filtered:
         raise DataError(f"{file}: no user is left after the min_count={config.min_count} filter; lower dataset.min_count")
     seqs, raw_items = remap_items([filtered[u] for u in filtered])
-    return bundle_from_user_sequences(
-        seqs, len(raw_items) - 1, int(config.max_len), split_seed=int(config.split_seed),
-        history_ratio=float(config.history_ratio),
-        params={"dataset": name, "file": file.name, "size": file.stat().st_size, **_params(config)},
-        extra={"source": "file", "dataset": name, "file": str(file), "filter": f"single-pass {config.min_count}"},
-    )
+    try:
+        return bundle_from_user_sequences(
+            seqs, len(raw_items) - 1, int(config.max_len), split_seed=int(config.split_seed),
+            history_ratio=float(config.history_ratio),
+            params={"dataset": name, "file": file.name, "sha256": digest, "size": file.stat().st_size, **_params(config)},
+            extra={"source": "file", "dataset": name, "file": str(file), "files": {file.name: digest},
+                   "filter": f"single-pass {config.min_count}"},
+        )
+    except DataError as exc:
+        raise DataError(f"{file}: {exc}") from None
 
 
 def _fallback(config: Any, name: str) -> UserSplitBundle:
@@ -271,18 +308,27 @@ def build_ml100k(config: Any, *, root: Any = None, seed: int = 0) -> UserSplitBu
     if where is None:
         return _fallback(config, "remi-ml-100k")
     file = where / "ml-100k.inter" if where.is_dir() else where
-    return _finish(interactions_to_sequences(read_atomic_inter(file)), config, "remi-ml-100k", file)
+    digest = check_text_file(file)
+    return _finish(interactions_to_sequences(read_atomic_inter(file)), config, "remi-ml-100k", file, digest)
 
 
 def _build_lines(config: Any, name: str, folder: str, filename: str) -> UserSplitBundle:
-    where = locate(name, source=config.source, path=config.path, shared_folder=folder, required=(filename,))
+    if not folder:  # remi-seq-lines: any file, no shared default
+        if config.source in ("file", "download") and not config.path:
+            raise ConfigError(f"dataset {name}: set dataset.path to your one-line-per-user file (user item item ...)")
+        where = Path(config.path).expanduser() if config.path and config.source != "synthetic" else None
+        if where is not None and not where.is_file():
+            raise DataError(f"{where}: no such file; check dataset.path")
+    else:
+        where = locate(name, source=config.source, path=config.path, shared_folder=folder, required=(filename,))
     if where is None:
         return _fallback(config, name)
     file = where / filename if where.is_dir() else where
+    digest = check_text_file(file)
     users, seqs = read_seq_lines(file)
     if len(set(users)) != len(users):
         raise DataError(f"{file}: user ids repeat across lines; one line per user is expected")
-    return _finish(dict(zip(users, seqs, strict=True)), config, name, file)
+    return _finish(dict(zip(users, seqs, strict=True)), config, name, file, digest)
 
 
 def build_amazon_beauty(config: Any, *, root: Any = None, seed: int = 0) -> UserSplitBundle:
@@ -291,3 +337,8 @@ def build_amazon_beauty(config: Any, *, root: Any = None, seed: int = 0) -> User
 
 def build_amazon_sports(config: Any, *, root: Any = None, seed: int = 0) -> UserSplitBundle:
     return _build_lines(config, "remi-amazon-sports", "amazon-sports-outdoors", "Sports_and_Outdoors.txt")
+
+
+def build_seq_lines(config: Any, *, root: Any = None, seed: int = 0) -> UserSplitBundle:
+    """Any ICLRec-format file (``user item item ...`` per line, oldest first) at ``dataset.path``."""
+    return _build_lines(config, "remi-seq-lines", "", "")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pk.core.errors import UsageError
+from pk.core.errors import ConfigError, UsageError
 from pk.core.utils import to_device
 from pk_remi.losses import routing_stats
 from pk_remi.serving import InterestMerge, retrieve
@@ -43,17 +43,20 @@ def ranking_metrics(ranked: torch.Tensor, targets: torch.Tensor, ks: Sequence[in
 
 
 @torch.no_grad()
-def evaluate_protocol(model: Any, data: Any, split: str, *, ks: Sequence[int] = (20, 50), batch_size: int = 256,
-                      device: str = "cpu", merge: InterestMerge | None = None, exclude_history: bool = False,
-                      diagnostics: bool = True) -> dict[str, float]:
-    """Mean metrics over the held-out users of ``split`` (model in eval mode, then restored).
+def protocol_scores(model: Any, data: Any, split: str, *, ks: Sequence[int] = (20, 50), batch_size: int = 256,
+                    device: str = "cpu", merge: InterestMerge | None = None, exclude_history: bool = False,
+                    diagnostics: bool = True) -> dict[str, torch.Tensor]:
+    """Per-user metrics [U] (float64, in ``data.users[split]`` order, the same for every run
+    on a split) over the held-out users of ``split`` (model in eval mode, then restored).
+    The merged list is ``merge.top_n`` long (default: max(ks)); metrics use its first K.
     With ``diagnostics`` also ``routing_max`` (mean max routing weight per interest) and
     ``routing_entropy`` (mean routing entropy over real items / log(#real items))."""
     was_training = model.training
     model.eval()
-    top_n = max(ks)
-    sums: dict[str, float] = {}
-    count = 0
+    top_n = merge.top_n if merge is not None else max(ks)
+    if top_n < max(ks):
+        raise ConfigError(f"aggregator.top_n = {top_n} is below the largest K evaluated ({max(ks)}); raise top_n")
+    parts: dict[str, list[torch.Tensor]] = {}
     try:
         items = model.item_embeddings()
         for batch in data.loader(split, batch_size):
@@ -68,16 +71,21 @@ def evaluate_protocol(model: Any, data: Any, split: str, *, ks: Sequence[int] = 
                 per["routing_max"] = peak.double().mean(1)
                 per["routing_entropy"] = entropy.double().mean(1)
             for name, values in per.items():
-                sums[name] = sums.get(name, 0.0) + float(values.sum())
-            count += int(batch["seq"].shape[0])
+                parts.setdefault(name, []).append(values.double().cpu())
     finally:
         model.train(was_training)
-    return {name: total / max(count, 1) for name, total in sums.items()}
+    return {name: torch.cat(v) for name, v in parts.items()}
+
+
+def evaluate_protocol(model: Any, data: Any, split: str, **kwargs: Any) -> dict[str, float]:
+    """Means of :func:`protocol_scores` over the users of ``split``."""
+    return {name: float(v.mean()) if v.numel() else 0.0 for name, v in protocol_scores(model, data, split, **kwargs).items()}
 
 
 class REMIProtocolEvaluator:
-    """The ``remi-protocol`` evaluator (see the module docstring). Uses the run's configured
-    aggregator when it is a ranked-list merge, else the default ``interest-merge``."""
+    """The ``remi-protocol`` evaluator (see the module docstring). Merges with the run's
+    configured aggregator (a ranked-list merge; anything else is a ConfigError), else the
+    default ``interest-merge``. Saves per-user scores to ``examples-eval.npz``."""
 
     def __init__(self, config: Any = None) -> None:
         self.split = getattr(config, "split", "test")
@@ -88,15 +96,25 @@ class REMIProtocolEvaluator:
         self.metrics: Mapping[str, tuple[float, float, bool]] = {n: (0.0, 1.0, not n.startswith("routing")) for n in names}
 
     def evaluate(self, model: Any, data: Any, run: Any) -> dict[str, float]:
-        return evaluate_protocol(model, data, self.split, ks=self.ks, batch_size=self.batch_size,
-                                 device=getattr(run, "device", "cpu"), merge=configured_merge(run),
-                                 exclude_history=self.exclude_history)
+        per = protocol_scores(model, data, self.split, ks=self.ks, batch_size=self.batch_size,
+                              device=getattr(run, "device", "cpu"), merge=configured_merge(run),
+                              exclude_history=self.exclude_history)
+        if hasattr(run, "save_example_scores") and per and next(iter(per.values())).numel():
+            run.save_example_scores("eval", per)
+        return {name: float(v.mean()) if v.numel() else 0.0 for name, v in per.items()}
 
 
 def configured_merge(run: Any) -> InterestMerge | None:
-    """The run's aggregator if one is configured and merges ranked lists, else None."""
+    """The run's configured aggregator (None when none is configured, or for a run handle
+    that cannot build components). It must merge ranked lists (``kind = "ranked-lists"``):
+    a model-weight aggregator here would otherwise be silently ignored, so it is a ConfigError."""
     try:
         agg = run.build("aggregator")
-    except UsageError:  # a run handle that cannot build components: use the default merge
+    except UsageError:
         return None
-    return agg if getattr(agg, "kind", None) == "ranked-lists" else None
+    if agg is None:
+        return None
+    if getattr(agg, "kind", None) != "ranked-lists":
+        raise ConfigError(f"aggregator {type(agg).__name__} does not merge ranked lists; candidate matching needs "
+                          "interest-merge (or remove [aggregator])")
+    return agg

@@ -12,8 +12,12 @@ scored by exact inner product with ``model.item_embeddings()`` ``[N + 1, H]``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pk.core import hookimpl
+
+GE0, GE1, GT0 = {"ge": 0}, {"ge": 1}, {"gt": 0}
+UNIT = {"ge": 0, "le": 1}
 
 TASKS = ("candidate-matching",)
 REMI_PAPER = {
@@ -41,16 +45,16 @@ class MultiInterestSyntheticConfig:
     another of the user's interests; items are Zipf(``zipf``)-popular inside a cluster.
     The data and the 8/1/1 user split depend on ``split_seed`` only (not the run seed)."""
 
-    num_users: int = 500
-    num_items: int = 400
-    num_clusters: int = 16
-    min_interests: int = 2
-    max_interests: int = 4
-    min_len: int = 10
-    max_seq_len: int = 40
-    stickiness: float = 0.6
-    zipf: float = 1.0
-    max_len: int = 20
+    num_users: int = field(default=500, metadata=GE1)
+    num_items: int = field(default=400, metadata={"ge": 2})
+    num_clusters: int = field(default=16, metadata=GE1)
+    min_interests: int = field(default=2, metadata=GE1)
+    max_interests: int = field(default=4, metadata=GE1)
+    min_len: int = field(default=10, metadata={"ge": 5})
+    max_seq_len: int = field(default=40, metadata={"ge": 5})
+    stickiness: float = field(default=0.6, metadata=UNIT)
+    zipf: float = field(default=1.0, metadata=GE0)
+    max_len: int = field(default=20, metadata=GE1)
     split_seed: int = 1230
 
     pk_test = {"num_users": 150, "num_items": 120, "num_clusters": 8}
@@ -61,14 +65,15 @@ class UserSplitConfig:
     """A real dataset under REMI's protocol: items with >= ``min_count`` interactions, then
     users with >= ``min_count`` remaining ones, ONE pass (not iterative); users shuffled
     with ``split_seed`` and split 8/1/1; held-out users: first ``history_ratio`` of the
-    time-ordered sequence is history (last ``max_len`` kept), the rest are targets."""
+    time-ordered sequence is history (last ``max_len`` kept), the rest are targets.
+    ``remi-seq-lines`` reads the file at ``path`` (required with source "file")."""
 
     source: str = "auto"
     path: str = ""
-    min_count: int = 5
-    max_len: int = 20
+    min_count: int = field(default=5, metadata=GE0)
+    max_len: int = field(default=20, metadata=GE1)
     split_seed: int = 1230
-    history_ratio: float = 0.8
+    history_ratio: float = field(default=0.8, metadata={"gt": 0, "lt": 1})
 
 
 # -- models ----------------------------------------------------------------------------
@@ -82,14 +87,14 @@ class MultiInterestConfig:
     ``rr_lambda`` > 0 adds REMI's routing regulariser on the routing matrix. Both 0 = the
     plain backbone. ``routing_iters`` and ``relu_layer`` only apply to DR/MIND."""
 
-    hidden: int = 64
-    interests: int = 4
-    num_negatives: int = 1280
-    ihn_beta: float = 0.0
+    hidden: int = field(default=64, metadata=GE1)
+    interests: int = field(default=4, metadata=GE1)
+    num_negatives: int = field(default=1280, metadata=GE1)
+    ihn_beta: float = field(default=0.0, metadata=GE0)
     detach_weights: bool = False
-    rr_lambda: float = 0.0
+    rr_lambda: float = field(default=0.0, metadata=GE0)
     add_position: bool = True
-    routing_iters: int = 3
+    routing_iters: int = field(default=3, metadata=GE1)
     relu_layer: bool = False
 
     pk_test = {"num_negatives": 128}
@@ -99,8 +104,8 @@ class MultiInterestConfig:
 class REMIConfig(MultiInterestConfig):
     """REMI = ComiRec-SA + IHN (beta 1, the Gowalla value) + RR (lambda 100)."""
 
-    ihn_beta: float = 1.0
-    rr_lambda: float = 100.0
+    ihn_beta: float = field(default=1.0, metadata=GE0)
+    rr_lambda: float = field(default=100.0, metadata=GE0)
 
 
 # -- trainer / evaluator / aggregator --------------------------------------------------
@@ -111,17 +116,17 @@ class CandidateMatchingTrainerConfig:
     over the valid users; early stop after ``patience`` validations without improvement (0: never);
     the best weights are restored. Negatives come from run.generator("negatives")."""
 
-    max_steps: int = 5000
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    max_steps: int = field(default=5000, metadata=GE1)
+    batch_size: int = field(default=128, metadata={"ge": 1, "budget": True})
+    lr: float = field(default=1e-3, metadata=GT0)
+    weight_decay: float = field(default=0.0, metadata=GE0)
     optimizer: str = "adam"
-    eval_every: int = 200
-    patience: int = 5
-    metric: str = "recall@50"
-    ks: list[int] = field(default_factory=lambda: [20, 50])
-    eval_batch_size: int = 256
-    exclude_history: bool = False
+    eval_every: int = field(default=200, metadata=GE1)
+    patience: int = field(default=5, metadata=GE0)
+    metric: str = field(default="recall@50", metadata={"protocol": True})
+    ks: list[int] = field(default_factory=lambda: [20, 50], metadata={"ge": 1, "protocol": True})
+    eval_batch_size: int = field(default=256, metadata=GE1)
+    exclude_history: bool = field(default=False, metadata={"protocol": True})
 
     pk_test = {"eval_every": 2}
 
@@ -132,9 +137,9 @@ class REMIProtocolConfig:
     top-N by exact inner product per interest, merged by the ``interest-merge`` rule;
     plus routing diagnostics (mean max routing weight, normalised routing entropy)."""
 
-    split: str = "test"
-    ks: list[int] = field(default_factory=lambda: [20, 50])
-    batch_size: int = 256
+    split: Literal["valid", "test"] = "test"
+    ks: list[int] = field(default_factory=lambda: [20, 50], metadata=GE1)
+    batch_size: int = field(default=256, metadata=GE1)
     exclude_history: bool = False
 
 
@@ -143,7 +148,7 @@ class InterestMergeConfig:
     """Merge K per-interest ranked lists: sort by score, drop repeated items (an item keeps
     its best score), return the first ``top_n``; ties broken by smaller item id."""
 
-    top_n: int = 50
+    top_n: int = field(default=50, metadata=GE1)
 
 
 # -- registrations ---------------------------------------------------------------------
@@ -161,6 +166,8 @@ def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
              summary="Amazon Beauty (ICLRec Beauty.txt) under REMI's user-level protocol")
     register("remi-amazon-sports", f"{DATA}:build_amazon_sports", config=UserSplitConfig, tasks=TASKS,
              summary="Amazon Sports and Outdoors (ICLRec txt) under REMI's user-level protocol")
+    register("remi-seq-lines", f"{DATA}:build_seq_lines", config=UserSplitConfig, tasks=TASKS,
+             summary="Any one-line-per-user file (user item item ...; ICLRec format) at dataset.path, REMI's protocol")
 
 
 @hookimpl
@@ -178,7 +185,8 @@ def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
 @hookimpl
 def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
     register("candidate-matching", "pk_remi.trainer:CandidateMatchingTrainer", config=CandidateMatchingTrainerConfig,
-             tasks=TASKS, summary="Iteration-based sampled-softmax training, early stop on valid Recall@50, resumable")
+             tasks=TASKS, accepts=("aggregator",),
+             summary="Iteration-based sampled-softmax training, early stop on valid Recall@50, resumable")
 
 
 @hookimpl

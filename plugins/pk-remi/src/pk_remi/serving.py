@@ -94,7 +94,9 @@ def retrieve(interests: torch.Tensor, item_emb: torch.Tensor, top_n: int, merge:
     top_scores, top_items = scores.topk(n, dim=-1)  # [B, K, n]
     updates = [({"items": top_items[:, k], "scores": top_scores[:, k]}, 1.0, {"interest": k})
                for k in range(scores.shape[1])]
-    if merge is None or merge.top_n != top_n:
+    if merge is None:
         merge = InterestMerge(SimpleNamespace(top_n=top_n))
+    elif merge.top_n != top_n:
+        raise ValueError(f"retrieve: the merge keeps {merge.top_n} items but {top_n} were asked for")
     out, _ = merge.aggregate({}, updates)
     return out["items"], out["scores"]

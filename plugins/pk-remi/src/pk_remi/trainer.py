@@ -8,6 +8,12 @@ valid users with REMI's protocol, early stopping on ``metric`` after ``patience`
 validations without improvement, and a ``last`` checkpoint (model, optimizer, generators,
 global RNG, best state), so ``pk train --resume`` ends bit-identical on CPU. The best
 weights are restored at the end. Wall time per step goes to metrics.jsonl only.
+
+Budget report: ``fit`` returns ``steps`` and ``best_step`` and, in the units ``pk batch``
+tables show, ``epochs_run`` = steps x batch_size / training users (passes over the training
+users, the trainer draws users per step) and ``best_epoch`` = the same at the restored best
+step. ``evaluate(..., "test")`` saves per-user scores to ``examples-test.npz``. The run's
+``[aggregator]`` (a ranked-list merge) is used for every validation and test ranking.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.utils import make_optimizer, to_device
-from pk_remi.metrics import configured_merge, evaluate_protocol
+from pk_remi.metrics import configured_merge, protocol_scores
 
 
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -49,6 +55,7 @@ class CandidateMatchingTrainer:
         cfg = self.config
         if not hasattr(data, "sample_train_batch"):
             raise ConfigError("trainer candidate-matching needs a pk-remi dataset (remi-synthetic, remi-ml-100k, ...)")
+        configured_merge(run)  # a non-ranked-list [aggregator] fails here, before any training
         opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
         batches, negatives = run.generator("batches"), run.generator("negatives")
         num_items = int(data.info.num_items)
@@ -100,10 +107,18 @@ class CandidateMatchingTrainer:
                 model.train()
         if best["state"] is not None:
             model.load_state_dict(best["state"])
-        return {f"best_valid_{cfg.metric}": float(best["value"]) if best["state"] is not None else 0.0,
-                "best_step": float(best["step"]), "steps": float(step)}
+        per_epoch = cfg.batch_size / max(len(data.users["train"]), 1)  # steps -> passes over the training users
+        out = {f"best_valid_{cfg.metric}": float(best["value"]) if best["state"] is not None else 0.0,
+               "best_step": float(best["step"]), "steps": float(step), "epochs_run": round(step * per_epoch, 2)}
+        if best["state"] is not None:
+            out["best_epoch"] = round(int(best["step"]) * per_epoch, 2)
+        return out
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
+        """Mean protocol metrics on ``split``; for ``test`` also ``examples-test.npz`` (per user)."""
         cfg = self.config
-        return evaluate_protocol(model, data, split, ks=list(cfg.ks), batch_size=cfg.eval_batch_size,
-                                 device=run.device, merge=configured_merge(run), exclude_history=cfg.exclude_history)
+        per = protocol_scores(model, data, split, ks=list(cfg.ks), batch_size=cfg.eval_batch_size,
+                              device=run.device, merge=configured_merge(run), exclude_history=cfg.exclude_history)
+        if split == "test" and hasattr(run, "save_example_scores") and per and next(iter(per.values())).numel():
+            run.save_example_scores("test", per)
+        return {name: float(v.mean()) if v.numel() else 0.0 for name, v in per.items()}
