@@ -24,7 +24,8 @@ def test_cli_trains_and_records_full_ranking_metrics(tmp_path: Path, model: str)
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "result.json").read_text())["metrics"]
     assert 0.0 <= metrics["test.ndcg@10"] <= metrics["test.hr@10"] <= metrics["test.hr@20"] <= 1.0
-    assert metrics["fit.epochs"] == 2.0 and metrics["test.history_excluded"] == 0.0
+    assert metrics["fit.epochs_run"] == 2.0 and metrics["test.history_excluded"] == 0.0
+    assert (out / "examples-test.npz").exists()  # per-user scores for the paired statistics
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert state["item_embedding.weight"].shape[0] == 60 + 2  # items + padding + [MASK]
     if model == "eclsr":

@@ -145,8 +145,8 @@ def test_zero_auxiliary_weights_give_exactly_sasrecs_step() -> None:
     torch.testing.assert_close(model.encoder.attention[1].value.weight.grad, sasrec.encoder.attention[1].value.weight.grad)
 
 
-def test_contrastive_view_uses_the_last_k_positions_even_for_short_batches() -> None:
-    model = _eclsr(contrast_k=12, weight_disc=0.0, weight_gen=0.0)  # k > L: padded, padding outputs count
+def test_contrastive_view_works_when_k_exceeds_the_batch_width() -> None:
+    model = _eclsr(contrast_k=12, weight_disc=0.0, weight_gen=0.0)  # k > L: every real position pooled
     model.train()
     terms = model.loss_terms(_batch(6))
     assert torch.isfinite(terms["con"]) and float(terms["con"].detach()) > 0

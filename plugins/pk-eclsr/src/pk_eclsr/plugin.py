@@ -15,7 +15,7 @@ full-ranking evaluation; sequences padded on the left, i.e. ECL's "right-aligned
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pk_seqrec.plugin import EncoderConfig
@@ -39,20 +39,26 @@ class ECLSRConfig(EncoderConfig):
     never the oldest (capped at n - 1); "prob" masks each real item w.p. ``mask_ratio``
     (never the absolute index 0 of a full-length row), keeps the first ceil(mask_ratio * L + 1),
     and masks the newest item when nothing was chosen. ``contrast_k``: the contrastive view
-    is the mean of the last k positions (padding outputs included when n < k, as released).
+    is the mean of the user's last min(k, n) real positions (the release's fixed-width
+    batches also average padding outputs when n < k; pk pools real items only).
+    ``batch_sequences``: rows (sequences) per training batch, asked of pk-seqrec's
+    ``next-item`` trainer in place of its ``batch_size``/``batch_targets``: the contrastive
+    term's in-batch negatives are the other rows, and the release batches 256 sequences
+    (0 = the trainer's sizing).
     ``ce_include_padding``: the padding row stays in the softmax (RecBole quirk, as
     pk-seqrec SASRec); pad *targets* are always ignored (ECL trains them; documented).
     """
 
     mask_strategy: Literal["sample", "prob"] = "sample"
-    mask_ratio: float = 0.2
-    contrast_k: int = 10
-    temperature: float = 0.05
-    weight_rec: float = 1.0
-    weight_con: float = 2.0
-    weight_disc: float = 0.05
-    weight_gen: float = 0.5
+    mask_ratio: float = field(default=0.2, metadata={"ge": 0, "le": 1})
+    contrast_k: int = field(default=10, metadata={"ge": 1})
+    temperature: float = field(default=0.05, metadata={"gt": 0})
+    weight_rec: float = field(default=1.0, metadata={"ge": 0})
+    weight_con: float = field(default=2.0, metadata={"ge": 0})
+    weight_disc: float = field(default=0.05, metadata={"ge": 0})
+    weight_gen: float = field(default=0.5, metadata={"ge": 0})
     discriminator_bidirectional: bool = False
+    batch_sequences: int = field(default=256, metadata={"ge": 0})
 
 
 @dataclass
@@ -63,13 +69,15 @@ class CL4SRecConfig(EncoderConfig):
     ``crop_ratio`` * n)) items), mask (floor(``mask_ratio`` * n) items -> [MASK] = N + 1),
     reorder (shuffle a contiguous floor(``reorder_ratio`` * n) window). Ratios are ICLRec's
     defaults (0.2 / 0.7 / 0.2). The view representation is the hidden state at the newest
-    position."""
+    position. ``batch_sequences``: rows per training batch (the NT-Xent's in-batch
+    negatives), as for ECL-SR; 0 = the trainer's sizing."""
 
-    crop_ratio: float = 0.2
-    mask_ratio: float = 0.7
-    reorder_ratio: float = 0.2
-    cl_weight: float = 0.1
-    temperature: float = 1.0
+    crop_ratio: float = field(default=0.2, metadata={"ge": 0, "le": 1})
+    mask_ratio: float = field(default=0.7, metadata={"ge": 0, "le": 1})
+    reorder_ratio: float = field(default=0.2, metadata={"ge": 0, "le": 1})
+    cl_weight: float = field(default=0.1, metadata={"ge": 0})
+    temperature: float = field(default=1.0, metadata={"gt": 0})
+    batch_sequences: int = field(default=256, metadata={"ge": 0})
 
 
 ECLSR_PAPER = {"title": "Equivariant Contrastive Learning for Sequential Recommendation", "year": 2023,

@@ -3,7 +3,8 @@
 Step: ``h = encode(seq)``, L_rec = CE at every position with a target; two views of ``seq``
 (``augment.random_augment``: crop / mask / reorder, one per row), each encoded to the
 newest position's hidden state z1, z2 [B, H]; L = L_rec + cl_weight * NT-Xent(z1, z2).
-Inference: the encoder only (``MaskTokenSASRec.predict``).
+Inference: the encoder only (``MaskTokenSASRec.predict``). ``batch_sequences`` > 0 asks
+pk-seqrec's next-item trainer for that many rows per batch (the in-batch negatives).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class CL4SRec(MaskTokenSASRec):
 
     def __init__(self, num_items: int, max_len: int, *, crop_ratio: float = 0.2, mask_ratio: float = 0.7,
                  reorder_ratio: float = 0.2, cl_weight: float = 0.1, temperature: float = 1.0,
-                 **encoder_kwargs: Any) -> None:
+                 batch_sequences: int = 0, **encoder_kwargs: Any) -> None:
         super().__init__(num_items, max_len, **encoder_kwargs)
+        self.batch_sequences = int(batch_sequences)  # rows per batch asked of the trainer (in-batch negatives)
         self.ratios = {"crop_ratio": crop_ratio, "mask_ratio": mask_ratio, "reorder_ratio": reorder_ratio}
         self.cl_weight, self.temperature = cl_weight, temperature
 
@@ -57,6 +59,7 @@ def build_cl4srec(config: Any, info: DatasetInfo, *, calibrator: Any = None, dev
             raise ConfigError(f"model.{key} must be in [0, 1], got {getattr(config, key)}")
     return CL4SRec(info.num_items, info.max_len, crop_ratio=config.crop_ratio, mask_ratio=config.mask_ratio,
                    reorder_ratio=config.reorder_ratio, cl_weight=config.cl_weight, temperature=config.temperature,
+                   batch_sequences=config.batch_sequences,
                    hidden=config.hidden, layers=config.layers, heads=config.heads, inner=config.inner,
                    dropout=config.dropout, attn_dropout=config.attn_dropout, layer_norm_eps=config.layer_norm_eps,
                    init_std=config.init_std, ce_include_padding=config.ce_include_padding, calibrator=calibrator)

@@ -11,8 +11,10 @@ One training step on a pk-seqrec batch (``seq`` [B, L] left-padded, ``targets`` 
 5. Conditional discriminator = the encoder itself (same parameters): input embedding
    E[substituted] + h, causal mask, p = sigmoid(w . z) (Linear(H, 1, no bias));
    L_disc = mean BCE over real positions.
-6. Dropout view: ``h2 = encode(seq)`` again; z = mean of the last k positions of h and h2;
-   L_con = one-directional cosine InfoNCE, temperature 0.05, in-batch negatives.
+6. Dropout view: ``h2 = encode(seq)`` again; z = mean of h and h2 over the user's last
+   min(k, n) REAL positions (``pool_recent``; the release's fixed-width batches also average
+   padding outputs there); L_con = one-directional cosine InfoNCE, temperature 0.05,
+   in-batch negatives: the other rows of the batch (``batch_sequences`` rows per batch).
 7. L = w_rec L_rec + w_con L_con + w_disc L_disc + w_gen L_gen. A term whose weight is 0 is
    not computed (so with w_con = w_disc = w_gen = 0 the step is exactly SASRec's).
 
@@ -37,17 +39,28 @@ from pk_eclsr.losses import cosine_info_nce, discriminator_loss
 from pk_eclsr.models.base import MaskTokenSASRec
 
 
+def pool_recent(h: torch.Tensor, seq: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, H]: mean of ``h`` [B, W, H] over each row's last min(k, n) real positions of the
+    left-padded ``seq`` [B, W] (padding outputs never count; a row with no real item gives 0)."""
+    real = seq != 0
+    recent = real.long().flip(1).cumsum(1).flip(1) <= k  # 1 at the newest real item, 2 before it...
+    take = (real & recent).to(h.dtype)
+    return (h * take[..., None]).sum(1) / take.sum(1, keepdim=True).clamp_min(1)
+
+
 class ECLSR(MaskTokenSASRec):
     """See the module docstring. ``loss_terms(batch)`` returns the unweighted terms (and
-    the substitution tensors under ``"_seq"`` (the input, left-padded to >= contrast_k
-    columns when L_con is on), ``"_positions"``, ``"_substituted"``, ``"_labels"``, ``"_prob"``
-    when computed); ``loss(batch)`` their weighted sum."""
+    the substitution tensors under ``"_seq"`` (the input), ``"_positions"``,
+    ``"_substituted"``, ``"_labels"``, ``"_prob"`` when computed); ``loss(batch)`` their
+    weighted sum. ``batch_sequences`` > 0 asks pk-seqrec's next-item trainer for that many
+    rows per batch (the contrastive term's in-batch negatives)."""
 
     def __init__(self, num_items: int, max_len: int, *, mask_strategy: str = "sample", mask_ratio: float = 0.2,
                  contrast_k: int = 10, temperature: float = 0.05, weight_rec: float = 1.0, weight_con: float = 2.0,
                  weight_disc: float = 0.05, weight_gen: float = 0.5, discriminator_bidirectional: bool = False,
-                 **encoder_kwargs: Any) -> None:
+                 batch_sequences: int = 0, **encoder_kwargs: Any) -> None:
         super().__init__(num_items, max_len, **encoder_kwargs)
+        self.batch_sequences = int(batch_sequences)
         self.mask_strategy, self.mask_ratio = mask_strategy, mask_ratio
         self.contrast_k, self.temperature = contrast_k, temperature
         self.weights = {"rec": weight_rec, "con": weight_con, "disc": weight_disc, "gen": weight_gen}
@@ -76,9 +89,6 @@ class ECLSR(MaskTokenSASRec):
     def loss_terms(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seq, targets = batch["seq"], self.next_targets(batch)
         w = self.weights
-        if w["con"] > 0 and seq.shape[1] < self.contrast_k:  # the last k positions exist (padding outputs count)
-            pad = self.contrast_k - seq.shape[1]
-            seq, targets = F.pad(seq, (pad, 0)), F.pad(targets, (pad, 0))
         h = self.encode(seq)
         terms: dict[str, torch.Tensor] = {"rec": self.rec_loss(h, targets)}
         if w["disc"] > 0 or w["gen"] > 0:
@@ -95,7 +105,7 @@ class ECLSR(MaskTokenSASRec):
         if w["con"] > 0:
             k = self.contrast_k
             h_view = self.encode(seq)  # same sequence, fresh dropout
-            terms["con"] = cosine_info_nce(h[:, -k:].mean(1), h_view[:, -k:].mean(1), self.temperature)
+            terms["con"] = cosine_info_nce(pool_recent(h, seq, k), pool_recent(h_view, seq, k), self.temperature)
         return terms
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -115,7 +125,8 @@ def build_eclsr(config: Any, info: DatasetInfo, *, calibrator: Any = None, devic
     return ECLSR(info.num_items, info.max_len, mask_strategy=config.mask_strategy, mask_ratio=config.mask_ratio,
                  contrast_k=config.contrast_k, temperature=config.temperature, weight_rec=config.weight_rec,
                  weight_con=config.weight_con, weight_disc=config.weight_disc, weight_gen=config.weight_gen,
-                 discriminator_bidirectional=config.discriminator_bidirectional, hidden=config.hidden,
+                 discriminator_bidirectional=config.discriminator_bidirectional,
+                 batch_sequences=config.batch_sequences, hidden=config.hidden,
                  layers=config.layers, heads=config.heads, inner=config.inner, dropout=config.dropout,
                  attn_dropout=config.attn_dropout, layer_norm_eps=config.layer_norm_eps, init_std=config.init_std,
                  ce_include_padding=config.ce_include_padding, calibrator=calibrator)
