@@ -417,14 +417,21 @@ def run_batch(
     if pool is None and jobs > 1:
         pool = SubprocessPool(jobs)
     if pool is None:
+        quiet = reporter or Reporter("quiet")
+
+        def run_here(run: PlannedRun) -> Callable[[], dict[str, Any]]:
+            return lambda: train(run.resolved, run_dir=batch_dir / run.stem, argv=["pk", "batch", spec.source], reporter=quiet)[1]
+
         for i, run in enumerate(todo, 1):
-            ok = finish(i, run, lambda run=run: train(run.resolved, run_dir=batch_dir / run.stem, argv=["pk", "batch", spec.source], reporter=reporter or Reporter("quiet"))[1])
-            if not ok and not continue_on_error:
+            if not finish(i, run, run_here(run)) and not continue_on_error:
                 break
     else:
         handles = [(run, pool.submit(run, (batch_dir / run.stem).resolve())) for run in todo]
+        def collect(handle: Any) -> Callable[[], dict[str, Any]]:
+            return lambda: pool.result(handle)
+
         for i, (run, handle) in enumerate(handles, 1):
-            finish(i, run, lambda handle=handle: pool.result(handle))
+            finish(i, run, collect(handle))
         if hasattr(pool, "close"):
             pool.close()
     _record(batch_dir, outcomes, spec)

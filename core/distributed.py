@@ -94,7 +94,7 @@ def loss_module(model: Any, run: Any) -> Any:
             self.inner = inner
 
         def forward(self, batch: Any) -> Any:
-            return self.inner.loss(batch)
+            return self.inner.loss(batch)  # type: ignore[operator]  # nn.Module attribute typed as Tensor
 
     device_ids = [int(run.device.split(":")[1])] if run.device.startswith("cuda:") else None
     return DistributedDataParallel(LossForward(model), device_ids=device_ids)

@@ -1,9 +1,9 @@
 """Hook specifications of the ``pk`` pluggy project.
 
-Every registration hook receives one argument, ``register``, and must only call it: no
-work, no heavy imports. ``register`` has the signature::
+Every registration hook receives one argument, ``register`` (a :class:`Register`), and must
+only call it: no work, no heavy imports. ``register`` has the signature::
 
-    register(name, target, *, config=None, summary="", tasks=(), paper=None, tags=())
+    register(name, target, *, config=None, summary="", tasks=(), paper=None, tags=(), accepts=())
 
 - ``name``: lowercase kebab-case, unique within its kind (models, datasets, ...).
 - ``target``: a lazy ``"module:attr"`` string (preferred: nothing is imported until the
@@ -17,6 +17,10 @@ work, no heavy imports. ``register`` has the signature::
   a model/dataset/trainer/evaluator combination that shares no task before importing torch.
 - ``paper``: ``{"title": ..., "year": ..., "url": ...}``.
 - ``tags``: free-form labels (``"baseline"``, ``"method"``...).
+- ``accepts``: the other sections the builder consumes, from ``("calibrator", "aggregator")``:
+  a model that takes the run's calibrator declares ``accepts=("calibrator",)`` and gets it as
+  the ``calibrator`` keyword; a trainer or evaluator that takes the aggregator likewise. A
+  configured section that no builder in the run accepts is a ConfigError, never ignored.
 
 Calling ``register`` with bad arguments raises ``pk.core.errors.RegistrationError``; the
 plugin is then reported as failed and everything it registered is rolled back.
@@ -24,12 +28,40 @@ plugin is then reported as failed and everything it registered is rolled back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from pk.core import hookspec
 
-Register = Callable[..., None]
+
+class Register(Protocol):
+    """The ``register`` callback each ``pk_register_*`` hook receives.
+
+    :param name: lowercase kebab-case, unique within the hook's kind.
+    :param target: the builder, as a lazy ``"module:attr"`` string or a callable.
+    :param config: a dataclass class of the component's parameters (every field defaulted;
+        ranges in ``field(metadata={"ge": ..., "gt": ..., "le": ..., "lt": ...})``).
+    :param summary: one line for ``pk list``.
+    :param tasks: task ids the component supports.
+    :param paper: ``{"title": ..., "year": ..., "url": ...}``.
+    :param tags: free-form labels.
+    :param accepts: sections the builder consumes besides its own (``"calibrator"``,
+        ``"aggregator"``).
+    :raises RegistrationError: on any bad argument (the plugin is then rolled back).
+    """
+
+    def __call__(
+        self,
+        name: str,
+        target: str | Callable[..., Any],
+        *,
+        config: type | None = None,
+        summary: str = "",
+        tasks: Iterable[str] = (),
+        paper: dict[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        accepts: Iterable[str] = (),
+    ) -> None: ...
 
 
 @hookspec
@@ -102,3 +134,4 @@ def pk_environment_info() -> dict[str, Any]:
 
     Must be cheap and must not import torch.
     """
+    return {}

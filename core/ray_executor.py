@@ -41,7 +41,7 @@ class RayPool:
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         opts = {"num_cpus": float(resources.get("num_cpus", 1)), "num_gpus": float(resources.get("num_gpus", 0))}
-        self.task = ray.remote(**opts)(_train_task)
+        self.task = ray.remote(**opts)(_train_task)  # type: ignore[call-overload]  # ray's stubs take literal kwargs
 
     def submit(self, run: PlannedRun, run_dir: Path) -> Any:
         return self.task.remote(run.resolved.data, str(run_dir))

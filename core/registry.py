@@ -10,9 +10,12 @@ import importlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pk.core.errors import ConfigError, RegistrationError, did_you_mean
+
+if TYPE_CHECKING:
+    from pk.core.hookspecs import Register
 
 #: plural hook kind -> singular config section
 KINDS: dict[str, str] = {
@@ -114,7 +117,7 @@ class Registry:
     plugins: list[PluginInfo] = field(default_factory=list)
 
     # -- building -----------------------------------------------------------------
-    def make_register(self, kind: str, plugin: PluginInfo, sink: list[Registration]) -> Callable[..., None]:
+    def make_register(self, kind: str, plugin: PluginInfo, sink: list[Registration]) -> Register:
         """Return the ``register`` callback for one plugin and one hook kind.
 
         Registrations go to ``sink`` first so that a plugin whose hook raises can be

@@ -211,7 +211,7 @@ class Run:
             return None
         path = self.dir / f"examples-{split}.npz"
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         atomic_write_bytes(path, buf.getvalue())
         return path
 

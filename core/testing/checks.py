@@ -168,9 +168,10 @@ def recipes_are_valid(case: Case) -> None:
 def dataset_is_deterministic(case: Case) -> None:
     from pk.core.runner import Components
 
+    assert case.registration is not None
     parts = {"dataset": case.registration}
-    a = Components(_config(parts, seed=3)).dataset()  # type: ignore[dict-item]
-    b = Components(_config(parts, seed=3)).dataset()  # type: ignore[dict-item]
+    a = Components(_config(parts, seed=3)).dataset()
+    b = Components(_config(parts, seed=3)).dataset()
     assert a.fingerprint() == b.fingerprint(), "same seed gave different data"
     assert tuple(a.splits), "a dataset needs at least one split"
 

@@ -1,0 +1,570 @@
+"""A queryable SQLite index of run dirs (the run dirs stay the truth).
+
+The index lives in ``<root>/.pk-index.sqlite``. :meth:`RunIndex.refresh` walks ``root``
+(run dirs at most three levels deep: plain runs, batch runs, quick-batch runs) and re-reads
+only the runs whose ``result.json`` changed since they were indexed, in one transaction,
+so a reader never sees half an update; :meth:`RunIndex.record` updates one run the same
+way when it ends. A deleted index is rebuilt on the next query.
+
+Queries (:meth:`RunIndex.query`) filter with a small expression language (:func:`parse_where`):
+``test.accuracy > 0.5 and model = mlp``, ``trainer.lr <= 1e-3 or not (status = completed)``.
+A key is a column (``status model dataset trainer seed name dir hash started seconds``), a
+metric of result.json (``fit.* test.* eval.*``, ``resources.*``) or a config value
+(``run.* model.* dataset.* trainer.* aggregator.* calibrator.* evaluator.*``). A comparison
+with a key a run does not have is false. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pk.core.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+INDEX_NAME = ".pk-index.sqlite"
+SCHEMA_VERSION = "1"
+MAX_DEPTH = 3
+CONFIG_SECTIONS = ("run", "model", "dataset", "trainer", "aggregator", "calibrator", "evaluator")
+#: where-clause key -> runs column
+COLUMNS = {"status": "status", "model": "model", "dataset": "dataset", "trainer": "trainer", "seed": "seed",
+           "name": "name", "dir": "dir", "run_dir": "dir", "hash": "hash", "started": "started", "seconds": "seconds"}
+#: directories never holding run dirs (inside a run dir, or pk's own output)
+SKIP_DIRS = {"checkpoints", "artifacts", "report", "tensorboard", "mlruns"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, dir TEXT UNIQUE NOT NULL, name TEXT, sig TEXT, status TEXT, pid INTEGER, host TEXT,
+    model TEXT, dataset TEXT, trainer TEXT, seed INTEGER, started REAL, ended REAL, seconds REAL, hash TEXT,
+    config TEXT, result TEXT);
+CREATE TABLE IF NOT EXISTS metrics (run INTEGER NOT NULL, key TEXT NOT NULL, value REAL, PRIMARY KEY (run, key))
+    WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS metrics_kv ON metrics (key, value);
+CREATE TABLE IF NOT EXISTS params (run INTEGER NOT NULL, key TEXT NOT NULL, num REAL, text TEXT,
+    PRIMARY KEY (run, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS params_kn ON params (key, num);
+CREATE INDEX IF NOT EXISTS params_kt ON params (key, text);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
+CREATE INDEX IF NOT EXISTS runs_model ON runs (model);
+"""
+
+
+# -- scanning --------------------------------------------------------------------------
+def _sig(run_dir: str) -> str:
+    """What says a run changed: result.json's mtime and size (``-`` when absent)."""
+    try:
+        st = os.stat(os.path.join(run_dir, "result.json"))
+    except OSError:
+        return "-"
+    return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+def scan(root: str | Path) -> Iterator[str]:
+    """Run dirs (holding ``config.toml``) under ``root`` as paths relative to it, at most
+    three levels deep; a run dir is not searched further; hidden dirs, run-internal dirs
+    and set-aside ``*.incomplete-*`` dirs are skipped."""
+    base = str(root)
+    stack: list[tuple[str, str, int]] = [(base, "", 0)]
+    while stack:
+        folder, rel, depth = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name in SKIP_DIRS or ".incomplete-" in name:
+                continue
+            try:
+                if not entry.is_dir():
+                    continue
+            except OSError:
+                continue
+            sub = f"{rel}/{name}" if rel else name
+            if os.path.isfile(os.path.join(entry.path, "config.toml")):
+                yield sub
+            elif depth + 1 < MAX_DEPTH:
+                stack.append((entry.path, sub, depth + 1))
+
+
+def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"trainer": {"lr": 0.1}}`` -> ``{"trainer.lr": 0.1}`` (one level of tables)."""
+    out: dict[str, Any] = {}
+    for section, table in config.items():
+        if isinstance(table, Mapping):
+            for key, value in table.items():
+                if not str(key).startswith("_"):
+                    out[f"{section}.{key}"] = value
+        else:
+            out[str(section)] = table
+    return out
+
+
+def _read_run(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(config, result) of a run dir; None when its config.toml is unreadable."""
+    try:
+        with open(os.path.join(run_dir, "config.toml"), "rb") as fh:
+            config = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    result: dict[str, Any] = {}
+    try:
+        with open(os.path.join(run_dir, "result.json"), encoding="utf-8") as fh:
+            loaded = json.load(fh)
+        result = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        result = {}
+    return config, result
+
+
+def live_status(status: str, pid: int | None, host: str | None) -> str:
+    """:func:`pk.core.run.run_status` on the indexed fields (a dead local ``running`` run
+    is ``crashed``)."""
+    from pk.core.run import process_alive
+
+    if status == "running" and (pid is None or (host == socket.gethostname() and not process_alive(int(pid)))):
+        return "crashed"
+    return status
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+# -- the where language ----------------------------------------------------------------
+_TOKEN = re.compile(r"""\s*(?:(?P<op><=|>=|!=|==|=|<|>|~)|(?P<paren>[()])|(?P<str>"[^"]*"|'[^']*')|(?P<word>[^\s()<>=!~"']+))""")
+
+
+@dataclass
+class Cond:
+    """One comparison ``key op value``."""
+
+    key: str
+    op: str
+    value: Any
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out = []
+    pos = 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise UsageError(f"--where {text!r}: cannot read {text[pos:].strip()[:20]!r}; write e.g. \"test.accuracy > 0.5\"")
+        kind = m.lastgroup or ""
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+    return out
+
+
+def parse_where(text: str) -> Any:
+    """Parse a where expression into nested tuples: ``("and", a, b)``, ``("or", a, b)``,
+    ``("not", a)`` or a :class:`Cond`. Words ``and or not`` are case-insensitive; values
+    are numbers, quoted strings or bare words; ``~`` means "contains"."""
+    tokens = _tokens(text)
+    pos = 0
+
+    def peek() -> tuple[str, str] | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> tuple[str, str]:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise UsageError(f"--where {text!r} ends too early; write e.g. \"test.accuracy > 0.5\"")
+        pos += 1
+        return tokens[pos - 1]
+
+    def word_is(tok: tuple[str, str] | None, word: str) -> bool:
+        return tok is not None and tok[0] == "word" and tok[1].lower() == word
+
+    def expr() -> Any:
+        node = term()
+        while word_is(peek(), "or"):
+            take()
+            node = ("or", node, term())
+        return node
+
+    def term() -> Any:
+        node = factor()
+        while word_is(peek(), "and"):
+            take()
+            node = ("and", node, factor())
+        return node
+
+    def factor() -> Any:
+        tok = take()
+        if tok[0] == "word" and tok[1].lower() == "not":
+            return ("not", factor())
+        if tok == ("paren", "("):
+            node = expr()
+            if take() != ("paren", ")"):
+                raise UsageError(f"--where {text!r}: a '(' is not closed")
+            return node
+        if tok[0] != "word":
+            raise UsageError(f"--where {text!r}: expected a key such as test.accuracy, got {tok[1]!r}")
+        op = take()
+        if op[0] != "op":
+            raise UsageError(f"--where {text!r}: expected one of = != < <= > >= ~ after {tok[1]!r}, got {op[1]!r}")
+        val = take()
+        if val[0] == "str":
+            value: Any = val[1][1:-1]
+        elif val[0] == "word":
+            value = _parse_value(val[1])
+        else:
+            raise UsageError(f"--where {text!r}: expected a value after {tok[1]} {op[1]}")
+        return Cond(tok[1], "=" if op[1] == "==" else op[1], value)
+
+    node = expr()
+    if pos != len(tokens):
+        raise UsageError(f"--where {text!r}: unexpected {tokens[pos][1]!r}; join conditions with and / or")
+    return node
+
+
+def _parse_value(word: str) -> Any:
+    low = word.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(word)
+    except ValueError:
+        pass
+    try:
+        return float(word)
+    except ValueError:
+        return word
+
+
+def _key_kind(key: str) -> str:
+    if key in COLUMNS:
+        return "column"
+    head = key.split(".", 1)[0]
+    if "." in key and head in CONFIG_SECTIONS:
+        return "param"
+    if "." in key:
+        return "metric"
+    raise UsageError(f"--where: unknown key {key!r}; use a metric (test.accuracy), a config key (trainer.lr) or one of "
+                     f"{', '.join(sorted(set(COLUMNS) - {'run_dir'}))}")
+
+
+def to_sql(node: Any, params: list[Any]) -> str:
+    """SQL for a parsed where expression over ``runs r`` (values bound as parameters)."""
+    if isinstance(node, tuple):
+        if node[0] == "not":
+            return f"NOT ({to_sql(node[1], params)})"
+        return f"({to_sql(node[1], params)}) {node[0].upper()} ({to_sql(node[2], params)})"
+    cond: Cond = node
+    kind = _key_kind(cond.key)
+    op, value = cond.op, cond.value
+    if op == "~":
+        op, value = "LIKE", f"%{value}%"
+    if isinstance(value, bool):
+        value = float(value)
+    if kind == "column":
+        params.append(value)
+        return f"r.{COLUMNS[cond.key]} {op} ?"
+    if kind == "metric":
+        if op == "LIKE":
+            raise UsageError(f"--where: {cond.key} is a number; compare it with = != < <= > >=")
+        if not isinstance(value, (int, float)):
+            raise UsageError(f"--where: {cond.key} is a metric; compare it with a number, not {value!r}")
+        params.extend([cond.key, value])
+        return f"EXISTS (SELECT 1 FROM metrics m WHERE m.run = r.id AND m.key = ? AND m.value {op} ?)"
+    column = "num" if isinstance(value, (int, float)) and op != "LIKE" else "text"
+    params.extend([cond.key, value])
+    return f"EXISTS (SELECT 1 FROM params p WHERE p.run = r.id AND p.key = ? AND p.{column} {op} ?)"
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``30m``, ``12h``, ``2d``, ``1w`` (ago) or an ISO date/time -> a UNIX time."""
+    now = time.time() if now is None else now
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        scale = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return now - float(m.group(1)) * scale
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--since {text!r}: give an age such as 30m, 12h, 2d, 1w or a date such as 2026-01-31") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+# -- the index -------------------------------------------------------------------------
+class RunIndex:
+    """The SQLite index of the run dirs under ``root`` (see the module docstring)."""
+
+    def __init__(self, root: str | Path, path: str | Path | None = None) -> None:
+        self.root = Path(root)
+        self.path = Path(path) if path is not None else self.root / INDEX_NAME
+        self.conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        target = str(self.path)
+        try:
+            if not self.root.is_dir():
+                raise OSError("no root")
+            conn = sqlite3.connect(target, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=DELETE")
+        except (OSError, sqlite3.Error):
+            conn = sqlite3.connect(":memory:", isolation_level=None)  # read-only or absent root: a throwaway index
+        try:
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.Error:
+            version = None
+        if version is None or version[0] != SCHEMA_VERSION:
+            conn.executescript("DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS metrics; DROP TABLE IF EXISTS params;"
+                               "DROP TABLE IF EXISTS meta;")
+            conn.executescript(SCHEMA)
+            conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        return conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> RunIndex:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------
+    def _abs(self, rel: str) -> str:
+        return os.path.join(str(self.root), rel)
+
+    def _write(self, rel: str, sig: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        """Replace the rows of the run dir ``rel`` (relative to root; inside the caller's
+        transaction)."""
+        cur = self.conn.execute("SELECT id FROM runs WHERE dir = ?", (rel,))
+        row = cur.fetchone()
+        if row is not None:
+            self._delete(row[0])
+        started = result.get("started")
+        if not isinstance(started, (int, float)):
+            try:
+                started = os.stat(os.path.join(self._abs(rel), "config.toml")).st_mtime
+            except OSError:
+                started = None
+        from pk.core.config import config_hash
+
+        cur = self.conn.execute(
+            "INSERT INTO runs (dir, name, sig, status, pid, host, model, dataset, trainer, seed, started, ended, seconds,"
+            " hash, config, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rel, os.path.basename(rel), sig, str(result.get("status", "unknown")) if result else "unknown",
+             result.get("pid"), result.get("host"), _name(config, "model"), _name(config, "dataset"), _name(config, "trainer"),
+             (config.get("run") or {}).get("seed") if isinstance(config.get("run"), Mapping) else None,
+             started, _number(result.get("ended")), _number(result.get("seconds")), config_hash(config),
+             json.dumps(config, default=str), json.dumps(result, default=str)),
+        )
+        rid = cur.lastrowid
+        metrics = {k: v for k, v in (result.get("metrics") or {}).items() if _number(v) is not None}
+        metrics.update({f"resources.{k}": v for k, v in (result.get("resources") or {}).items() if _number(v) is not None})
+        self.conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?)", [(rid, k, _number(v)) for k, v in metrics.items()])
+        rows = []
+        for key, value in flatten(config).items():
+            num = _number(value)
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            rows.append((rid, key, num, text))
+        self.conn.executemany("INSERT OR REPLACE INTO params VALUES (?, ?, ?, ?)", rows)
+
+    def _delete(self, rid: int) -> None:
+        for table, col in (("metrics", "run"), ("params", "run"), ("runs", "id")):
+            self.conn.execute(f"DELETE FROM {table} WHERE {col} = ?", (rid,))
+
+    def refresh(self) -> dict[str, int]:
+        """Bring the index up to date with the run dirs under ``root`` in one transaction:
+        new and changed runs are (re)read, vanished ones dropped, and stored ``running``
+        runs whose local process is gone become ``crashed``. Returns the counts."""
+        known = dict(self.conn.execute("SELECT dir, sig FROM runs"))
+        seen: dict[str, str] = {}
+        changed: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
+        for rel in scan(self.root):
+            full = self._abs(rel)
+            sig = _sig(full)
+            seen[rel] = sig
+            if known.get(rel) != sig:
+                read = _read_run(full)
+                if read is not None:
+                    changed.append((rel, sig, *read))
+                else:
+                    seen.pop(rel)  # unreadable config: not a run we can list
+        gone = [d for d in known if d not in seen]
+        running = self.conn.execute("SELECT id, pid, host FROM runs WHERE status = 'running'").fetchall()
+        crashed = [rid for rid, pid, host in running if live_status("running", pid, host) == "crashed"]
+        if changed or gone or crashed:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for rel, sig, config, result in changed:
+                    self._write(rel, sig, config, result)
+                for rel in gone:
+                    row = self.conn.execute("SELECT id FROM runs WHERE dir = ?", (rel,)).fetchone()
+                    if row is not None:
+                        self._delete(row[0])
+                # derived, not recorded: a resumed run rewrites result.json and is re-read
+                self.conn.executemany("UPDATE runs SET status = 'crashed' WHERE id = ?", [(r,) for r in crashed])
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return {"runs": len(seen), "read": len(changed), "dropped": len(gone), "crashed": len(crashed)}
+
+    def record(self, run_dir: str | Path) -> None:
+        """Index (or re-index) one run dir under root now, atomically: call it when a run ends."""
+        full = Path(run_dir).resolve()
+        rel = full.relative_to(self.root.resolve()).as_posix()
+        read = _read_run(str(full))
+        if read is None:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._write(rel, _sig(str(full)), *read)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    # -- reading -----------------------------------------------------------------------
+    def query(self, *, where: str | None = None, model: str | None = None, status: str | None = None,
+              since: float | None = None, last: int = 0) -> list[dict[str, Any]]:
+        """Indexed runs matching every filter, oldest first (``last``: only the N newest)."""
+        clauses, params = [], []
+        if where:
+            clauses.append(to_sql(parse_where(where), params))
+        if model:
+            clauses.append("r.model = ?")
+            params.append(model)
+        if status:
+            clauses.append("r.status = ?")
+            params.append(status)
+        if since is not None:
+            clauses.append("r.started >= ?")
+            params.append(since)
+        sql = "SELECT r.id, r.dir, r.status, r.model, r.dataset, r.trainer, r.seed, r.seconds, r.started, r.hash FROM runs r"
+        if clauses:
+            sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
+        sql += " ORDER BY r.started, r.name"
+        try:
+            rows = self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise UsageError(f"--where {where!r}: {exc}") from None
+        if last:
+            rows = rows[-last:]
+        metrics: dict[int, dict[str, float]] = {r[0]: {} for r in rows}
+        ids = list(metrics)
+        for i in range(0, len(ids), 900):
+            chunk = ids[i:i + 900]
+            marks = ",".join("?" * len(chunk))
+            for rid, key, value in self.conn.execute(
+                    f"SELECT run, key, value FROM metrics WHERE run IN ({marks}) AND key NOT LIKE 'resources.%'", chunk):
+                metrics[rid][key] = value
+        return [{"run_dir": self._abs(d), "status": st, "model": mo, "dataset": ds, "trainer": tr, "seed": seed, "seconds": secs,
+                 "started": started, "config_hash": h, "metrics": metrics[rid]}
+                for rid, d, st, mo, ds, tr, seed, secs, started, h in rows]
+
+    def find(self, ref: str) -> str:
+        """A run dir from a path, or a unique run dir name (or name prefix) in the index."""
+        path = Path(ref)
+        if (path / "config.toml").is_file():
+            return str(path)
+        rows = [self._abs(r[0]) for r in self.conn.execute("SELECT dir FROM runs WHERE name = ? OR dir = ?", (ref, ref))]
+        if not rows:
+            rows = [self._abs(r[0]) for r in self.conn.execute("SELECT dir FROM runs WHERE name LIKE ? ESCAPE '\\'",
+                                                    (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",))]
+        if len(rows) == 1:
+            return rows[0]
+        if not rows:
+            raise UsageError(f"no run {ref!r} under {self.root}; give a run dir or a name from `pk runs`")
+        raise UsageError(f"{ref!r} names {len(rows)} runs under {self.root} ({', '.join(Path(r).name for r in rows[:3])}, ...); "
+                         "give more of the name or the run dir")
+
+    def record_of(self, run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(config, result) of an indexed run dir, else read from disk."""
+        try:
+            rel = Path(run_dir).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            rel = None
+        row = self.conn.execute("SELECT config, result FROM runs WHERE dir = ?", (rel,)).fetchone() if rel else None
+        if row is not None:
+            return json.loads(row[0]), json.loads(row[1])
+        read = _read_run(run_dir)
+        if read is None:
+            raise UsageError(f"{run_dir!r} has no readable config.toml")
+        return read
+
+
+def _name(config: Mapping[str, Any], section: str) -> str:
+    table = config.get(section)
+    return str(table.get("name", "?")) if isinstance(table, Mapping) else "?"
+
+
+def compare(a: tuple[Mapping[str, Any], Mapping[str, Any]], b: tuple[Mapping[str, Any], Mapping[str, Any]]) -> dict[str, Any]:
+    """Config and metric differences of two runs given as (config, result).
+
+    ``config``: ``{key: [a, b]}`` for every flattened config key whose values differ
+    (``None`` where a run lacks the key); ``metrics``: ``{key: {"a", "b", "diff"}}`` for
+    every metric either run has (``diff`` = b - a where both are numbers)."""
+    fa, fb = flatten(a[0]), flatten(b[0])
+    config = {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+    ma, mb = a[1].get("metrics") or {}, b[1].get("metrics") or {}
+    metrics = {}
+    for key in sorted(set(ma) | set(mb)):
+        va, vb = ma.get(key), mb.get(key)
+        diff = vb - va if _number(va) is not None and _number(vb) is not None else None
+        metrics[key] = {"a": va, "b": vb, "diff": diff}
+    return {"config": config, "metrics": metrics}
+
+
+def record_run(run_dir: str | Path, root: str | Path | None = None) -> None:
+    """Update the index of ``root`` (default: the nearest ancestor of ``run_dir`` holding an
+    index, else the run dir's parent) with one ended run; never raises on a locked or
+    read-only index (the next query's refresh catches up)."""
+    run_dir = Path(run_dir).resolve()
+    if root is None:
+        root = run_dir.parent
+        for parent in list(run_dir.parents)[:MAX_DEPTH]:
+            if (parent / INDEX_NAME).is_file():
+                root = parent
+                break
+    try:
+        with closing(RunIndex(root)) as index:
+            index.record(run_dir)
+    except (sqlite3.Error, OSError):
+        pass
+
+
+def format_compare(names: Sequence[str], diff: Mapping[str, Any]) -> list[str]:
+    """Plain lines of a :func:`compare` result."""
+    lines = [f"A = {names[0]}", f"B = {names[1]}", "", "config (A -> B):"]
+    if not diff["config"]:
+        lines.append("  (same config)")
+    for key, (va, vb) in diff["config"].items():
+        lines.append(f"  {key}: {json.dumps(va, default=str)} -> {json.dumps(vb, default=str)}")
+    lines += ["", "metrics (A, B, B - A):"]
+    for key, m in diff["metrics"].items():
+        va = "—" if m["a"] is None else f"{m['a']:.6g}"
+        vb = "—" if m["b"] is None else f"{m['b']:.6g}"
+        dv = "" if m["diff"] is None else f"{m['diff']:+.6g}"
+        lines.append(f"  {key}: {va}  {vb}  {dv}")
+    return lines
