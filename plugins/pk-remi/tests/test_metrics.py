@@ -5,7 +5,7 @@ import math
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from pk_remi.metrics import ranking_metrics
+from pk_remi.evaluators import ranking_metrics
 
 
 def brute(ranked: list[int], targets: list[int], k: int) -> dict[str, float]:

@@ -184,14 +184,14 @@ def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
 
 @hookimpl
 def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
-    register("candidate-matching", "pk_remi.trainer:CandidateMatchingTrainer", config=CandidateMatchingTrainerConfig,
+    register("candidate-matching", "pk_remi.trainers:CandidateMatchingTrainer", config=CandidateMatchingTrainerConfig,
              tasks=TASKS, accepts=("aggregator",),
              summary="Iteration-based sampled-softmax training, early stop on valid Recall@50, resumable")
 
 
 @hookimpl
 def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
-    register("remi-protocol", "pk_remi.metrics:REMIProtocolEvaluator", config=REMIProtocolConfig, tasks=TASKS,
+    register("remi-protocol", "pk_remi.evaluators:REMIProtocolEvaluator", config=REMIProtocolConfig, tasks=TASKS,
              summary="REMI protocol: Recall/HR/NDCG@20,50 over held-out users, multi-target, standard NDCG", accepts=("aggregator",))
 
 

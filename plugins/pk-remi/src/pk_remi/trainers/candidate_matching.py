@@ -29,7 +29,7 @@ from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.utils import make_optimizer, to_device
-from pk_remi.metrics import configured_merge, protocol_scores
+from pk_remi.evaluators.remi_protocol import configured_merge, protocol_scores
 
 
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
