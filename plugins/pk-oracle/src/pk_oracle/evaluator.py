@@ -197,6 +197,22 @@ def _restore_generator(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> G
     raise ValueError(f"cached generator kind {meta['kind']!r}")
 
 
+def oracle_fit_data(cfg: Any, data: Any, x_train: torch.Tensor, y_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The images the oracle zoo is fitted on: the train split (``oracle_data = "train"``,
+    the pilot's setting: the targets' own training data) or the held-out test images after
+    the first ``max_test`` (``"heldout"``: never seen by a target, never scored). Returns
+    ``(x, y, tag)``; a held-out pool that is too small is a ConfigError naming the fix."""
+    if getattr(cfg, "oracle_data", "train") == "train":
+        return x_train, y_train, "train"
+    x_all, y_all = gather(data, "test")
+    if cfg.max_test <= 0 or len(y_all) - cfg.max_test < 10 * int(data.info.num_classes or 2):
+        raise ConfigError(
+            f"evaluator.oracle_data = \"heldout\" fits the zoo on the test images after the first max_test = {cfg.max_test}, "
+            f"but the test split has {len(y_all)}; set max_test below it (and raise dataset.num_test) to leave a pool"
+        )
+    return x_all[cfg.max_test:], y_all[cfg.max_test:], f"heldout:{cfg.max_test}"
+
+
 def load_or_build_assets(cfg: Any, data: Any, run: RunHandle, x_train: torch.Tensor, y_train: torch.Tensor, *, with_generator: bool) -> Assets:
     """Fit (or restore from the cache) the oracle zoo and the generator.
 
@@ -209,8 +225,9 @@ def load_or_build_assets(cfg: Any, data: Any, run: RunHandle, x_train: torch.Ten
     image_shape = (data.info.extra or {}).get("image_shape") or list(x_train.shape[1:])
     bounds = data_bounds(x_train)
     names = [o for o in cfg.oracles if o != "clip"]
+    x_fit, y_fit, fit_tag = oracle_fit_data(cfg, data, x_train, y_train)
     gen_key = (cfg.generator, cfg.latent_dim, cfg.ae_epochs) if with_generator else None
-    key = _cache_key((data.fingerprint(), run.seed, tuple(names), cfg.model_oracle_epochs, gen_key, bounds, "v2-npz"))
+    key = _cache_key((data.fingerprint(), run.seed, tuple(names), cfg.model_oracle_epochs, gen_key, bounds, fit_tag, "v2-npz"))
     path = Path(cache_dir()) / "oracle" / f"{key}.npz"
     use_cache = bool(getattr(cfg, "cache", False))
     stored: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
@@ -231,7 +248,7 @@ def load_or_build_assets(cfg: Any, data: Any, run: RunHandle, x_train: torch.Ten
             except Exception:  # noqa: BLE001 - e.g. a state saved by another sklearn version
                 oracle = None
         if oracle is None:
-            oracle = build_oracles([name], x_train, y_train, data.info, run.seed, model_epochs=cfg.model_oracle_epochs,
+            oracle = build_oracles([name], x_fit, y_fit, data.info, run.seed, model_epochs=cfg.model_oracle_epochs,
                                    clip_path="", run=run)[0]
             try:
                 keep[slot] = oracle.state()
@@ -304,7 +321,7 @@ def _pgd_block(logits_fn: Any, zoo: OracleZoo | None, x: torch.Tensor, y: torch.
                step_size: float, bounds: tuple[Any, Any], batch_size: int) -> dict[str, float]:
     adv = pgd_linf(logits_fn, x, y, eps=eps, steps=steps, step_size=step_size, lo=bounds[0], hi=bounds[1], batch_size=batch_size)
     correct = predict_labels(logits_fn, adv) == y
-    out = {"pgd_accuracy": float(correct.float().mean())}
+    out: dict[str, Any] = {"pgd_accuracy": float(correct.float().mean()), "_correct": correct.double()}
     if zoo is not None:
         accepted = torch.cat([zoo.accept(a, b) for a, b in zip(adv.split(batch_size), y.split(batch_size))])
         out["pgd_oracle_agree"] = float(accepted.float().mean())
@@ -356,9 +373,15 @@ class FMREvaluator:
             result = latent_search(logits_fn, assets.generator, zoo, flat, y_test, step_size=cfg.step_size,
                                    budget=cfg.budget, batch_size=cfg.batch_size)
             metrics.update(fmr_metrics(y_test, clean_pred, flat, result, num_classes, per_class=cfg.per_class))
+            # per image, in test order (same images for every target of a seed, so arms pair up)
+            scores: dict[str, torch.Tensor] = {"sa": (clean_pred == y_test).double(), "oracle_valid": result.valid.double()}
             if cfg.pgd_eps > 0:
-                metrics.update(_pgd_block(logits_fn, zoo, flat, y_test, eps=cfg.pgd_eps, steps=cfg.pgd_steps,
-                                          step_size=cfg.pgd_step_size, bounds=bounds, batch_size=cfg.batch_size))
+                pgd = _pgd_block(logits_fn, zoo, flat, y_test, eps=cfg.pgd_eps, steps=cfg.pgd_steps,
+                                 step_size=cfg.pgd_step_size, bounds=bounds, batch_size=cfg.batch_size)
+                scores["pgd_accuracy"] = pgd.pop("_correct")
+                metrics.update(pgd)
+            if hasattr(run, "save_example_scores"):  # PA's images (the valid ones) go to fmr_generated.npz instead
+                run.save_example_scores("eval", {k: v for k, v in scores.items() if k != "pa"})
             if cfg.grid_images > 0:
                 from pk_oracle.grid import write_grid
 
@@ -375,7 +398,9 @@ class FMREvaluator:
         atomic_write_json(run.artifact_path("fmr.json"), {"metrics": metrics, "oracles": zoo.names,
                                                           "generator": cfg.generator, "budget": cfg.budget})
         buf = io.BytesIO()
-        np.savez(buf, x_star=result.x_star.numpy(), y=y_test.numpy(), valid=result.valid.numpy())
+        np.savez(buf, x_star=result.x_star.numpy(), y=y_test.numpy(), valid=result.valid.numpy(), fooled=result.fooled.numpy(),
+                 clean_correct=scores["sa"].numpy() > 0, pgd_correct=(scores["pgd_accuracy"].numpy() > 0) if "pgd_accuracy" in scores
+                 else np.zeros(0, dtype=bool))
         atomic_write_bytes(run.artifact_path("fmr_generated.npz"), buf.getvalue())
         return metrics
 
@@ -406,8 +431,13 @@ class PGDEvaluator:
         try:
             logits_fn = make_logits_fn(model, list(x_test.shape[1:]))
             metrics["clean_accuracy"] = float((predict_labels(logits_fn, flat) == y_test).float().mean())
-            metrics.update(_pgd_block(logits_fn, zoo, flat, y_test, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
-                                      bounds=data_bounds(x_train), batch_size=cfg.batch_size))
+            clean = (predict_labels(logits_fn, flat) == y_test).double()
+            pgd = _pgd_block(logits_fn, zoo, flat, y_test, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
+                             bounds=data_bounds(x_train), batch_size=cfg.batch_size)
+            correct = pgd.pop("_correct")
+            metrics.update(pgd)
+            if hasattr(run, "save_example_scores"):
+                run.save_example_scores("eval", {"clean_accuracy": clean, "pgd_accuracy": correct})
         finally:
             model.train(was_training)
         for key in metrics:
@@ -422,4 +452,5 @@ class _ZooOnly:
     def __init__(self, cfg: Any) -> None:
         self.oracles, self.cache, self.clip_path = list(cfg.oracles), cfg.cache, ""
         self.model_oracle_epochs, self.generator, self.latent_dim, self.ae_epochs = 20, "none", 0, 0
+        self.oracle_data, self.max_test = "train", cfg.max_test
 

@@ -32,29 +32,32 @@ class FMRConfig:
     "pixel" (the baseline: z = x) or "custom" (``generator_factory`` = "module:callable" called
     with (``generator_path``, image_shape), returning an object with ``encode``/``decode``, e.g.
     a VQGAN wrapper around local weights). ``pgd_eps`` > 0 also runs the fixed-eps
-    PGD-Linf baseline and reports how many PGD images the zoo rejects.
+    PGD-Linf baseline and reports how many PGD images the zoo rejects. ``oracle_data``:
+    the zoo is fitted on the train split (the targets' own data, the pilot's setting) or on
+    ``"heldout"`` test images after the first ``max_test`` (never trained on, never scored).
     """
 
     generator: Literal["pca", "autoencoder", "pixel", "custom"] = "pca"
-    latent_dim: int = 24
+    latent_dim: int = field(default=24, metadata={"ge": 1})
     generator_factory: str = ""
     generator_path: str = ""
-    ae_epochs: int = 60
+    ae_epochs: int = field(default=60, metadata={"ge": 0})
     oracles: list[str] = field(default_factory=_default_zoo)
+    oracle_data: Literal["train", "heldout"] = "train"
     clip_path: str = ""
-    model_oracle_epochs: int = 20
+    model_oracle_epochs: int = field(default=20, metadata={"ge": 0})
     rule: Literal["all", "majority"] = "all"
-    tau: float = 0.5
-    step_size: float = 0.25
-    budget: int = 40
-    batch_size: int = 512
-    max_test: int = 0
-    min_oracle_accuracy: float = 0.9
+    tau: float = field(default=0.5, metadata={"ge": 0, "le": 1})
+    step_size: float = field(default=0.25, metadata={"gt": 0})
+    budget: int = field(default=40, metadata={"ge": 0})
+    batch_size: int = field(default=512, metadata={"ge": 1})
+    max_test: int = field(default=0, metadata={"ge": 0})
+    min_oracle_accuracy: float = field(default=0.9, metadata={"ge": 0, "le": 1})
     allow_weak_oracles: bool = False
-    pgd_eps: float = 0.1
-    pgd_steps: int = 20
-    pgd_step_size: float = 0.02
-    grid_images: int = 16
+    pgd_eps: float = field(default=0.1, metadata={"ge": 0})
+    pgd_steps: int = field(default=20, metadata={"ge": 0})
+    pgd_step_size: float = field(default=0.02, metadata={"gt": 0})
+    grid_images: int = field(default=16, metadata={"ge": 0})
     per_class: bool = True
     cache: bool = True
 
@@ -67,24 +70,39 @@ class PGDConfig:
     """Fixed-eps PGD-Linf robust accuracy (no random start, clamped to the data range), plus
     the share of PGD images the oracle zoo still labels with the original class."""
 
-    eps: float = 0.1
-    steps: int = 20
-    step_size: float = 0.02
+    eps: float = field(default=0.1, metadata={"ge": 0})
+    steps: int = field(default=20, metadata={"ge": 0})
+    step_size: float = field(default=0.02, metadata={"gt": 0})
     oracles: list[str] = field(default_factory=_default_zoo)
     rule: Literal["all", "majority"] = "all"
-    tau: float = 0.5
-    batch_size: int = 512
-    max_test: int = 0
+    tau: float = field(default=0.5, metadata={"ge": 0, "le": 1})
+    batch_size: int = field(default=512, metadata={"ge": 1})
+    max_test: int = field(default=0, metadata={"ge": 0})
     cache: bool = True
 
     pk_test: ClassVar[dict[str, object]] = {"steps": 2, "max_test": 64, "cache": False, "oracles": ["knn"]}
 
 
 @dataclass
+class ViTConfig:
+    """A small ViT: ``patch x patch`` patches, ``depth`` pre-norm blocks of width ``dim``."""
+
+    patch: int = field(default=7, metadata={"ge": 1})
+    dim: int = field(default=64, metadata={"ge": 1})
+    depth: int = field(default=4, metadata={"ge": 1})
+    heads: int = field(default=4, metadata={"ge": 1})
+    mlp_ratio: float = field(default=2.0, metadata={"gt": 0})
+    dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
+
+    pk_test: ClassVar[dict[str, object]] = {"patch": 4, "dim": 16, "depth": 1, "heads": 2}
+    pk_test_with: ClassVar[dict[str, str]] = {"dataset": "synthetic-images"}
+
+
+@dataclass
 class NoiseTrainerConfig(SupervisedConfig):
     """Supervised training on x + N(0, sigma^2) (clamped to the data range); best-valid weights kept."""
 
-    sigma: float = 0.3
+    sigma: float = field(default=0.3, metadata={"ge": 0})
 
     pk_test: ClassVar[dict[str, object]] = {"max_epochs": 2, "max_steps": 6}
 
@@ -94,10 +112,10 @@ class AdversarialTrainerConfig(SupervisedConfig):
     """PGD-Linf adversarial training (Madry et al.): loss = (1 - adv_weight) * CE(x) +
     adv_weight * CE(PGD(x)), random start in the eps ball; best-valid (clean) weights kept."""
 
-    eps: float = 0.1
-    attack_steps: int = 5
-    attack_step_size: float = 0.03
-    adv_weight: float = 1.0
+    eps: float = field(default=0.1, metadata={"ge": 0})
+    attack_steps: int = field(default=5, metadata={"ge": 1, "budget": True})
+    attack_step_size: float = field(default=0.03, metadata={"gt": 0})
+    adv_weight: float = field(default=1.0, metadata={"ge": 0, "le": 1})
 
     pk_test: ClassVar[dict[str, object]] = {"max_epochs": 2, "max_steps": 6, "attack_steps": 1}
 
@@ -119,6 +137,20 @@ def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
         config=PGDConfig,
         summary="Fixed-eps PGD-Linf robust accuracy and the oracle zoo's agreement on PGD images",
         tasks=("classification",),
+        tags=("baseline",),
+    )
+
+
+@hookimpl
+def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+    register(
+        "vit",
+        "pk_oracle.models.vit:build_vit",
+        config=ViTConfig,
+        summary="A small Vision Transformer (patch embedding, class token, pre-norm blocks) for image classification",
+        tasks=("classification",),
+        paper={"title": "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale", "year": 2021,
+               "url": "https://arxiv.org/abs/2010.11929"},
         tags=("baseline",),
     )
 
