@@ -16,8 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pk.cli.commands.train:train_cmd", "Train a model from TOML configs and -c overrides."),
     "eval": ("pk.cli.commands.train:eval_cmd", "Evaluate a run dir or checkpoint on a split."),
     "batch": ("pk.cli.commands.batch:batch_cmd", "Run a batch of configs (matrix, seeds) and summarise."),
-    "runs": ("pk.cli.commands.runs:runs_cmd", "List past runs and their status."),
+    "tune": ("pk.cli.commands.tune:tune_cmd", "Tune a recipe's arms with equal effort (Optuna), then compare."),
+    "runs": ("pk.cli.commands.runs:runs_cmd", "List and query past runs (--where, --since, --compare)."),
     "report": ("pk.cli.commands.runs:report_cmd", "Write PNG learning curves / comparison charts."),
+    "export": ("pk.cli.commands.export:export_cmd", "Export runs to TensorBoard event files or MLflow."),
     "install": ("pk.cli.commands.manage:install_cmd", "Install a plugin (registry name or pip spec)."),
     "uninstall": ("pk.cli.commands.manage:uninstall_cmd", "Uninstall a plugin."),
     "check": ("pk.cli.commands.manage:check_cmd", "Run the contract suite on an installed plugin."),
@@ -34,12 +36,12 @@ def plugin_commands() -> dict[str, tuple[str, str]]:
     honours PK_LOAD_PLUGINS / PK_DISABLE_PLUGINS). name -> (target, distribution)."""
     from importlib import metadata
 
-    from pk.core.plugins import _selected
+    from pk.core.plugins import selected
 
     out: dict[str, tuple[str, str]] = {}
     for ep in metadata.entry_points(group=PLUGIN_COMMAND_GROUP):
         dist = ep.dist.metadata["Name"] if ep.dist is not None else "?"
-        if ep.name not in COMMANDS and _selected(ep, dist):
+        if ep.name not in COMMANDS and selected(ep, dist):
             out[ep.name] = (ep.value, dist)
     return out
 

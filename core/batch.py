@@ -14,8 +14,8 @@ import csv
 import io
 import itertools
 import json
-import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -211,9 +211,9 @@ def check_budgets(spec: BatchSpec) -> None:
 
 
 def _toml_literal(value: Any) -> str:
-    from pk.core.config import _toml_value
+    from pk.core.config import toml_value
 
-    return _toml_value(value)
+    return toml_value(value)
 
 
 def resolve_recipe(ref: str, registry: Registry) -> Path:
@@ -320,9 +320,7 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, dict[str, tuple[float, f
     for group, metrics in values.items():
         out[group] = {}
         for k, vs in metrics.items():
-            mean = sum(vs) / len(vs)
-            std = math.sqrt(sum((x - mean) ** 2 for x in vs) / (len(vs) - 1)) if len(vs) > 1 else 0.0
-            out[group][k] = (mean, std, len(vs))
+            out[group][k] = (statistics.fmean(vs), statistics.stdev(vs) if len(vs) > 1 else 0.0, len(vs))
     return out
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from pk.core.config import load_toml
-from pk.core.errors import UsageError, did_you_mean
 
 
 def checkout_root() -> Path | None:
@@ -37,13 +36,3 @@ def load_catalogue(path: Path | None = None) -> list[dict[str, Any]]:
     data = load_toml(path or catalogue_path())
     plugins = data.get("plugins", {})
     return [{"name": name, **entry} for name, entry in sorted(plugins.items())]
-
-
-def find_entry(name: str, entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The entry whose short name, distribution or import name is ``name``."""
-    entries = load_catalogue() if entries is None else entries
-    for e in entries:
-        if name in (e["name"], e.get("distribution"), e.get("import")):
-            return e
-    names = [e["name"] for e in entries]
-    raise UsageError(f"{name!r} is not in registry.toml{did_you_mean(name, names)}; `pk list --available` shows known plugins")

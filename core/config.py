@@ -202,14 +202,13 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _check_value(value, arg, where)
-            except ConfigError as exc:
-                errors.append(exc)
+            except ConfigError:
+                continue
         raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         if value in args:
@@ -390,50 +389,45 @@ def check_consumed(regs: Mapping[str, Registration], registry: Registry) -> None
 
 
 # -- writing ---------------------------------------------------------------------------
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+def _drop_none(value: Any) -> Any:
     if isinstance(value, Mapping):
-        items = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None]
+        return {str(k): _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, tuple):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def toml_value(value: Any) -> str:
+    """One value as a TOML literal (as ``-c key=VALUE`` reads it); tables are inline."""
+    import tomli_w
+
+    if isinstance(value, Mapping):
+        items = [f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None]
         return "{ " + ", ".join(items) + " }" if items else "{}"
-    raise ConfigError(f"cannot write {value!r} to TOML")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    try:
+        return tomli_w.dumps({"v": _drop_none(value)}).split(" = ", 1)[1].strip()
+    except TypeError:
+        raise ConfigError(f"cannot write {value!r} to TOML") from None
 
 
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+def toml_key(key: str) -> str:
+    """A bare or quoted TOML key, as tomli-w writes it."""
+    import tomli_w
+
+    return tomli_w.dumps({str(key): 0}).split(" = ", 1)[0]
 
 
 def dumps_toml(data: Mapping[str, Any]) -> str:
-    """Write a config (top-level tables of scalars, lists and inline tables) as TOML.
-
-    ``None`` values are left out (TOML has no null); they read back as their default.
-    """
-    lines: list[str] = []
-    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
-    for k, v in scalars.items():
-        if v is not None:
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    """Write a config (top-level scalars, then one table per section) as TOML, with
+    tomli-w's escaping and arrays kept on one line. ``None`` values are left out (TOML has
+    no null); they read back as their default."""
+    lines = [f"{toml_key(k)} = {toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, Mapping)]
     for section, table in data.items():
-        if not isinstance(table, Mapping):
-            continue
-        if lines:
-            lines.append("")
-        lines.append(f"[{_toml_key(section)}]")
-        for k, v in table.items():
-            if v is not None:
-                lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        if isinstance(table, Mapping):
+            lines += ["", f"[{toml_key(section)}]"] if lines else [f"[{toml_key(section)}]"]
+            lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items() if v is not None]
     return "\n".join(lines) + "\n"
 
 

@@ -35,7 +35,7 @@ def _env_list(name: str) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _selected(ep: metadata.EntryPoint, dist: str) -> bool:
+def selected(ep: metadata.EntryPoint, dist: str) -> bool:
     allow = _env_list("PK_LOAD_PLUGINS")
     deny = _env_list("PK_DISABLE_PLUGINS") or []
     names = {ep.name, dist, dist.replace("-", "_")}
@@ -128,7 +128,7 @@ def load_registry(
             raise UsageError(f"PK_LOAD_PLUGINS names {', '.join(missing)}, which is not installed; installed plugins: "
                              f"{', '.join(sorted({d for _, d, _ in found})) or 'none'} (unset it to load all)")
         for ep, dist, version in found:
-            if not _selected(ep, dist):
+            if not selected(ep, dist):
                 continue
             info = PluginInfo(ep.name, dist, version, ep.value)
             try:

@@ -35,11 +35,10 @@ def capture_rng_state() -> dict[str, Any]:
     """Global RNG states (python, torch CPU and CUDA) as checkpointable values."""
     import torch
 
-    state: dict[str, Any] = {
-        "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
-        "python_version": random.getstate()[0],
-        "torch": torch.get_rng_state(),
-    }
+    version, inner, gauss_next = random.getstate()
+    state: dict[str, Any] = {"python": list(inner), "python_version": version, "torch": torch.get_rng_state()}
+    if gauss_next is not None:  # random.gauss's cached second value
+        state["python_gauss_next"] = float(gauss_next)
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -48,8 +47,10 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     import torch
 
-    inner = state["python"]
-    random.setstate((state["python_version"], tuple(int(x) for x in inner[:-1]), None))
+    inner = [int(x) for x in state["python"]]
+    if len(inner) == 626:  # checkpoints before the gauss_next fix appended a placeholder
+        inner = inner[:-1]
+    random.setstate((state["python_version"], tuple(inner), state.get("python_gauss_next")))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -57,7 +57,7 @@ def list_cmd(show_all: bool, as_json: bool, available: bool, kind: str | None, s
 def _print_catalogue(registry) -> None:  # type: ignore[no-untyped-def]
     """registry.toml tables for the loaded plugins, merged over the current catalogue."""
     from pk.core.catalogue import load_catalogue
-    from pk.core.config import _toml_value
+    from pk.core.config import toml_value
 
     known = {e["distribution"]: e for e in load_catalogue()}
     for info in registry.plugins:
@@ -75,7 +75,7 @@ def _print_catalogue(registry) -> None:  # type: ignore[no-untyped-def]
         entry["provides"] = {k: sorted(v) for k, v in provides.items()}
         click.echo(f"[plugins.{short}]")
         for k, v in entry.items():
-            click.echo(f"{k} = {_toml_value(v)}")
+            click.echo(f"{k} = {toml_value(v)}")
         click.echo("")
 
 

@@ -13,7 +13,8 @@ from torch import nn
 from pk.core.base import TensorBundle
 from pk.core.contracts import DatasetInfo, RunHandle
 from pk.core.distributed import loss_module, rank_chunk, reduce_mean
-from pk.core.seed import capture_rng_state, derive_seed, restore_rng_state
+from pk.core.seed import derive_seed
+from pk.core.train_state import TrainState
 from pk.core.utils import check_updates, classification_metrics, make_optimizer, to_device
 
 
@@ -109,26 +110,20 @@ class SupervisedTrainer:
         opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
         shuffle = run.generator("shuffle")
         loss_fn = loss_module(model, run)
-        start_epoch, step = 0, 0
-        best: dict[str, Any] = {"accuracy": -1.0, "state": None, "epoch": -1}
-        ckpt = run.latest_checkpoint()
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            run.restore_generator_states(ckpt["generators"])
-            restore_rng_state(ckpt["rng"])
-            start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best"]
-            run.echo(f"resumed at epoch {start_epoch}")
+        state = TrainState(model, {"main": opt})
+        state.best = {"accuracy": -1.0, "state": None, "epoch": -1}
+        state.restore(run)
         self.prepare(model, data, run)
-        epochs_run = start_epoch
-        for epoch in run.progress(range(start_epoch, cfg.max_epochs), total=cfg.max_epochs - start_epoch, description="epochs"):
-            if 0 <= cfg.max_steps <= step:  # a resumed run whose step budget is already spent
+        epochs_run = state.start_epoch
+        for epoch in run.progress(range(state.start_epoch, cfg.max_epochs), total=cfg.max_epochs - state.start_epoch,
+                                  description="epochs"):
+            if 0 <= cfg.max_steps <= state.step:  # a resumed run whose step budget is already spent
                 break
             epochs_run = epoch + 1
             model.train()
             total, count = 0.0, 0
             for batch in data.loader("train", cfg.batch_size, shuffle=True, generator=shuffle):
-                if 0 <= cfg.max_steps <= step:
+                if 0 <= cfg.max_steps <= state.step:
                     break
                 batch = self.transform_batch(model, to_device(batch, device), run)
                 chunk, scale = rank_chunk(batch, run)
@@ -136,31 +131,24 @@ class SupervisedTrainer:
                 loss = self.compute_loss(loss_fn, chunk)
                 (loss * scale).backward()
                 opt.step()
-                step += 1
+                state.step += 1
                 total += reduce_mean(float(loss.detach()), scale, run)
                 count += 1
             valid = classification_metrics(model, data, "valid", cfg.eval_batch_size, device)
-            run.log(step, "train", loss=total / max(count, 1), epoch=epoch)
-            run.log(step, "valid", **valid)
-            if valid["accuracy"] > best["accuracy"]:
-                best = {"accuracy": valid["accuracy"], "epoch": epoch, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-            run.save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "generators": run.generator_states(),
-                    "rng": capture_rng_state(),
-                    "epoch": epoch,
-                    "step": step,
-                    "best": best,
-                }
-            )
-            if 0 <= cfg.max_steps <= step:
+            run.log(state.step, "train", loss=total / max(count, 1), epoch=epoch)
+            run.log(state.step, "valid", **valid)
+            if valid["accuracy"] > state.best["accuracy"]:
+                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                state.best = {"accuracy": valid["accuracy"], "epoch": epoch, "state": weights}
+            state.epoch = epoch
+            state.save(run)
+            if 0 <= cfg.max_steps <= state.step:
                 break
+        best = state.best
         if best["state"] is not None:
             model.load_state_dict(best["state"])
         return {"best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"] + 1),
-                "epochs_run": float(epochs_run), "steps": float(step)}
+                "epochs_run": float(epochs_run), "steps": float(state.step)}
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
         examples: dict[str, Any] = {}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from pk.core import hookimpl
+from pk.core.configs import EpochBudget, OptimConfig
 
 MODULE = "pk.core.builtins.components"
 
@@ -29,16 +29,10 @@ class MLPConfig:
 
 
 @dataclass
-class SupervisedConfig:
+class SupervisedConfig(EpochBudget, OptimConfig):
     """Mini-batch training with cross-entropy; keeps the best-validation weights."""
 
-    max_epochs: int = field(default=10, metadata={"ge": 1})
-    max_steps: int = field(default=-1, metadata={"ge": -1})
-    batch_size: int = field(default=64, metadata={"ge": 1})
     lr: float = field(default=1e-2, metadata={"gt": 0})
-    weight_decay: float = field(default=0.0, metadata={"ge": 0})
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    eval_batch_size: int = field(default=256, metadata={"ge": 1})
 
 
 @dataclass

@@ -44,11 +44,6 @@ class Case:
         return f"{self.registration.kind[:-1]}:{self.registration.name}::{self.check}"
 
 
-def _matches(reg_or_info: Any, plugin: str) -> bool:
-    names = {getattr(reg_or_info, "distribution", ""), getattr(reg_or_info, "plugin", ""), getattr(reg_or_info, "name", "")}
-    return plugin in names or plugin.replace("_", "-") in names
-
-
 def cases_for(plugin: str, registry: Registry | None = None, kinds: tuple[str, ...] | None = None) -> list[Case]:
     """Every check for every registration made by ``plugin`` (distribution or entry-point name)."""
     from pk.core.plugins import load_registry

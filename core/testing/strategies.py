@@ -80,16 +80,3 @@ def attention_inputs(draw: Any, num_heads: int | None = None, max_len: int | Non
     scores, mask, _ = attention_example(seed, num_heads, max_len, batch=batch, length=length, causal=causal)
     layer = draw(st.integers(0, 3))
     return scores, mask, layer
-
-
-@st.composite
-def padded_sequences(draw: Any, num_items: int = 20, max_len: int = 8, batch: int = 4) -> Any:
-    """Item-id sequences ``[B, L]`` left-padded with 0, ids in ``[1, num_items]``."""
-    import torch
-
-    seed = draw(st.integers(0, 2**31 - 1))
-    g = _gen(seed)
-    seqs = torch.randint(1, num_items + 1, (batch, max_len), generator=g)
-    lengths = torch.randint(1, max_len + 1, (batch,), generator=g)
-    pos = torch.arange(max_len)
-    return seqs * (pos[None, :] >= (max_len - lengths[:, None]))
