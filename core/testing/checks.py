@@ -48,10 +48,34 @@ def _test_params(reg: Registration, section: str) -> dict[str, Any]:
     return params
 
 
+def _bases(distribution: str) -> list[str]:
+    """The pk-* distributions ``distribution`` requires (its domain bases), transitively."""
+    import re
+    from importlib import metadata
+
+    out: list[str] = []
+    todo = [distribution]
+    while todo:
+        try:
+            reqs = metadata.requires(todo.pop()) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for req in reqs:
+            name = re.split(r"[\s<>=!~\[;(]", req, maxsplit=1)[0]
+            if name.startswith("pk-") and name != "pk-core" and name not in out and "extra ==" not in req:
+                out.append(name)
+                todo.append(name)
+    return out
+
+
 def _companion(kind: str, tasks: tuple[str, ...], prefer: str) -> Registration | None:
-    """A registration of ``kind`` sharing a task, preferring the same distribution."""
-    regs = [r for r in _registry() if r.kind == kind and (not tasks or not r.tasks or set(r.tasks) & set(tasks))]
-    regs.sort(key=lambda r: (r.distribution != prefer, r.distribution == "pk-core", r.name))
+    """A registration of ``kind`` sharing a task: from the plugin ``prefer`` itself, then its
+    declared pk-* bases, then the core built-ins. Never from an unrelated plugin that happens
+    to be installed (``pk_test_with`` names such a companion explicitly)."""
+    order = [prefer, *_bases(prefer), "pk-core"]
+    regs = [r for r in _registry() if r.kind == kind and r.distribution in order
+            and (not tasks or not r.tasks or set(r.tasks) & set(tasks))]
+    regs.sort(key=lambda r: (order.index(r.distribution), r.name))
     return regs[0] if regs else None
 
 
