@@ -111,3 +111,21 @@ def test_version_verbose_lists_plugins():
     assert out.returncode == 0
     assert out.stdout.startswith("pk-core ")
     assert "pk-core==" in out.stdout
+
+
+def test_check_of_a_plugin_that_fails_to_import_exits_3(fake_site):
+    """`pk check` on a plugin that fails to import is a plugin failure (3), in one line."""
+    out = run_pk(["check", "pk-fakeimport"], env=_env(fake_site, PK_LOAD_PLUGINS="pk-fakeimport"))
+    assert out.returncode == 3, out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.strip() and not x.startswith("warning:")]
+    assert len(lines) == 1 and "failed to load" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_install_from_a_checkout_installs_local_bases_first():
+    """pk-transgnn needs pk-graph, which is not on the package index: both go to pip, base first."""
+    from pk.cli.commands.manage import _install_args
+
+    args, dist = _install_args("pk-transgnn", editable=False)
+    assert dist == "pk-transgnn"
+    paths = [a for a in args if a != "-e"]
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["pk-graph", "pk-transgnn"]
