@@ -242,3 +242,14 @@ def test_truncated_ml100k_gives_a_data_error_not_zero_training_steps(tmp_path: P
     lines.write_text("u1 1 2 3\nu2 4 5 6\n")  # 3 items each: valid and test only
     with pytest.raises(DataError, match="no training example"):
         build_seq_lines(SeqLinesConfig(source="file", path=str(lines)))
+
+
+def test_empty_period_file_is_a_data_error(tmp_path: Path) -> None:
+    """Old read_session_period returned [] for an empty file, and the diginetica builder then
+    failed with a bare ValueError (max of an empty sequence)."""
+    from pk_seqrec.data.readers import read_session_period
+
+    path = tmp_path / "period_3.txt"
+    path.write_text("\n")
+    with pytest.raises(DataError, match=rf"{path}: no 'session_id item_id' lines"):
+        read_session_period(path)
