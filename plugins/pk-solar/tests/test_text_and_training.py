@@ -77,18 +77,29 @@ def _train(runner, tmp: Path, *overrides: str) -> dict:  # noqa: ANN001
 
 
 def test_cli_chain_base_dus_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Base -> DUS / cont through ``{cache}`` paths; each run writes per-window test losses
+    (examples-test.npz, examples-eval.npz) whose mean is the reported loss, and epochs_run."""
+    import numpy as np
     from click.testing import CliRunner
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PK_CACHE_DIR", str(tmp_path / "cache"))
     runner = CliRunner()
     base = _train(runner, tmp_path, "model.name=tiny-llama", "model.layers=4", "trainer.steps=6",
-                  "trainer.export_dir=\"bases/b-s{seed}\"")
-    assert (tmp_path / "bases" / "b-s0" / "config.json").exists()
+                  "trainer.export_dir=\"{cache}/bases/b-s{seed}\"")
+    assert (tmp_path / "cache" / "bases" / "b-s0" / "config.json").exists()
     base_flops = base["metrics"]["fit.flops_total"]
     budget = 1.5 * base_flops
-    dus = _train(runner, tmp_path, "model.name=dus-llama", "model.base_checkpoint=\"bases/b-s{seed}\"", "model.n_remove=1",
+    dus = _train(runner, tmp_path, "model.name=dus-llama", "model.base_checkpoint=\"{cache}/bases/b-s{seed}\"", "model.n_remove=1",
                  f"trainer.total_flops={budget}")
-    cont = _train(runner, tmp_path, "model.name=tiny-llama", "model.init_from=\"bases/b-s{seed}\"", f"trainer.total_flops={budget}")
+    cont = _train(runner, tmp_path, "model.name=tiny-llama", "model.init_from=\"{cache}/bases/b-s{seed}\"", f"trainer.total_flops={budget}")
+    n_train = len(build_text_lm(TextLMConfig(source="synthetic")).split_keys("train"))
+    for r in (base, dus, cont):
+        for split in ("test", "eval"):
+            with np.load(Path(r["run_dir"]) / f"examples-{split}.npz", allow_pickle=False) as npz:
+                assert float(npz["loss"].mean()) == pytest.approx(r["metrics"][f"{split}.loss"], rel=1e-9)
+                assert npz["loss"].shape == (len(npz["loss"]),) and len(npz["loss"]) > 1
+        assert r["metrics"]["fit.epochs_run"] == pytest.approx(r["metrics"]["fit.steps"] * 8 / n_train)
     for r in (dus, cont):
         m = r["metrics"]
         assert r["status"] == "completed" and m["fit.flops_total"] >= budget
@@ -105,3 +116,26 @@ def test_missing_base_is_one_line_error(tmp_path: Path) -> None:
         main(["train", "-c", "model.name=dus-llama", "-c", f"model.base_checkpoint=\"{tmp_path}/nope\"", "-c", "dataset.name=text-lm",
               "-c", "dataset.source=\"synthetic\"", "-c", "trainer.name=causal-lm", "-c", f"run.out_dir=\"{tmp_path}\""])
     assert exit_info.value.code == 2
+
+
+def test_recipes_chain_only_through_the_cache() -> None:
+    """Every checkpoint path a shipped recipe writes or reads lives under ``{cache}``, so
+    ``pk batch`` writes nothing outside its batch dir and pk's cache. Catches the old
+    ``runs/pk-solar/quick-base-s{seed}`` exports beside the batch."""
+    from importlib import resources
+
+    import tomllib
+
+    folder = resources.files("pk_solar").joinpath("recipes")
+    checked = 0
+    for recipe in folder.iterdir():
+        if not recipe.name.endswith(".toml"):
+            continue
+        data = tomllib.loads(recipe.read_text(encoding="utf-8"))
+        for entry in [data.get("defaults", {}), *(r.get("overrides", {}) for r in data.get("runs", []))]:
+            for section in entry.values():
+                for key in ("export_dir", "init_from", "base_checkpoint"):
+                    if isinstance(section, dict) and section.get(key):
+                        assert section[key].startswith("{cache}/"), f"{recipe.name}: {key} = {section[key]!r}"
+                        checked += 1
+    assert checked >= 4

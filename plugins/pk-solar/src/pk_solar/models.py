@@ -7,7 +7,8 @@ a continued run reports total compute.
 
 Checkpoint paths (``init_from``, ``base_checkpoint``) may be a Hugging Face model folder,
 a pk run dir (its ``artifacts/hf-model`` export is used) or a folder written by the
-trainer's ``export_dir``; ``{seed}`` is replaced by the dataset's seed (the run seed).
+trainer's ``export_dir``; ``{seed}`` is replaced by the dataset's seed (the run seed) and
+``{cache}`` by pk's cache folder.
 """
 
 from __future__ import annotations
@@ -87,9 +88,21 @@ def _vocab(info: DatasetInfo) -> int:
     return int(vocab)
 
 
+def fill_path(path: str, seed: int) -> Path:
+    """``path`` with ``{seed}`` -> the run seed and ``{cache}`` -> pk's cache folder
+    (``PK_CACHE_DIR`` or the user cache), so a recipe can chain runs without writing
+    outside its batch dir and the cache."""
+    if "{cache}" in path:
+        from pk.core.paths import cache_dir
+
+        path = path.replace("{cache}", str(cache_dir()))
+    return Path(path.replace("{seed}", str(int(seed)))).expanduser()
+
+
 def resolve_checkpoint(path: str, info: DatasetInfo) -> Path:
-    """The Hugging Face folder behind ``path`` (``{seed}`` filled from the dataset's seed)."""
-    filled = Path(path.replace("{seed}", str(info.extra.get("seed", 0)))).expanduser()
+    """The Hugging Face folder behind ``path`` (``{seed}`` filled from the dataset's seed,
+    ``{cache}`` with pk's cache folder)."""
+    filled = fill_path(path, int(info.extra.get("seed", 0)))
     for candidate in (filled, filled / "artifacts" / "hf-model"):
         if (candidate / "config.json").is_file():
             return candidate

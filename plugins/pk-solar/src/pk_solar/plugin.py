@@ -7,7 +7,7 @@ command (``pk_solar.cli:dus_cmd``, entry-point group ``pk.commands``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pk.core import hookimpl
@@ -31,13 +31,13 @@ class TextLMConfig:
     character offset: train, then valid, then test. ``train_stride`` 0 means ``context``.
     """
 
-    source: str = "auto"
+    source: Literal["auto", "file", "synthetic"] = "auto"
     path: str = ""
     tokenizer: str = "char"
-    context: int = 64
-    valid_fraction: float = 0.05
-    test_fraction: float = 0.05
-    train_stride: int = 0
+    context: int = field(default=64, metadata={"ge": 2})
+    valid_fraction: float = field(default=0.05, metadata={"gt": 0, "lt": 0.5})
+    test_fraction: float = field(default=0.05, metadata={"gt": 0, "lt": 0.5})
+    train_stride: int = field(default=0, metadata={"ge": 0})
 
 
 @dataclass
@@ -46,13 +46,13 @@ class TinyLlamaConfig:
     the pilot's 378k-parameter 8-layer model at layers = 8). ``init_from``: continue from a
     checkpoint (HF folder, pk run dir or export_dir; ``{seed}`` = run seed) instead."""
 
-    layers: int = 4
-    hidden: int = 64
-    intermediate: int = 176
-    heads: int = 4
-    kv_heads: int = 2
-    max_positions: int = 256
-    rope_theta: float = 10000.0
+    layers: int = field(default=4, metadata={"ge": 1})
+    hidden: int = field(default=64, metadata={"ge": 1})
+    intermediate: int = field(default=176, metadata={"ge": 1})
+    heads: int = field(default=4, metadata={"ge": 1})
+    kv_heads: int = field(default=2, metadata={"ge": 1})
+    max_positions: int = field(default=256, metadata={"ge": 2})
+    rope_theta: float = field(default=10000.0, metadata={"gt": 0})
     tie_embeddings: bool = False
     init_from: str = ""
 
@@ -64,14 +64,14 @@ class DusLlamaConfig:
     the architecture fields (``layers`` = n). ``{seed}`` in the path = run seed."""
 
     base_checkpoint: str = ""
-    n_remove: int = 1
-    layers: int = 4
-    hidden: int = 64
-    intermediate: int = 176
-    heads: int = 4
-    kv_heads: int = 2
-    max_positions: int = 256
-    rope_theta: float = 10000.0
+    n_remove: int = field(default=1, metadata={"ge": 0})
+    layers: int = field(default=4, metadata={"ge": 1})
+    hidden: int = field(default=64, metadata={"ge": 1})
+    intermediate: int = field(default=176, metadata={"ge": 1})
+    heads: int = field(default=4, metadata={"ge": 1})
+    kv_heads: int = field(default=2, metadata={"ge": 1})
+    max_positions: int = field(default=256, metadata={"ge": 2})
+    rope_theta: float = field(default=10000.0, metadata={"gt": 0})
     tie_embeddings: bool = False
 
 
@@ -82,21 +82,23 @@ class CausalLMTrainerConfig:
     Length: ``steps``, or with ``total_flops > 0`` until the starting weights' compute plus
     6·P·tokens reaches ``total_flops``. ``eval_batches`` bounds the periodic validation
     (0 = whole split); the final one uses the whole split. ``export_dir`` (``{seed}`` =
-    run seed) receives the final model as a Hugging Face folder, for chaining runs.
+    run seed, ``{cache}`` = pk's cache folder) receives the final model as a Hugging Face
+    folder, for chaining runs. Budget fields (compared across arms by ``pk batch``): steps,
+    ``total_flops`` and ``batch_size`` (tokens per step).
     """
 
-    steps: int = 200
-    total_flops: float = 0.0
-    batch_size: int = 32
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.0
-    warmup_steps: int = 20
+    steps: int = field(default=200, metadata={"ge": 1})
+    total_flops: float = field(default=0.0, metadata={"ge": 0, "budget": True})
+    batch_size: int = field(default=32, metadata={"ge": 1, "budget": True})
+    lr: float = field(default=2e-3, metadata={"gt": 0})
+    min_lr_ratio: float = field(default=0.0, metadata={"ge": 0, "le": 1})
+    warmup_steps: int = field(default=20, metadata={"ge": 0})
     schedule: Literal["cosine", "constant"] = "cosine"
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 50
-    eval_batches: int = 8
-    eval_batch_size: int = 64
+    weight_decay: float = field(default=0.1, metadata={"ge": 0})
+    grad_clip: float = field(default=1.0, metadata={"ge": 0})
+    eval_every: int = field(default=50, metadata={"ge": 1})
+    eval_batches: int = field(default=8, metadata={"ge": 0})
+    eval_batch_size: int = field(default=64, metadata={"ge": 1})
     export_dir: str = ""
 
     #: shrunk budget for pk's contract suite (two evaluations, so resume is exercised)
@@ -105,7 +107,7 @@ class CausalLMTrainerConfig:
 
 @dataclass
 class PerplexityConfig:
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata={"ge": 1})
 
 
 @hookimpl

@@ -4,9 +4,11 @@
 
 Reads ``batch.jsonl`` (run name, seed, run dir, final metrics) and each run's
 ``metrics.jsonl`` (``valid`` lines carry ``loss`` and cumulative ``flops``). Prints markdown:
-final metrics per arm (mean ± sample std over seeds), validation loss interpolated at
-matched total compute, and the seam drop / recovery of up-scaled arms (relative to ``cont``,
-whose first evaluation is the base's weights on the same batches).
+final metrics per arm (mean ± sample std over seeds), paired comparisons of every arm with
+``cont`` (test loss: paired t over seeds and, per seed, a paired bootstrap over the test
+windows from ``examples-eval.npz``), validation loss interpolated at matched total compute,
+and the seam drop / recovery of up-scaled arms (relative to ``cont``, whose first evaluation
+is the base's weights on the same batches).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def load_batch(batch_dir: Path) -> dict[str, list[dict[str, Any]]]:
             point = json.loads(row)
             if point.get("split") == "valid" and "flops" in point:
                 curve.append((float(point["flops"]), float(point["loss"])))
-        arms.setdefault(rec["name"], []).append({"seed": rec["seed"], "metrics": rec["metrics"], "curve": curve})
+        arms.setdefault(rec["name"], []).append({"seed": rec["seed"], "metrics": rec["metrics"], "curve": curve,
+                                                  "run_dir": rec["run_dir"]})
     return arms
 
 
@@ -48,6 +51,48 @@ def interpolate(curve: list[tuple[float, float]], x: float) -> float | None:
         if x0 <= x <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return None
+
+
+def _window_losses(run: dict[str, Any]) -> Any:
+    import numpy as np
+
+    path = Path(run["run_dir"]) / "examples-eval.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        return npz["loss"] if "loss" in npz.files else None
+
+
+def paired_table(arms: dict[str, list[dict[str, Any]]], baseline: str = "cont", metric: str = "eval.loss") -> str:
+    """Every arm vs ``baseline`` on ``metric`` (lower is better): mean paired difference with
+    its 95% t-interval and paired t-test p over seeds, and per seed a paired bootstrap over
+    the test windows (mean difference and p)."""
+    from pk.core.stats import fmt_p, paired_bootstrap, paired_difference, verdict_words
+
+    if baseline not in arms:
+        return ""
+    base = {r["seed"]: r for r in arms[baseline]}
+    lines = [f"Paired against `{baseline}` ({metric}, whole test split; negative = better than {baseline}):", "",
+             "| arm | seeds | mean diff [95% t-interval] | paired t p | per-seed bootstrap over test windows (diff, p) | verdict |",
+             "|---|---|---|---|---|---|"]
+    for arm, runs in arms.items():
+        if arm in (baseline, "base"):
+            continue
+        pairs = [(base[r["seed"]], r) for r in sorted(runs, key=lambda r: r["seed"]) if r["seed"] in base]
+        if not pairs:
+            continue
+        stats = paired_difference([b["metrics"][metric] for b, _ in pairs], [m["metrics"][metric] for _, m in pairs])
+        boots = []
+        for i, (b, m) in enumerate(pairs):
+            lb, lm = _window_losses(b), _window_losses(m)
+            if lb is not None and lm is not None and lb.shape == lm.shape and lb.size >= 2:
+                bs = paired_bootstrap(lb, lm, seed=i)
+                boots.append(f"s{m['seed']}: {bs.mean:+.4f}, p {fmt_p(bs.p)}")
+        interval = f"{stats.mean:+.4f}" + (f" [{stats.low:+.4f}, {stats.high:+.4f}]" if stats.low is not None else "")
+        p = fmt_p(stats.p) if stats.p is not None else "n/a"
+        words = verdict_words(stats.mean, stats.p, lower_is_better=True, n=stats.n).replace("method", arm).replace("baseline", baseline)
+        lines.append(f"| {arm} | {stats.n} | {interval} | {p} | {'; '.join(boots) or 'n/a'} | {words} |")
+    return "\n".join(lines)
 
 
 def tables(arms: dict[str, list[dict[str, Any]]]) -> str:
@@ -60,9 +105,14 @@ def tables(arms: dict[str, list[dict[str, Any]]]) -> str:
             f"{statistics.fmean(r['metrics']['fit.flops_total'] for r in runs):.3e} | "
             f"{_mean_std([r['metrics']['fit.valid_loss'] for r in runs])} | {_mean_std([r['metrics']['eval.ppl'] for r in runs])} |"
         )
+    paired = paired_table(arms)
+    if paired:
+        lines += ["", paired]
     base_flops = statistics.fmean(r["metrics"]["fit.flops_total"] for r in arms.get("base", [])) if "base" in arms else None
     if base_flops:
-        points = [1.1, 1.2, 1.3, 1.4]
+        others = [statistics.fmean(r["metrics"]["fit.flops_total"] for r in runs) for arm, runs in arms.items() if arm != "base"]
+        top = min(others, default=base_flops) / base_flops
+        points = [round(1 + (top - 1) * k / 4, 2) for k in (1, 2, 3, 4)] if top > 1.01 else [1.1, 1.2, 1.3, 1.4]
         lines += ["", "Validation loss (periodic evals, fixed batches) at matched total compute, x = multiple of the base's compute:",
                   "", "| arm | " + " | ".join(f"{p:g}x" for p in points) + " |", "|---|" + "---|" * len(points)]
         for arm, runs in arms.items():
@@ -115,7 +165,7 @@ def plot(arms: dict[str, list[dict[str, Any]]], out: Path) -> Path:
     ax.set_ylabel("validation loss (nats/char)")
     finals = [r["curve"][-1][1] for runs in arms.values() for r in runs]
     ax.set_ylim(min(finals) - 0.05, min(finals) + 0.6)
-    ax.set_title("SOLAR DUS vs continued training vs scratch (mean ± std)")
+    ax.set_title("SOLAR DUS vs continued training (mean ± std over seeds)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -26,7 +26,7 @@ from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.utils import to_device
-from pk_solar.models import SIDECAR, CausalLM
+from pk_solar.models import SIDECAR, CausalLM, fill_path
 
 
 def lr_at(step: int, total: int, cfg: Any) -> float:
@@ -42,22 +42,36 @@ def lr_at(step: int, total: int, cfg: Any) -> float:
 
 
 @torch.no_grad()
-def lm_metrics(model: CausalLM, data: Any, split: str, batch_size: int, device: str, max_batches: int = 0) -> dict[str, float]:
-    """Mean next-token cross-entropy (nats/token), perplexity and bits/token on a split
-    (its first ``max_batches`` batches when > 0, else all of it)."""
+def window_losses(model: CausalLM, data: Any, split: str, batch_size: int, device: str, max_batches: int = 0) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats/token) of each window of a split, in loader order
+    (its first ``max_batches`` batches when > 0, else all of it), float64 ``[N]``."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    out = []
     for i, batch in enumerate(data.loader(split, batch_size)):
         if max_batches and i >= max_batches:
             break
         batch = to_device(batch, device)
         logits = model.predict(batch)
-        total += float(nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), reduction="sum"))
-        count += int(batch["labels"].numel())
+        ce = nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), reduction="none")
+        out.append(ce.view(batch["labels"].shape).double().mean(1).cpu())
     model.train(was_training)
-    loss = total / max(count, 1)
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bits_per_token": loss / math.log(2), "tokens": float(count)}
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def lm_metrics(model: CausalLM, data: Any, split: str, batch_size: int, device: str, max_batches: int = 0,
+               run: RunHandle | None = None, scores_as: str = "") -> dict[str, float]:
+    """Mean next-token cross-entropy (nats/token), perplexity and bits/token on a split.
+
+    Windows all have ``context`` tokens, so the loss is the mean of the per-window losses;
+    with ``run`` and ``scores_as`` those (and bits/token) are saved as the per-example scores
+    of ``scores_as`` ("test" or "eval") for the batch summary's paired bootstrap."""
+    per_window = window_losses(model, data, split, batch_size, device, max_batches)
+    loss = float(per_window.mean()) if len(per_window) else 0.0
+    if run is not None and scores_as and hasattr(run, "save_example_scores"):
+        run.save_example_scores(scores_as, {"loss": per_window, "bits_per_token": per_window / math.log(2)})
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bits_per_token": loss / math.log(2),
+            "tokens": float(per_window.numel() * int(data.info.extra.get("context") or data.info.max_len or 0))}
 
 
 def export_hf(model: CausalLM, folder: Path, sidecar: dict[str, Any]) -> Path:
@@ -192,15 +206,18 @@ class CausalLMTrainer:
         }
         export_hf(model, run.artifact_path("hf-model"), sidecar)
         if cfg.export_dir:
-            export_hf(model, Path(cfg.export_dir.replace("{seed}", str(run.seed))).expanduser(), sidecar)
+            export_hf(model, fill_path(cfg.export_dir, run.seed), sidecar)
         return {
             "valid_loss": final["loss"], "valid_ppl": final["ppl"], "initial_valid_loss": float(initial),
             "steps": float(total_steps), "flops_total": flops_total, "flops_added": flops_per_step * total_steps,
             "params": float(params), "layers": float(model.num_layers),
+            # passes over the training windows (fractional: the budget is in steps, not epochs)
+            "epochs_run": total_steps * cfg.batch_size / max(len(data.split_keys("train") or []), 1),
         }
 
     def evaluate(self, model: CausalLM, data: Any, split: str, run: RunHandle) -> dict[str, float]:
-        m = lm_metrics(model, data, split, self.config.eval_batch_size, run.device)
+        m = lm_metrics(model, data, split, self.config.eval_batch_size, run.device, run=run,
+                       scores_as="test" if split == "test" else "")
         return {"loss": m["loss"], "ppl": m["ppl"], "bits_per_token": m["bits_per_token"]}
 
 
@@ -213,5 +230,5 @@ class PerplexityEvaluator:
         self.batch_size = getattr(config, "batch_size", 64)
 
     def evaluate(self, model: CausalLM, data: Any, run: RunHandle) -> dict[str, float]:
-        m = lm_metrics(model, data, "test", self.batch_size, run.device)
+        m = lm_metrics(model, data, "test", self.batch_size, run.device, run=run, scores_as="eval")
         return {"ppl": m["ppl"], "loss": m["loss"], "bits_per_token": m["bits_per_token"]}
