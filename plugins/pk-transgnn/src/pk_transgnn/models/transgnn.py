@@ -47,7 +47,10 @@ from pk_transgnn.models.sampling import (
     PAD,
     TIE_TOL,
     message_passing_update,
+    message_passing_update_batched,
     random_walk_update,
+    select_rows,
+    size_groups,
     smoothed_queries,
     topk_samples,
 )
@@ -78,13 +81,15 @@ class SampledAttention(nn.Module):
         n = h.shape[0]
         keys_idx = torch.cat([torch.arange(n, device=h.device).unsqueeze(1), samples.clamp_min(0)], dim=1)
         pad = torch.cat([torch.zeros(n, 1, dtype=torch.bool, device=h.device), samples < 0], dim=1)
-        q = self.q(h).view(n, self.heads, self.head_dim)
-        k = self.k(h).view(n, self.heads, self.head_dim)[keys_idx]  # [N, k+1, heads, hd]
-        v = self.v(h).view(n, self.heads, self.head_dim)[keys_idx]
-        scores = torch.einsum("nhd,nkhd->nhk", q, k) / math.sqrt(self.head_dim)
-        scores = scores.masked_fill(pad.unsqueeze(1), float("-inf"))
-        attn = self.dropout(torch.softmax(scores, dim=-1))
-        out = self.o(torch.einsum("nhk,nkhd->nhd", attn, v).reshape(n, -1))
+        m, flat = keys_idx.shape[1], keys_idx.reshape(-1)
+        q = self.q(h).view(n, 1, self.heads, self.head_dim)
+        # gathers by index_select (backward: an index_add into [N, d], no sort, no full-size zero fill)
+        k = self.k(h).index_select(0, flat).view(n, m, self.heads, self.head_dim)  # [N, k+1, heads, hd]
+        v = self.v(h).index_select(0, flat).view(n, m, self.heads, self.head_dim)
+        scores = (q * k).sum(-1) / math.sqrt(self.head_dim)  # [N, k+1, heads]
+        scores = scores.masked_fill(pad.unsqueeze(-1), float("-inf"))
+        attn = self.dropout(torch.softmax(scores, dim=1))
+        out = self.o((attn.unsqueeze(-1) * v).sum(1).reshape(n, -1))
         h = self.norm1(h + self.dropout(out))
         return self.norm2(h + self.dropout(self.ffn(h)))
 
@@ -237,36 +242,40 @@ class TransGNN(nn.Module):
     def _initial_tables(self, x: Tensor, edge_index: Tensor, graph: Tensor | None, ptr: Tensor,
                         structures: list[GraphStructure], which: list[int]) -> dict[int, Tensor]:
         """Initial ``[n, L, w]`` tables (local ids) of graphs ``which``: tie-aware top-k of the
-        smoothed similarity of ``H0 = X W_in``, ties broken by hops, groups of <= ``chunk`` nodes."""
+        smoothed similarity of ``H0 = X W_in``, ties broken by hops. One graph: row chunks. Graph
+        batches: graphs sorted by size, padded blocks ``[B, n_max, n_max]`` of <= ~4M scores."""
         z, hn = smoothed_queries(self.input(x.float()), edge_index, self.alpha, self.sampling, self.ppr_steps)
-        g = graph if graph is not None else torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        groups: list[list[int]] = []
-        for i in which:
-            n = int(ptr[i + 1] - ptr[i])
-            if groups and sum(int(ptr[j + 1] - ptr[j]) for j in groups[-1]) + n <= self.chunk:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
+        if graph is None:
+            hops = structures[0].hops
+            first = topk_samples(z, hn, self.k, None, self.chunk, hops, self.tie_tolerance)[:, : self._width(x.shape[0])]
+            return {0: first.unsqueeze(1).repeat(1, self.num_layers, 1)}
+        sizes = {i: int(ptr[i + 1] - ptr[i]) for i in which}
+        groups = [[which[j] for j in group] for group in size_groups([sizes[i] for i in which])]
         out: dict[int, Tensor] = {}
+        cap = self.max_hops + 1
         for group in groups:
-            idx = torch.cat([torch.arange(int(ptr[i]), int(ptr[i + 1]), device=x.device) for i in group])
-            hop_table = None
+            n_max = max(sizes[i] for i in group)
+            b = len(group)
+            local = torch.arange(n_max, device=x.device)
+            starts = torch.tensor([int(ptr[i]) for i in group], device=x.device)
+            counts = torch.tensor([sizes[i] for i in group], device=x.device)
+            real = local.unsqueeze(0) < counts.unsqueeze(1)  # [B, n_max]
+            idx = (starts.unsqueeze(1) + local).where(real, torch.zeros_like(starts.unsqueeze(1)))
+            scores = torch.bmm(z[idx], hn[idx].transpose(1, 2))  # [B, n_max, n_max]
+            invalid = ~real.unsqueeze(1) | torch.eye(n_max, dtype=torch.bool, device=x.device).unsqueeze(0)
+            scores = scores.masked_fill(invalid, float("-inf"))
+            tiebreak = None
             if all(structures[i].hops is not None for i in group):
-                m = idx.numel()
-                hop_table = torch.full((m, m), self.max_hops + 1, dtype=torch.uint8, device=x.device)
-                off = 0
-                for i in group:
+                tiebreak = torch.full((b, n_max, n_max), cap, dtype=torch.long, device=x.device)
+                for row, i in enumerate(group):
                     h = structures[i].hops
                     assert h is not None
-                    hop_table[off : off + h.shape[0], off : off + h.shape[0]] = h
-                    off += h.shape[0]
-            sub = topk_samples(z[idx], hn[idx], self.k, g[idx], self.chunk, hop_table, self.tie_tolerance)
-            glob = torch.where(sub >= 0, idx[sub.clamp_min(0)], torch.full_like(sub, PAD))
-            for i in group:
-                a, b = int(ptr[i]), int(ptr[i + 1])
-                rows = glob[(idx >= a) & (idx < b)]
-                local = torch.where(rows >= 0, rows - a, rows)[:, : self._width(b - a)]
-                out[i] = local.unsqueeze(1).repeat(1, self.num_layers, 1)
+                    tiebreak[row, : sizes[i], : sizes[i]] = h.long()
+                tiebreak = tiebreak.reshape(b * n_max, n_max)
+            chosen = select_rows(scores.reshape(b * n_max, n_max), self.k, tiebreak, self.tie_tolerance).view(b, n_max, -1)
+            for row, i in enumerate(group):
+                table = chosen[row, : sizes[i], : self._width(sizes[i])]
+                out[i] = table.unsqueeze(1).repeat(1, self.num_layers, 1)
         return out
 
     def _layer0_hops(self, table: Tensor, structure: GraphStructure, local_edges: Tensor | None) -> Tensor:
@@ -380,7 +389,9 @@ class TransGNN(nn.Module):
         new = []
         for layer, h in enumerate(reps):
             old = prep.samples[:, layer]
-            if self.update == "message-passing":
+            if self.update == "message-passing" and prep.ptr.numel() > 2:  # a batch of graphs: padded blocks
+                new.append(message_passing_update_batched(old, h, edge_index, prep.ptr, self.tie_tolerance))
+            elif self.update == "message-passing":
                 new.append(message_passing_update(old, h, edge_index, self.tie_tolerance))
             else:
                 gen = None
