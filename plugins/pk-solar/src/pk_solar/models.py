@@ -115,7 +115,9 @@ def resolve_checkpoint(path: str, info: DatasetInfo) -> Path:
 def load_checkpoint(path: str, info: DatasetInfo) -> tuple[Any, dict[str, Any]]:
     """Load a causal LM and its pk sidecar (compute spent, vocabulary) from ``path``."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # pk's console owns progress output
     folder = resolve_checkpoint(path, info)
     sidecar: dict[str, Any] = {}
     if (folder / SIDECAR).is_file():
