@@ -4,6 +4,9 @@
 markdown table (mean ± std over seeds per run group: the metric per test block, its mean over
 blocks, MRR@20, total update seconds and update examples) and draws one line per group
 (mean over seeds, ± std band). Reads each run's ``artifacts/stream.json``.
+``--versus fine-tune`` adds one paired comparison per strategy against that run group (pk
+batch's own statistics: mean paired difference over seeds with its 95% t-interval, paired
+t-test p, and the per-seed bootstrap p over test examples from ``examples-eval.npz``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,25 @@ def table(groups: dict[str, list[dict[str, Any]]], metric: str = "hr@20") -> str
     return "\n".join(lines)
 
 
+def versus(batch_dirs: list[Path], baseline: str, metric: str = "eval.mean_hr@20") -> str:
+    """Markdown rows: each run group against ``baseline`` (see the module docstring)."""
+    from dataclasses import replace
+
+    from pk.core.batch import comparison_rows, fmt_bootstrap, fmt_paired, read_batch
+    from pk.core.stats import fmt_p
+
+    lines = ["| strategy vs " + baseline + " | Δ " + metric + " [95% CI] | paired t p | bootstrap p per seed |", "|---|---|---|---|"]
+    for d in batch_dirs:
+        spec, outcomes = read_batch(d)
+        for group in sorted({o.run.group for o in outcomes} - {baseline}):
+            meta = {**spec.meta, "baseline": baseline, "method": group, "metric": metric}
+            for row in comparison_rows(replace(spec, meta=meta), outcomes):
+                paired = row["paired"] or {}
+                p = fmt_p(paired["p"]) if paired.get("p") is not None else "n/a"
+                lines.append(f"| {group} | {fmt_paired(row)} | {p} | {fmt_bootstrap(row).removeprefix('p ') or 'n/a'} |")
+    return "\n".join(lines)
+
+
 def plot(groups: dict[str, list[dict[str, Any]]], path: Path, metric: str = "hr@20", title: str = "") -> None:
     import matplotlib
 
@@ -79,11 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default="hr@20")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--title", default="")
+    parser.add_argument("--versus", metavar="GROUP", help="paired comparison of every group against GROUP")
     args = parser.parse_args(argv)
     groups = load_groups(args.batch_dirs)
     if not groups:
         raise SystemExit("no completed runs with artifacts/stream.json in the given batch dirs")
     print(table(groups, args.metric))
+    if args.versus:
+        print()
+        print(versus(args.batch_dirs, args.versus, f"eval.mean_{args.metric}"))
     if args.plot:
         plot(groups, args.plot, args.metric, args.title)
 
