@@ -31,11 +31,6 @@ from typing import Any
 
 from pk.core.errors import UsageError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 INDEX_NAME = ".pk-index.sqlite"
 SCHEMA_VERSION = "1"
 MAX_DEPTH = 3
@@ -74,12 +69,12 @@ def _sig(run_dir: str) -> str:
     return f"{st.st_mtime_ns}:{st.st_size}"
 
 
-def scan(root: str | Path) -> Iterator[str]:
-    """Run dirs (holding ``config.toml``) under ``root`` as paths relative to it, at most
-    three levels deep; a run dir is not searched further; hidden dirs, run-internal dirs
-    and set-aside ``*.incomplete-*`` dirs are skipped."""
-    base = str(root)
-    stack: list[tuple[str, str, int]] = [(base, "", 0)]
+def scan(root: str | Path, known: Mapping[str, Any] = {}) -> Iterator[tuple[str, int]]:  # noqa: B006 - read only
+    """Run dirs (holding ``config.toml``) under ``root`` as ``(path relative to root, inode)``,
+    at most three levels deep; a run dir is not searched further; hidden dirs, run-internal
+    dirs and set-aside ``*.incomplete-*`` dirs are skipped. Names in ``known`` are taken
+    as run dirs without a look inside (the inode comes free with the listing)."""
+    stack: list[tuple[str, str, int]] = [(str(root), "", 0)]
     while stack:
         folder, rel, depth = stack.pop()
         try:
@@ -88,16 +83,19 @@ def scan(root: str | Path) -> Iterator[str]:
             continue
         for entry in entries:
             name = entry.name
-            if name.startswith(".") or name in SKIP_DIRS or ".incomplete-" in name:
+            if name[0] == "." or name in SKIP_DIRS or ".incomplete-" in name:
+                continue
+            sub = f"{rel}/{name}" if rel else name
+            if sub in known:
+                yield sub, entry.inode()
                 continue
             try:
                 if not entry.is_dir():
                     continue
             except OSError:
                 continue
-            sub = f"{rel}/{name}" if rel else name
-            if os.path.isfile(os.path.join(entry.path, "config.toml")):
-                yield sub
+            if os.path.isfile(entry.path + "/config.toml"):
+                yield sub, entry.inode()
             elif depth + 1 < MAX_DEPTH:
                 stack.append((entry.path, sub, depth + 1))
 
@@ -115,8 +113,12 @@ def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_run(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def read_run(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(config, result) of a run dir; None when its config.toml is unreadable."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     try:
         with open(os.path.join(run_dir, "config.toml"), "rb") as fh:
             config = tomllib.load(fh)
@@ -372,7 +374,8 @@ class RunIndex:
         cur = self.conn.execute(
             "INSERT INTO runs (dir, name, sig, status, pid, host, model, dataset, trainer, seed, started, ended, seconds,"
             " hash, config, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rel, os.path.basename(rel), sig, str(result.get("status", "unknown")) if result else "unknown",
+            (rel, os.path.basename(rel), sig,
+             live_status(str(result.get("status", "unknown")), result.get("pid"), result.get("host")) if result else "unknown",
              result.get("pid"), result.get("host"), _name(config, "model"), _name(config, "dataset"), _name(config, "trainer"),
              (config.get("run") or {}).get("seed") if isinstance(config.get("run"), Mapping) else None,
              started, _number(result.get("ended")), _number(result.get("seconds")), config_hash(config),
@@ -396,20 +399,29 @@ class RunIndex:
     def refresh(self) -> dict[str, int]:
         """Bring the index up to date with the run dirs under ``root`` in one transaction:
         new and changed runs are (re)read, vanished ones dropped, and stored ``running``
-        runs whose local process is gone become ``crashed``. Returns the counts."""
-        known = dict(self.conn.execute("SELECT dir, sig FROM runs"))
-        seen: dict[str, str] = {}
+        runs whose local process is gone become ``crashed``. Returns the counts.
+
+        A completed run never changes (pk refuses to resume or reuse it), so a known
+        completed run dir is only checked to be the same dir (inode); every other run's
+        result.json is checked by mtime and size."""
+        known = {d: (sig, status) for d, sig, status in self.conn.execute("SELECT dir, sig, status FROM runs")}
+        seen: set[str] = set()
         changed: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
-        for rel in scan(self.root):
-            full = self._abs(rel)
-            sig = _sig(full)
-            seen[rel] = sig
-            if known.get(rel) != sig:
-                read = _read_run(full)
-                if read is not None:
-                    changed.append((rel, sig, *read))
-                else:
-                    seen.pop(rel)  # unreadable config: not a run we can list
+        base = str(self.root) + "/"
+        for rel, inode in scan(self.root, known):
+            old = known.get(rel)
+            if old is not None and old[1] == "completed" and old[0].startswith(f"{inode}/"):
+                seen.add(rel)
+                continue
+            full = base + rel
+            sig = f"{inode}/{_sig(full)}"
+            if old is not None and old[0] == sig:
+                seen.add(rel)
+                continue
+            read = read_run(full)
+            if read is not None:  # an unreadable config is not a run we can list
+                seen.add(rel)
+                changed.append((rel, sig, *read))
         gone = [d for d in known if d not in seen]
         running = self.conn.execute("SELECT id, pid, host FROM runs WHERE status = 'running'").fetchall()
         crashed = [rid for rid, pid, host in running if live_status("running", pid, host) == "crashed"]
@@ -434,12 +446,12 @@ class RunIndex:
         """Index (or re-index) one run dir under root now, atomically: call it when a run ends."""
         full = Path(run_dir).resolve()
         rel = full.relative_to(self.root.resolve()).as_posix()
-        read = _read_run(str(full))
+        read = read_run(str(full))
         if read is None:
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self._write(rel, _sig(str(full)), *read)
+            self._write(rel, f"{os.stat(full).st_ino}/{_sig(str(full))}", *read)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -449,7 +461,8 @@ class RunIndex:
     def query(self, *, where: str | None = None, model: str | None = None, status: str | None = None,
               since: float | None = None, last: int = 0) -> list[dict[str, Any]]:
         """Indexed runs matching every filter, oldest first (``last``: only the N newest)."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if where:
             clauses.append(to_sql(parse_where(where), params))
         if model:
@@ -508,7 +521,7 @@ class RunIndex:
         row = self.conn.execute("SELECT config, result FROM runs WHERE dir = ?", (rel,)).fetchone() if rel else None
         if row is not None:
             return json.loads(row[0]), json.loads(row[1])
-        read = _read_run(run_dir)
+        read = read_run(run_dir)
         if read is None:
             raise UsageError(f"{run_dir!r} has no readable config.toml")
         return read
@@ -524,34 +537,39 @@ def compare(a: tuple[Mapping[str, Any], Mapping[str, Any]], b: tuple[Mapping[str
 
     ``config``: ``{key: [a, b]}`` for every flattened config key whose values differ
     (``None`` where a run lacks the key); ``metrics``: ``{key: {"a", "b", "diff"}}`` for
-    every metric either run has (``diff`` = b - a where both are numbers)."""
+    every metric and ``resources.*`` either run has (``diff`` = b - a where both are numbers)."""
     fa, fb = flatten(a[0]), flatten(b[0])
     config = {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
-    ma, mb = a[1].get("metrics") or {}, b[1].get("metrics") or {}
+    ma, mb = (_with_resources(r[1]) for r in (a, b))
     metrics = {}
     for key in sorted(set(ma) | set(mb)):
         va, vb = ma.get(key), mb.get(key)
-        diff = vb - va if _number(va) is not None and _number(vb) is not None else None
-        metrics[key] = {"a": va, "b": vb, "diff": diff}
+        na, nb = _number(va), _number(vb)
+        metrics[key] = {"a": va, "b": vb, "diff": nb - na if na is not None and nb is not None else None}
     return {"config": config, "metrics": metrics}
 
 
-def record_run(run_dir: str | Path, root: str | Path | None = None) -> None:
-    """Update the index of ``root`` (default: the nearest ancestor of ``run_dir`` holding an
-    index, else the run dir's parent) with one ended run; never raises on a locked or
-    read-only index (the next query's refresh catches up)."""
+def _with_resources(result: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(result.get("metrics") or {})
+    out.update({f"resources.{k}": v for k, v in (result.get("resources") or {}).items()})
+    return out
+
+
+def record_run(run_dir: str | Path) -> bool:
+    """Update the index that covers ``run_dir`` (the nearest ancestor, at most three
+    levels up, holding one) with this ended run, atomically. Without an index nothing is
+    written (the first query builds it); a locked or unwritable index is left to the next
+    query's refresh. Returns whether an index was updated."""
     run_dir = Path(run_dir).resolve()
-    if root is None:
-        root = run_dir.parent
-        for parent in list(run_dir.parents)[:MAX_DEPTH]:
-            if (parent / INDEX_NAME).is_file():
-                root = parent
-                break
-    try:
-        with closing(RunIndex(root)) as index:
-            index.record(run_dir)
-    except (sqlite3.Error, OSError):
-        pass
+    for parent in list(run_dir.parents)[:MAX_DEPTH]:
+        if (parent / INDEX_NAME).is_file():
+            try:
+                with closing(RunIndex(parent)) as index:
+                    index.record(run_dir)
+                return True
+            except (sqlite3.Error, OSError, ValueError):
+                return False
+    return False
 
 
 def format_compare(names: Sequence[str], diff: Mapping[str, Any]) -> list[str]:

@@ -10,54 +10,66 @@ from pk.cli.output import print_json, print_table
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Run dirs (holding config.toml) under ``root``, at most three levels deep, oldest first."""
-    found = []
-    for depth in ("*", "*/*", "*/*/*"):
-        found += [p.parent for p in root.glob(f"{depth}/config.toml")]
-    return sorted(set(found), key=lambda p: p.name)
+    """Run dirs (holding config.toml) under ``root``, at most three levels deep, by name."""
+    from pk.core.index import scan
+
+    return sorted((root / rel for rel, _ in scan(root)), key=lambda p: p.name)
+
+
+STATES = ["completed", "failed", "interrupted", "running", "crashed", "pruned"]
 
 
 @click.command("runs")
 @click.option("--dir", "root", default="runs", show_default=True, type=click.Path(file_okay=False))
-@click.option("--status", type=click.Choice(["completed", "failed", "interrupted", "running", "crashed"]),
-              help="Only runs in this state; crashed = its process died without recording an end (resume it).")
+@click.option("--status", type=click.Choice(STATES),
+              help="Only runs in this state; crashed = its process died without recording an end (resume it); "
+                   "pruned = a tuning trial the pruner stopped.")
 @click.option("--model", default=None, help="Only runs of this model.")
+@click.option("--where", default=None, metavar="EXPR",
+              help='Filter, e.g. "test.accuracy > 0.5 and trainer.lr <= 1e-3": metrics (fit./test./eval./resources.), '
+                   "config keys (trainer.lr), status/model/dataset/trainer/seed/name; and, or, not, ( ); ~ = contains.")
+@click.option("--since", default=None, metavar="AGE|DATE", help="Only runs started within AGE (30m, 12h, 2d, 1w) or since DATE.")
 @click.option("--last", type=int, default=0, help="Only the N most recent.")
+@click.option("--compare", nargs=2, default=None, metavar="A B",
+              help="Config diff and metric diff of two runs (run dirs or names from pk runs).")
+@click.option("--reindex", is_flag=True, help="Rebuild the index from the run dirs first.")
 @click.option("--json", "as_json", is_flag=True)
-def runs_cmd(root: str, status: str | None, model: str | None, last: int, as_json: bool) -> None:
-    """List past runs with status and final metrics.
+def runs_cmd(root: str, status: str | None, model: str | None, where: str | None, since: str | None, last: int,
+             compare: tuple[str, str] | None, reindex: bool, as_json: bool) -> None:
+    """List past runs with status and final metrics, from an SQLite index of the run dirs
+    (DIR/.pk-index.sqlite, brought up to date on every call; the run dirs stay the truth).
 
     States: running (its process is alive), completed, failed, interrupted (Ctrl-C or
-    SIGTERM), crashed (killed without a word; `pk train --resume DIR` continues it)."""
-    from pk.core.config import load_toml
-    from pk.core.errors import PkError
-    from pk.core.run import read_result, run_status
+    SIGTERM), crashed (killed without a word; `pk train --resume DIR` continues it),
+    pruned (a `pk tune` trial stopped early)."""
+    from pk.core.errors import UsageError
+    from pk.core.index import INDEX_NAME, RunIndex, format_compare, parse_since, parse_where
+    from pk.core.index import compare as compare_runs
 
-    rows = []
-    for path in find_runs(Path(root)):
-        try:
-            cfg = load_toml(path / "config.toml")
-        except PkError:
-            continue
-        result = read_result(path) or {}
-        entry = {
-            "run_dir": str(path),
-            "status": run_status(result) if result else "unknown",
-            "model": cfg.get("model", {}).get("name", "?"),
-            "dataset": cfg.get("dataset", {}).get("name", "?"),
-            "seed": cfg.get("run", {}).get("seed"),
-            "seconds": result.get("seconds"),
-            "metrics": result.get("metrics", {}),
-        }
-        if (status and entry["status"] != status) or (model and entry["model"] != model):
-            continue
-        rows.append(entry)
-    rows = rows[-last:] if last else rows
+    if last < 0:
+        raise UsageError(f"--last {last}: give a number of runs >= 0")
+    if where:
+        parse_where(where)  # a malformed expression fails before the index is touched
+    since_t = parse_since(since) if since else None
+    if reindex:
+        Path(root, INDEX_NAME).unlink(missing_ok=True)
+    with RunIndex(root) as index:
+        index.refresh()
+        if compare:
+            a, b = (index.find(ref) for ref in compare)
+            diff = compare_runs(index.record_of(a), index.record_of(b))
+            if as_json:
+                print_json({"a": a, "b": b, **diff})
+            else:
+                for line in format_compare([a, b], diff):
+                    click.echo(line)
+            return
+        rows = index.query(where=where, model=model, status=status, since=since_t, last=last)
     if as_json:
         print_json(rows)
         return
     if not rows:
-        click.echo(f"no runs under {root}")
+        click.echo(f"no runs under {root}" + (" match" if (where or model or status or since) else ""))
         return
     table = []
     for e in rows:
