@@ -120,6 +120,18 @@ class FedSimConfig:
     plot: bool = True
 
 
+@dataclass
+class FlowerConfig(FedSimConfig):
+    """``fedsim``'s fields, run as a Flower ServerApp/ClientApp (flwr >= 1.20, ``pk-fl[flower]``):
+    same partition, client trainer, attacks, aggregator and seeds, so the result matches ``fedsim``.
+    ``backend``: "in-process" (Flower's ServerApp, strategy loop and ClientApps in this process
+    through an in-memory Grid) or "ray" (``flwr.simulation.run_simulation``; needs ray).
+    Not resumable; ``persistent_client_optimizer`` is refused (ClientApps are stateless)."""
+
+    backend: Literal["in-process", "ray"] = "in-process"
+    checkpoint_every: int = field(default=0, metadata={"ge": 0})
+
+
 # -- aggregators ---------------------------------------------------------------------------
 @dataclass
 class MedianConfig:
@@ -189,6 +201,9 @@ def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
 def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
     register("fedsim", "pk_fl.simulator:FedSimTrainer", config=FedSimConfig,
              summary="In-process federated simulator: sampling, local epochs, attacks, any aggregator, resume",
+             tasks=("classification",), paper=FL_BASE_PAPER, accepts=("aggregator",))
+    register("flower", "pk_fl.trainers.flower:FlowerTrainer", config=FlowerConfig,
+             summary="fedsim's rounds as a Flower ServerApp/ClientApp simulation (in-process grid or Ray)",
              tasks=("classification",), paper=FL_BASE_PAPER, accepts=("aggregator",))
 
 
