@@ -1,0 +1,614 @@
+"""``pk tune``: equal-effort hyper-parameter search on Optuna, then the usual comparison.
+
+A batch recipe gains a ``[tune]`` table::
+
+    [tune]
+    trials = 8                      # per arm; every tuned arm gets the same number
+    metric = "valid.accuracy"       # validation only: valid.* (logged each epoch) or fit.*
+    direction = "maximize"          # default: from the metric's name (loss -> minimize)
+    sampler = "tpe"                 # tpe | random
+    pruner = "median"               # median | asha | none
+    seed = 0                        # the sampler's seed
+    startup_trials = 2              # trials per arm before the pruner may prune
+    warmup_epochs = 1               # epochs of a trial before the pruner may prune it
+    arms = ["linear", "mlp"]        # default: [batch] baseline and method (else every run)
+    space = { "trainer.lr" = { log_uniform = [1e-4, 1e-1] } }   # for every arm
+    [tune.runs.mlp]
+    space = { "model.dropout" = { choice = [0.0, 0.2] } }       # this arm's own (merged)
+
+Search-space entries: ``uniform = [lo, hi]``, ``log_uniform = [lo, hi]``, ``int = [lo, hi]``
+(optional ``step``), ``log_int = [lo, hi]``, ``choice = [v, ...]`` (any TOML values, lists
+included). Keys of the runs' fingerprint (dataset, evaluator, trainer budget) and ``run.*``
+cannot be tuned, and arms with different trial counts are refused, unless ``[batch]
+unequal`` names the key (``"tune.trials"`` for the counts) with a reason.
+
+Each arm is tuned on its first matrix cell (first seed). Every trial is an ordinary run
+dir ``<tune dir>/trials/<arm>-t<NNN>-<hash>``; the Optuna study (one per arm) lives in
+``<tune dir>/study.sqlite``, so a killed tune continues with ``--resume``: trials that were
+running are marked failed (their dirs set aside as ``*.incomplete-*``) and only the missing
+trials run. The k-th finished trial of an arm draws from a sampler seeded by (seed, arm,
+k), so a resumed tune proposes what an uninterrupted one would. Each trial reports its per-epoch
+validation metric (what the trainer logs with ``run.log(step, "valid", ...)``, caught
+through the run's reporter) to the pruner; a pruned trial's result.json says
+``"status": "pruned"``. ``then_batch`` reruns each arm's best config over the recipe's
+matrix in ``<tune dir>/final`` and records every arm's trial and pruned counts in the
+batch meta (``batch.json`` ``meta.tune``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pk.core.batch import BatchSpec, PlannedRun, lower_is_better
+from pk.core.config import apply_overrides, dumps_toml, load_toml, resolve
+from pk.core.console import Reporter
+from pk.core.errors import ConfigError, PkError, RunFailed, UsageError
+from pk.core.io import atomic_write_json, atomic_write_text
+from pk.core.registry import Registry
+from pk.core.run import read_result, utc_stamp
+from pk.core.seed import derive_seed
+
+TUNE_KEYS = {"trials", "metric", "direction", "sampler", "pruner", "seed", "startup_trials", "warmup_epochs", "arms",
+             "space", "runs"}
+KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "asha", "none")
+STUDY_FILE = "study.sqlite"
+TRIALS_DIR = "trials"
+FINAL_DIR = "final"
+
+
+@dataclass
+class Param:
+    """One search-space dimension of a config key."""
+
+    key: str
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    step: float | None = None
+    choices: list[Any] = field(default_factory=list)
+
+    def extremes(self) -> list[Any]:
+        """Values that must all resolve: the bounds, or every choice."""
+        if self.kind == "choice":
+            return list(self.choices)
+        if self.kind in ("int", "log_int"):
+            return [int(self.low), int(self.high)]
+        return [float(self.low), float(self.high)]
+
+    def suggest(self, trial: Any) -> Any:
+        """Draw this dimension from an Optuna trial (non-scalar choices go by their JSON)."""
+        if self.kind == "uniform":
+            return trial.suggest_float(self.key, self.low, self.high)
+        if self.kind == "log_uniform":
+            return trial.suggest_float(self.key, self.low, self.high, log=True)
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1))
+        if self.kind == "log_int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=True)
+        if all(c is None or isinstance(c, (bool, int, float, str)) for c in self.choices):
+            return trial.suggest_categorical(self.key, self.choices)
+        encoded = [json.dumps(c) for c in self.choices]
+        return json.loads(trial.suggest_categorical(self.key, encoded))
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.kind == "choice":
+            return {"choice": self.choices}
+        out: dict[str, Any] = {self.kind: [self.low, self.high]}
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+
+@dataclass
+class TuneSpec:
+    """The ``[tune]`` table, checked."""
+
+    metric: str
+    direction: str
+    trials: dict[str, int]
+    space: dict[str, list[Param]]
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    startup_trials: int = 2
+    warmup_epochs: int = 1
+
+    @property
+    def arms(self) -> list[str]:
+        return list(self.trials)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "direction": self.direction, "trials": self.trials, "sampler": self.sampler,
+                "pruner": self.pruner, "seed": self.seed, "startup_trials": self.startup_trials,
+                "warmup_epochs": self.warmup_epochs,
+                "space": {arm: {p.key: p.as_dict() for p in params} for arm, params in self.space.items()}}
+
+
+@dataclass
+class TunePlan:
+    """A loaded tune recipe: the [tune] spec, the batch it tunes, and each arm's base run."""
+
+    spec: TuneSpec
+    batch: BatchSpec
+    base: dict[str, PlannedRun]
+    recipe: dict[str, Any]
+    source: str
+    settings: list[str] = field(default_factory=list)
+    matrix_axes: list[str] = field(default_factory=list)
+
+
+# -- loading ---------------------------------------------------------------------------
+def parse_space(table: Any, where: str) -> dict[str, Param]:
+    """``{"trainer.lr": {"log_uniform": [1e-4, 1e-2]}, ...}`` to Params (ConfigError if malformed)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: space must be a table of key = {{ kind = [...] }}, e.g. "
+                          "space = { \"trainer.lr\" = { log_uniform = [1e-4, 1e-2] } }")
+    out: dict[str, Param] = {}
+    for key, entry in table.items():
+        if not isinstance(key, str) or key.count(".") != 1 or not all(key.split(".")):
+            raise ConfigError(f"{where}: space key {key!r} must be section.key, e.g. \"trainer.lr\"")
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: space {key!r} must be a table such as {{ uniform = [0.0, 0.5] }}")
+        kinds = [k for k in entry if k in KINDS]
+        extra = set(entry) - set(KINDS) - {"step"}
+        if len(kinds) != 1 or extra:
+            raise ConfigError(f"{where}: space {key!r} needs exactly one of {', '.join(KINDS)} (and optional step), "
+                              f"got {', '.join(map(str, entry)) or 'nothing'}")
+        kind = kinds[0]
+        value = entry[kind]
+        if kind == "choice":
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{where}: space {key!r} choice must be a non-empty list")
+            out[key] = Param(key, kind, choices=list(value))
+            continue
+        if (not isinstance(value, list) or len(value) != 2
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value)):
+            raise ConfigError(f"{where}: space {key!r} {kind} must be [low, high] (two finite numbers)")
+        low, high = value
+        if not low < high:
+            raise ConfigError(f"{where}: space {key!r} {kind} needs low < high, got [{low}, {high}]")
+        if kind.startswith("log") and low <= 0:
+            raise ConfigError(f"{where}: space {key!r} {kind} needs low > 0, got {low}")
+        if kind in ("int", "log_int") and (low != int(low) or high != int(high)):
+            raise ConfigError(f"{where}: space {key!r} {kind} bounds must be integers, got [{low}, {high}]")
+        step = entry.get("step")
+        if step is not None and (kind != "int" or isinstance(step, bool) or not isinstance(step, int) or step < 1):
+            raise ConfigError(f"{where}: space {key!r}: step is a whole number >= 1 and only for int")
+        if step is not None and (high - low) % step:
+            raise ConfigError(f"{where}: space {key!r}: high - low ({high - low:g}) must be a multiple of step ({step})")
+        out[key] = Param(key, kind, float(low), float(high), step)
+    return out
+
+
+def _int(table: Mapping[str, Any], key: str, default: int, low: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{where}: [tune] {key} must be a whole number >= {low}, got {value!r}")
+    return value
+
+
+def parse_tune(table: Any, run_names: Sequence[str], meta: Mapping[str, Any], where: str,
+               trials_override: int | None = None) -> TuneSpec:
+    """Check a ``[tune]`` table against the recipe's runs (ConfigError, exit 2, if wrong)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: [tune] must be a table")
+    unknown = set(table) - TUNE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown [tune] key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(TUNE_KEYS))}")
+    metric = table.get("metric")
+    if not isinstance(metric, str) or "." not in metric:
+        raise ConfigError(f"{where}: [tune] metric names the validation metric to optimise, e.g. metric = \"valid.accuracy\"")
+    if not metric.startswith(("valid.", "fit.")):
+        raise ConfigError(f"{where}: [tune] metric = {metric!r}: tune on a validation metric (valid.* as the trainer logs it "
+                          "each epoch, or fit.*), never on test or eval metrics")
+    direction = table.get("direction", "minimize" if lower_is_better(metric) else "maximize")
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"{where}: [tune] direction must be \"maximize\" or \"minimize\", got {direction!r}")
+    sampler, pruner = table.get("sampler", "tpe"), table.get("pruner", "median")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"{where}: [tune] sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if pruner not in PRUNERS:
+        raise ConfigError(f"{where}: [tune] pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+    names = list(dict.fromkeys(run_names))
+    default_arms = [meta[r] for r in ("baseline", "method") if r in meta] or names
+    arms = table.get("arms", default_arms)
+    if not isinstance(arms, list) or not arms or any(a not in names for a in arms) or len(set(arms)) != len(arms):
+        raise ConfigError(f"{where}: [tune] arms must list run names of the recipe ({', '.join(names)}), got {arms!r}")
+    per_run = table.get("runs", {})
+    if not isinstance(per_run, Mapping) or any(r not in names for r in per_run):
+        bad = [str(r) for r in per_run if r not in names] if isinstance(per_run, Mapping) else []
+        raise ConfigError(f"{where}: [tune.runs.NAME] must name runs of the recipe ({', '.join(names)}), "
+                          f"got {', '.join(bad) or repr(per_run)}")
+    shared = parse_space(table.get("space", {}), f"{where} [tune] space")
+    trials: dict[str, int] = {}
+    space: dict[str, list[Param]] = {}
+    for arm in arms:
+        own = per_run.get(arm, {})
+        if not isinstance(own, Mapping) or set(own) - {"space", "trials"}:
+            raise ConfigError(f"{where}: [tune.runs.{arm}] takes space and trials only")
+        merged = {**shared, **parse_space(own.get("space", {}), f"{where} [tune.runs.{arm}] space")}
+        if not merged:
+            raise ConfigError(f"{where}: arm {arm!r} has an empty search space; add [tune] space or [tune.runs.{arm}] space")
+        space[arm] = list(merged.values())
+        trials[arm] = _int(own, "trials", _int(table, "trials", 10, 1, where), 1, f"{where} [tune.runs.{arm}]")
+        if trials_override is not None:
+            trials[arm] = trials_override
+    if len(set(trials.values())) > 1 and "tune.trials" not in meta.get("unequal", {}):
+        shown = ", ".join(f"{a} {n}" for a, n in trials.items())
+        raise ConfigError(f"{where}: unequal tuning budgets ({shown} trials); give every arm the same [tune] trials, or "
+                          "declare [batch] unequal = { \"tune.trials\" = \"<reason>\" }")
+    return TuneSpec(metric=metric, direction=direction, trials=trials, space=space, sampler=sampler, pruner=pruner,
+                    seed=_int(table, "seed", 0, 0, where), startup_trials=_int(table, "startup_trials", 2, 0, where),
+                    warmup_epochs=_int(table, "warmup_epochs", 1, 0, where))
+
+
+def literal(value: Any) -> str:
+    """``value`` as a TOML literal for a ``-c key=value`` setting."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {literal(v)}" for k, v in value.items()) + " }"
+    raise ConfigError(f"cannot write {value!r} as a config value")
+
+
+def with_params(base: PlannedRun, params: Mapping[str, Any], registry: Registry) -> Any:
+    """The base run's resolved config with ``params`` (key -> value) set."""
+    return resolve(apply_overrides(base.resolved.data, [f"{k}={literal(v)}" for k, v in params.items()]), registry)
+
+
+def load_tune(path: str | Path, registry: Registry, settings: Sequence[str] = (), matrix_axes: Sequence[str] = (),
+              trials: int | None = None) -> TunePlan:
+    """Read a recipe with a ``[tune]`` table; check it, its batch and every space bound
+    (each bound and choice must resolve in each arm) before anything runs."""
+    from pk.core.batch import load_batch
+    from pk.core.budget import fingerprint
+
+    path = Path(path)
+    data = load_toml(path)
+    if "tune" not in data:
+        raise ConfigError(f"{path}: no [tune] table; add one (see `pk tune --help`) or use `pk batch`")
+    recipe = batch_part(data, path)
+    with tempfile.TemporaryDirectory(prefix="pk-tune-") as folder:
+        tmp = Path(folder) / path.name
+        atomic_write_text(tmp, dumps_toml(recipe))
+        try:
+            batch = load_batch(tmp, registry, settings, matrix_axes)
+        except PkError as exc:
+            raise type(exc)(str(exc).replace(str(tmp), str(path))) from None
+    batch.source = str(path)
+    spec = parse_tune(data["tune"], [r.name for r in batch.runs], batch.meta, str(path), trials)
+    base = {arm: next(r for r in batch.runs if r.name == arm) for arm in spec.arms}
+    unequal = batch.meta.get("unequal", {})
+    for arm, params in spec.space.items():
+        guarded = set(fingerprint(base[arm].resolved))
+        for p in params:
+            if p.key.startswith("run."):
+                raise ConfigError(f"{path}: [tune] space {p.key!r}: run settings (seed, device, ...) are not tunable")
+            if (p.key in guarded or p.key.split(".")[0] in ("dataset", "evaluator")) and p.key not in unequal:
+                raise ConfigError(f"{path}: [tune] space {p.key!r} is part of the comparison's protocol or budget (the "
+                                  "runs' fingerprint), so tuning it would compare arms on unequal terms; tune model or "
+                                  f"optimiser settings, or declare [batch] unequal = {{ \"{p.key}\" = \"<reason>\" }}")
+            for value in p.extremes():
+                try:
+                    with_params(base[arm], {p.key: value}, registry)
+                except PkError as exc:
+                    raise ConfigError(f"{path}: [tune] space {p.key!r} value {value!r} does not fit arm {arm!r}: {exc}") from None
+    return TunePlan(spec, batch, base, recipe, str(path), list(settings), list(matrix_axes))
+
+
+def batch_part(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The recipe without ``[tune]``, named, with ``[[runs]] config`` paths made absolute."""
+    out = {k: v for k, v in data.items() if k != "tune"}
+    out["batch"] = {"name": path.stem, **dict(data.get("batch", {}))}
+    runs = []
+    for entry in data.get("runs", []) or []:
+        entry = dict(entry)
+        if "config" in entry and isinstance(entry["config"], str):
+            entry["config"] = str((path.parent / entry["config"]).resolve())
+        runs.append(entry)
+    if runs:
+        out["runs"] = runs
+    return out
+
+
+def tune_dir_for(name: str, out: str | None, resume: bool, base: str = "runs") -> Path:
+    """``--out`` or ``runs/tune-<name>-<UTC>``; with ``resume``, the latest such dir."""
+    if out:
+        return Path(out)
+    if resume:
+        previous = sorted(Path(base).glob(f"tune-{name}-*"))
+        if previous:
+            return previous[-1]
+        raise UsageError(f"--resume: no earlier tune of {name!r} under {base}/; give --out DIR")
+    return Path(base) / f"tune-{name}-{utc_stamp()}"
+
+
+# -- running ---------------------------------------------------------------------------
+class Pruned(KeyboardInterrupt):
+    """Raised from a trial's reporter when the pruner stops it. A KeyboardInterrupt, so the
+    core records the run as stopped from outside (``interrupted``, no traceback) before
+    :func:`run_tune` marks it ``pruned``."""
+
+    def __init__(self, epoch: int, value: float) -> None:
+        super().__init__(f"pruned at epoch {epoch} ({value:.6g})")
+        self.epoch = epoch
+        self.value = value
+
+
+class TrialReporter(Reporter):
+    """A run reporter that hands each ``valid`` metric line (``run.log(step, "valid", ...)``)
+    to the Optuna trial and raises :class:`Pruned` when the pruner says so."""
+
+    def __init__(self, trial: Any, metric: str, prune: bool = True, mode: str = "quiet") -> None:
+        super().__init__(mode)
+        self.trial = trial
+        self.split, _, self.name = metric.partition(".")
+        self.prune = prune
+        self.values: list[float] = []
+
+    def metrics(self, step: int, split: str, values: dict[str, float]) -> None:
+        super().metrics(step, split, values)
+        if split != self.split or self.name not in values:
+            return
+        value = float(values[self.name])
+        self.values.append(value)
+        epoch = len(self.values)
+        if math.isfinite(value):
+            self.trial.report(value, epoch - 1)  # Optuna steps count from 0: step k is epoch k + 1
+        if self.prune and self.trial.should_prune():
+            raise Pruned(epoch, value)
+
+
+def _sampler(spec: TuneSpec, arm: str, number: int) -> Any:
+    import optuna
+
+    seed = derive_seed(spec.seed, "tune", arm, str(number)) % (2**31)
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, spec.startup_trials))
+
+
+def _pruner(spec: TuneSpec) -> Any:
+    import optuna
+
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=spec.warmup_epochs)
+    if spec.pruner == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, spec.warmup_epochs), reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def storage_url(tune_dir: Path) -> str:
+    return f"sqlite:///{(Path(tune_dir) / STUDY_FILE).resolve()}"
+
+
+def plan_record(plan: TunePlan) -> dict[str, Any]:
+    """What a resumed tune must match: spec (without trial counts) and each arm's base config."""
+    spec = plan.spec.as_dict()
+    spec.pop("trials")
+    return {"spec": spec, "base": {arm: run.resolved.hash() for arm, run in plan.base.items()}}
+
+
+def arm_summary(study: Any, spec: TuneSpec, arm: str) -> dict[str, Any]:
+    """Counts (complete, pruned, failed, finished = complete + pruned) and the best trial."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    out: dict[str, Any] = {"trials": spec.trials[arm], "complete": count[TrialState.COMPLETE],
+                           "pruned": count[TrialState.PRUNED], "failed": count[TrialState.FAIL],
+                           "finished": count[TrialState.COMPLETE] + count[TrialState.PRUNED],
+                           "metric": spec.metric, "direction": spec.direction, "best": None}
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if done:
+        best = (max if spec.direction == "maximize" else min)(done, key=lambda t: t.value)
+        out["best"] = {"trial": best.number, "value": best.value, "params": best.user_attrs.get("params", {}),
+                       "run_dir": best.user_attrs.get("run_dir")}
+    return out
+
+
+def run_tune(plan: TunePlan, tune_dir: Path, registry: Registry, *, resume: bool = False,
+             echo: Callable[[str], None] = lambda s: None, reporter_mode: str = "quiet") -> dict[str, Any]:
+    """Run the missing trials of every arm, interleaved (the arm with fewest finished
+    trials next), and return ``{arm: arm_summary}``. A trial that fails stops the tune
+    (RunFailed, exit 1); ``--resume`` continues it."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from pk.core.runner import train
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = plan.spec
+    tune_dir = Path(tune_dir)
+    record_file = tune_dir / "tune.json"
+    study_file = tune_dir / STUDY_FILE
+    wanted = plan_record(plan)
+    if study_file.exists() or record_file.exists():
+        if not resume:
+            raise UsageError(f"{tune_dir} already holds a tune; continue it with --resume or pick a new --out")
+        before = json.loads(record_file.read_text()) if record_file.is_file() else {}
+        if before.get("plan") and before["plan"] != wanted:
+            raise UsageError(f"{tune_dir}: the recipe's [tune] space, metric or base configs changed since this tune "
+                             "began; start a new tune (--out) instead of --resume")
+    tune_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(tune_dir / "recipe.toml", dumps_toml(plan.recipe))
+    storage = optuna.storages.RDBStorage(storage_url(tune_dir))
+    studies = {}
+    for arm in spec.arms:
+        direction: Any = spec.direction
+        studies[arm] = optuna.create_study(storage=storage, study_name=arm, direction=direction, load_if_exists=True)
+        for t in studies[arm].get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # killed mid-trial: retried as a new trial
+            _set_aside(t.user_attrs.get("run_dir"))
+            echo(f"{arm}: trial {t.number} was cut off; it will be run again")
+
+    def summary() -> dict[str, Any]:
+        return {arm: arm_summary(studies[arm], spec, arm) for arm in spec.arms}
+
+    def save() -> dict[str, Any]:
+        out = summary()
+        atomic_write_json(record_file, {"source": plan.source, "settings": plan.settings, "matrix": plan.matrix_axes,
+                                        "spec": spec.as_dict(), "plan": wanted, "arms": out})
+        return out
+
+    state = save()
+    total = sum(spec.trials.values())
+    while True:
+        todo = [a for a in spec.arms if state[a]["finished"] < spec.trials[a]]
+        if not todo:
+            break
+        arm = min(todo, key=lambda a: (state[a]["finished"], spec.arms.index(a)))
+        # the k-th finished trial of an arm draws from its own seed: a cut-off trial (failed)
+        # does not shift what a resumed tune proposes
+        study = optuna.load_study(study_name=arm, storage=storage, sampler=_sampler(spec, arm, state[arm]["finished"]),
+                                  pruner=_pruner(spec))
+        trial = study.ask()
+        params = {p.key: p.suggest(trial) for p in spec.space[arm]}
+        trial.set_user_attr("params", params)
+        try:
+            resolved = with_params(plan.base[arm], params, registry)
+        except PkError as exc:
+            study.tell(trial, state=TrialState.FAIL)
+            raise ConfigError(f"{arm} trial {trial.number}: {exc}") from None
+        run_dir = (tune_dir / TRIALS_DIR / f"{arm}-t{trial.number:03d}-{resolved.hash()}").resolve()
+        trial.set_user_attr("run_dir", str(run_dir))
+        reporter = TrialReporter(trial, spec.metric, prune=spec.pruner != "none", mode=reporter_mode)
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+        done_before = sum(s["finished"] for s in state.values())
+        try:
+            _, result = train(resolved, run_dir=run_dir, argv=["pk", "tune", plan.source], reporter=reporter)
+        except Pruned as stop:
+            study.tell(trial, state=TrialState.PRUNED)
+            _mark_pruned(run_dir, stop)
+            state = save()
+            echo(f"[{done_before + 1}/{total}] {arm} trial {trial.number}: pruned at epoch {stop.epoch} "
+                 f"({spec.metric}={stop.value:.4f}) — {shown}")
+            _index(run_dir)
+            continue
+        except KeyboardInterrupt:
+            study.tell(trial, state=TrialState.FAIL)
+            save()
+            raise
+        except PkError as exc:
+            study.tell(trial, state=TrialState.FAIL)
+            save()
+            raise RunFailed(f"{arm} trial {trial.number} failed ({run_dir}): {exc}; fix it and continue with --resume") from None
+        value = objective(spec, reporter.values, result.get("metrics", {}))
+        if value is None:
+            study.tell(trial, state=TrialState.FAIL)
+            save()
+            seen = sorted({*result.get("metrics", {}), *(f"{reporter.split}.{k}" for k in [reporter.name] if reporter.values)})
+            raise ConfigError(f"[tune] metric {spec.metric!r} was not reported by arm {arm!r} (its trainer logs "
+                              f"{', '.join(seen) or 'nothing'} and per-epoch valid.* through run.log); pick one it reports")
+        study.tell(trial, value)
+        state = save()
+        best = state[arm]["best"]
+        echo(f"[{done_before + 1}/{total}] {arm} trial {trial.number}: {spec.metric}={value:.4f} — {shown}"
+             + (f" (best {best['value']:.4f}, trial {best['trial']})" if best else ""))
+        _index(run_dir)
+    return state
+
+
+def objective(spec: TuneSpec, reported: Sequence[float], metrics: Mapping[str, Any]) -> float | None:
+    """A finished trial's value: the best per-epoch ``valid.*`` value reported (the trainer
+    keeps its best weights), or the result's ``fit.*`` metric; None if missing or NaN."""
+    if spec.metric.startswith("fit."):
+        value = metrics.get(spec.metric)
+    else:
+        finite = [v for v in reported if math.isfinite(v)]
+        value = (max if spec.direction == "maximize" else min)(finite) if finite else None
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+
+
+def _set_aside(run_dir: str | None) -> None:
+    if run_dir and Path(run_dir).is_dir():
+        Path(run_dir).rename(f"{run_dir}.incomplete-{utc_stamp()}")
+
+
+def _mark_pruned(run_dir: Path, stop: Pruned) -> None:
+    result = read_result(run_dir) or {}
+    result.update(status="pruned", pruned={"epoch": stop.epoch, "value": stop.value})
+    atomic_write_json(run_dir / "result.json", result)
+
+
+def _index(run_dir: Path) -> None:
+    from pk.core.index import record_run
+
+    record_run(run_dir)
+
+
+# -- after tuning ----------------------------------------------------------------------
+def load_summary(tune_dir: Path) -> dict[str, Any]:
+    file = Path(tune_dir) / "tune.json"
+    if not file.is_file():
+        raise UsageError(f"{tune_dir} holds no tune (tune.json); run `pk tune RECIPE` first")
+    return json.loads(file.read_text())
+
+
+def check_equal_effort(plan: TunePlan, state: Mapping[str, Any]) -> None:
+    """Refuse to compare arms whose finished trial counts differ (a tune cut short),
+    unless ``[batch] unequal`` names ``tune.trials``."""
+    if "tune.trials" in plan.batch.meta.get("unequal", {}):
+        return
+    finished = {arm: state[arm]["finished"] for arm in plan.spec.arms}
+    missing = [arm for arm in plan.spec.arms if state[arm]["best"] is None]
+    if missing:
+        raise UsageError(f"arm(s) {', '.join(missing)} have no completed trial to take a best config from; "
+                         "continue with pk tune --resume or widen the space")
+    if len(set(finished.values())) > 1 or any(finished[a] < plan.spec.trials[a] for a in finished):
+        shown = ", ".join(f"{a} {n}/{plan.spec.trials[a]}" for a, n in finished.items())
+        raise UsageError(f"unequal tuning effort so far ({shown} trials finished); finish the tune with pk tune --resume "
+                         "before comparing")
+
+
+def final_spec(plan: TunePlan, state: Mapping[str, Any], registry: Registry, tune_dir: Path) -> BatchSpec:
+    """The recipe's batch with each tuned arm's best params set (as ``ARM:key=value``
+    settings after the user's), its meta carrying ``tune``: each arm's trials, pruned and
+    failed counts, best value and params, and the tune's metric, sampler and pruner."""
+    from pk.core.batch import load_batch
+
+    check_equal_effort(plan, state)
+    best = [f"{arm}:{k}={literal(v)}" for arm in plan.spec.arms for k, v in state[arm]["best"]["params"].items()]
+    recipe = Path(tune_dir) / "recipe.toml"
+    spec = load_batch(recipe, registry, [*plan.settings, *best], plan.matrix_axes)
+    spec.source = plan.source
+    spec.meta["tune"] = {
+        "metric": plan.spec.metric, "direction": plan.spec.direction, "sampler": plan.spec.sampler,
+        "pruner": plan.spec.pruner, "study": str((Path(tune_dir) / STUDY_FILE).resolve()),
+        "arms": {arm: {k: state[arm][k] for k in ("trials", "complete", "pruned", "failed")}
+                 | {"best_value": state[arm]["best"]["value"], "best_params": state[arm]["best"]["params"]}
+                 for arm in plan.spec.arms},
+    }
+    return spec
+
+
+def effort_lines(meta_tune: Mapping[str, Any]) -> list[str]:
+    """One line per arm: trials, pruned, best value and params."""
+    lines = []
+    for arm, a in meta_tune.get("arms", {}).items():
+        params = ", ".join(f"{k}={_short(v)}" for k, v in a["best_params"].items())
+        lines.append(f"  tuned {arm}: {a['complete'] + a['pruned']} trials ({a['pruned']} pruned, {a['failed']} failed), "
+                     f"best {meta_tune['metric']}={a['best_value']:.4f} with {params}")
+    return lines
