@@ -97,3 +97,118 @@ def build_mlp_no_calibrator(config, info):
     from pk.core.builtins.components import MLP
 
     return MLP(info.num_features, info.num_classes, [config.width], 0.0, "relu")
+
+
+class UnusedParameter(nn.Module):
+    """Has a layer its loss never uses: no gradient reaches it."""
+
+    def __init__(self, d, c):
+        super().__init__()
+        self.lin = nn.Linear(d, c)
+        self.forgotten = nn.Linear(d, c)
+
+    def predict(self, batch):
+        return self.lin(batch["x"])
+
+    def loss(self, batch):
+        return nn.functional.cross_entropy(self.predict(batch), batch["y"])
+
+
+def build_unused_parameter(config, info):
+    return UnusedParameter(info.num_features, info.num_classes)
+
+
+class BatchCentred(UnusedParameter):
+    """Centres features on the batch mean even in eval mode: rows leak into each other."""
+
+    def predict(self, batch):
+        x = batch["x"]
+        return self.lin(x - x.mean(0, keepdim=True))
+
+
+def build_batch_centred(config, info):
+    return BatchCentred(info.num_features, info.num_classes)
+
+
+class TinyGraph(dict):
+    """The few parts of a PyG Data a node-classification check touches."""
+
+    @property
+    def num_nodes(self):
+        return self["x"].shape[0]
+
+    @property
+    def edge_index(self):
+        return self["edge_index"]
+
+    def clone(self):
+        return TinyGraph({k: v.clone() for k, v in self.items()})
+
+
+class TinyGraphBundle(TensorBundle):
+    def loader(self, split, batch_size, *, shuffle=False, generator=None):
+        yield self.tensors["graph"]
+
+
+def build_tiny_graph(config, *, root=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = 12
+    x = torch.randn(n, 4, generator=g)
+    src = torch.arange(n)
+    edge_index = torch.stack([torch.cat([src, (src + 1) % n]), torch.cat([(src + 1) % n, src])])
+    graph = TinyGraph(x=x, edge_index=edge_index, y=torch.randint(0, 2, (n,), generator=g))
+    info = DatasetInfo(task="node-classification", num_features=4, num_classes=2)
+    return TinyGraphBundle(info=info, tensors={"graph": graph}, params={"seed": seed})
+
+
+class IndexAware(nn.Module):
+    """Adds each node's position in the numbering to its logits: not permutation-equivariant."""
+
+    def __init__(self, d, c):
+        super().__init__()
+        self.lin = nn.Linear(d, c)
+
+    def predict(self, graph):
+        position = torch.arange(graph.num_nodes, dtype=torch.float32)[:, None] / graph.num_nodes
+        return self.lin(graph["x"]) + position
+
+    def loss(self, graph):
+        return nn.functional.cross_entropy(self.predict(graph), graph["y"])
+
+
+def build_index_aware(config, info):
+    return IndexAware(info.num_features, info.num_classes)
+
+
+def build_neighbour_mean(config, info):
+    """A good twin of IndexAware: mean over each node and its neighbours, then linear."""
+
+    class NeighbourMean(IndexAware):
+        def predict(self, graph):
+            x, (src, dst) = graph["x"], graph["edge_index"]
+            agg = x.clone().index_add_(0, dst, x[src])
+            deg = torch.ones(x.shape[0]).index_add_(0, dst, torch.ones(src.shape[0]))
+            return self.lin(agg / deg[:, None])
+
+    return NeighbourMean(info.num_features, info.num_classes)
+
+
+def make_eager_trainer():
+    """A supervised trainer that takes one optimiser step before looking at its step budget."""
+    from pk.core.builtins.components import SupervisedTrainer
+    from pk.core.utils import make_optimizer
+
+    class EagerTrainer(SupervisedTrainer):
+        def fit(self, model, data, run):
+            opt = make_optimizer("sgd", model.parameters(), 0.5, 0.0)
+            batch = next(iter(data.loader("train", 8)))
+            opt.zero_grad()
+            model.loss(batch).backward()
+            opt.step()
+            return super().fit(model, data, run)
+
+    return EagerTrainer
+
+
+def EagerTrainer(config):
+    return make_eager_trainer()(config)

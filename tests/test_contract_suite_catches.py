@@ -17,6 +17,17 @@ class Empty:
     pass
 
 
+@dataclass
+class EagerConfig:
+    max_epochs: int = 1
+    max_steps: int = -1
+    batch_size: int = 16
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    eval_batch_size: int = 64
+
+
 class BrokenPlugin:
     @hookimpl
     def pk_register_aggregators(self, register):
@@ -33,10 +44,25 @@ class BrokenPlugin:
     def pk_register_models(self, register):
         register("noisy-mlp", "tests.broken_components:build_noisy", config=Empty, summary="random outputs", tasks=("classification",))
         register("wrong-shape", "tests.broken_components:build_wrong_shape", config=Empty, summary="one logit", tasks=("classification",))
+        register("unused-param", "tests.broken_components:build_unused_parameter", config=Empty, summary="dead layer",
+                 tasks=("classification",))
+        register("batch-centred", "tests.broken_components:build_batch_centred", config=Empty, summary="rows leak",
+                 tasks=("classification",))
+        register("index-aware", "tests.broken_components:build_index_aware", config=Empty, summary="uses numbering",
+                 tasks=("node-classification",))
+        register("neighbour-mean", "tests.broken_components:build_neighbour_mean", config=Empty, summary="good twin",
+                 tasks=("node-classification",))
+
+    @hookimpl
+    def pk_register_trainers(self, register):
+        register("eager", "tests.broken_components:EagerTrainer", config=EagerConfig, summary="steps before its budget",
+                 tasks=("classification",))
 
     @hookimpl
     def pk_register_datasets(self, register):
         register("leaky-data", "tests.broken_components:build_leaky", config=Empty, summary="test overlaps train", tasks=("classification",))
+        register("tiny-graph", "tests.broken_components:build_tiny_graph", config=Empty, summary="a 12-node ring",
+                 tasks=("node-classification",))
 
     @hookimpl
     def pk_register_evaluators(self, register):
@@ -53,6 +79,10 @@ BROKEN = [
     ("models", "wrong-shape", "model_output_has_task_shape"),
     ("datasets", "leaky-data", "dataset_splits_are_disjoint"),
     ("evaluators", "bad-range", "evaluator_metrics_in_range"),
+    ("models", "unused-param", "model_loss_backpropagates"),
+    ("models", "batch-centred", "model_batch_independent"),
+    ("models", "index-aware", "model_permutation_equivariant"),
+    ("trainers", "eager", "trainer_zero_steps_leave_weights"),
 ]
 
 
@@ -67,8 +97,11 @@ def test_suite_catches_broken_component(pk_register_temp, kind, name, check_name
 def test_suite_passes_the_good_twin(pk_register_temp):
     """The same checks pass on the built-ins (so the failures above are not spurious)."""
     registry = pk_register_temp(BrokenPlugin(), name="broken", distribution="pk-broken")
-    for kind, name, check_name in [("aggregators", "fedavg", "aggregator_does_not_mutate"), ("calibrators", "identity", "calibrator_keeps_rows_stochastic"), ("models", "mlp", "model_is_deterministic")]:
+    for kind, name, check_name in [("aggregators", "fedavg", "aggregator_does_not_mutate"), ("calibrators", "identity", "calibrator_keeps_rows_stochastic"), ("models", "mlp", "model_is_deterministic"),
+                                   ("models", "mlp", "model_loss_backpropagates"), ("models", "mlp", "model_batch_independent"),
+                                   ("trainers", "supervised", "trainer_zero_steps_leave_weights")]:
         check(Case(check_name, "pk-core", registry.get(kind, name)))
+    check(Case("model_permutation_equivariant", "pk-broken", registry.get("models", "neighbour-mean")))
 
 
 GOOD_RECIPE = """[batch]

@@ -15,7 +15,7 @@ CHECKS: dict[str, tuple[str, ...]] = {
     "all": ("registration_is_valid",),
     "datasets": ("dataset_is_deterministic", "dataset_splits_are_disjoint", "dataset_batches_fit_info"),
     "models": ("model_output_has_task_shape", "model_is_deterministic", "model_state_dict_round_trips", "model_loss_backpropagates"),
-    "trainers": ("trainer_is_deterministic", "trainer_resume_is_exact"),
+    "trainers": ("trainer_is_deterministic", "trainer_resume_is_exact", "trainer_zero_steps_leave_weights"),
     "aggregators": (
         "aggregator_fixed_point",
         "aggregator_permutation_invariant",
@@ -27,6 +27,24 @@ CHECKS: dict[str, tuple[str, ...]] = {
     "calibrators": ("calibrator_keeps_rows_stochastic", "calibrator_neutral_is_identity"),
     "evaluators": ("evaluator_metrics_in_range",),
 }
+
+
+#: checks selected by a registration's tasks (its tags), as scikit-learn selects estimator
+#: checks by estimator tags: kind -> task -> checks
+TASK_CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
+    "models": {
+        "classification": ("model_batch_independent",),
+        "next-item": ("model_batch_independent",),
+        "node-classification": ("model_permutation_equivariant",),
+    },
+}
+
+
+def checks_for(reg: Registration) -> tuple[str, ...]:
+    """The checks a registration gets: every registration's, its kind's, and its tasks'."""
+    by_task = TASK_CHECKS.get(reg.kind, {})
+    tagged = [c for task in reg.tasks for c in by_task.get(task, ())]
+    return tuple(dict.fromkeys([*CHECKS["all"], *CHECKS[reg.kind], *tagged]))
 
 
 @dataclass(frozen=True)
@@ -64,7 +82,7 @@ def cases_for(plugin: str, registry: Registry | None = None, kinds: tuple[str, .
             continue
         if kinds and reg.kind not in kinds:
             continue
-        for c in CHECKS["all"] + CHECKS[reg.kind]:
+        for c in checks_for(reg):
             out.append(Case(c, info.distribution, reg))
     return out
 
