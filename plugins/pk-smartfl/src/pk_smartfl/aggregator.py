@@ -20,7 +20,8 @@ sum_k w_k theta_k. Only m scalars are trained; the client models stay fixed.
   ``context.build_model()``); buffers are combined with the final weights, detached.
 - Final combination is in float64 and cast back; integer buffers are rounded.
 
-``last_client_weights`` (a list aligned with ``updates``, summing to 1) records w* each round.
+``last_client_weights`` (a list aligned with ``updates``, summing to 1) records w* each round;
+``last_metrics`` the proxy loss at the start and end of the optimisation and the largest weight.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class SmartFL:
         self._model: nn.Module | None = None
         self.last_client_weights: list[float] = []
         self.last_proxy_loss: tuple[float, float] = (float("nan"), float("nan"))
+        self.last_metrics: dict[str, float] = {}
 
     def _module(self) -> nn.Module:
         if self._model is None:
@@ -205,4 +207,6 @@ class SmartFL:
         for i, wk in zip(active, weights.tolist()):
             full[i] = float(wk)
         self.last_client_weights = full
+        first, best = self.last_proxy_loss
+        self.last_metrics = {"proxy_loss_start": first, "proxy_loss_end": best, "weight_max": max(full)} if first == first else {}
         return out, state
