@@ -23,6 +23,15 @@ def _train_task(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     from pk.core.plugins import get_registry
     from pk.core.runner import train
 
+    import os
+
+    try:  # threads per task: the CPUs Ray reserved for it (the thread policy in pk.core.runner)
+        import ray
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        os.environ["PK_PARALLEL_JOBS"] = str(max(1, (os.cpu_count() or 1) // max(1, int(cpus))))
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        pass
     try:
         return train(resolve(config, get_registry()), run_dir=run_dir, argv=["pk", "batch", "--executor", "ray"], reporter=Reporter("quiet"))[1]
     except PkError as exc:  # keep the one-line message across the process boundary
