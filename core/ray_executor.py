@@ -17,13 +17,13 @@ from pk.core.errors import RunFailed, UsageError
 
 def _train_task(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """Body of one Ray task: resolve the config in the worker and train into ``run_dir``."""
+    import os
+
     from pk.core.config import resolve
     from pk.core.console import Reporter
     from pk.core.errors import PkError
     from pk.core.plugins import get_registry
     from pk.core.runner import train
-
-    import os
 
     try:  # threads per task: the CPUs Ray reserved for it (the thread policy in pk.core.runner)
         import ray
