@@ -124,3 +124,26 @@ def writable_copy(src: Path, name: str) -> Path:
         p.chmod(p.stat().st_mode | 0o200)
     stamp.write_text(repr(signature))
     return dest
+
+
+def check_text_file(path: Path) -> str:
+    """Refuse an unreadable, empty, binary or non-UTF-8 file with a DataError that names the
+    file and the line of the first bad byte; return the file's sha256 (hex), which loaders
+    put in their fingerprint so a run records exactly which data it read."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror}); check dataset.path") from None
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty; check dataset.path or copy the data again")
+    bad = raw.find(b"\x00")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.start if bad < 0 else min(bad, exc.start)
+    if bad >= 0:
+        line = raw.count(b"\n", 0, bad) + 1
+        raise DataError(f"{path}:{line}: byte {bad} is not UTF-8 text (a binary or corrupt file?); "
+                        "point dataset.path at the plain-text data file")
+    return hashlib.sha256(raw).hexdigest()

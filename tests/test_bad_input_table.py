@@ -208,3 +208,32 @@ def test_out_of_range_or_non_finite_values_are_refused(reg, fld, data):
     raw[section] = {**raw.get(section, {}), "name": reg.name, fld.name: value}
     with pytest.raises(ConfigError, match=f"{section}.{fld.name}"):
         resolve(raw, load_registry(entry_points=False))
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"", ["empty"]),
+    (b"  \n\n", ["empty"]),
+    (b"1 2 3\n4 5\x00 6\n", [":2:", "not UTF-8"]),
+    (b"ok line\n\xff\xfe bad\n", [":2:", "byte 8"]),
+])
+def test_check_text_file_names_file_and_line(tmp_path, content, words):
+    from pk.core.datasource import check_text_file
+    from pk.core.errors import DataError
+
+    path = tmp_path / "data.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        check_text_file(path)
+    for w in words:
+        assert w in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_check_text_file_returns_the_checksum(tmp_path):
+    import hashlib
+
+    from pk.core.datasource import check_text_file
+
+    path = tmp_path / "data.txt"
+    path.write_bytes(b"1 2 3\n")
+    assert check_text_file(path) == hashlib.sha256(b"1 2 3\n").hexdigest()
