@@ -389,7 +389,8 @@ class TransGNN(nn.Module):
         new = []
         for layer, h in enumerate(reps):
             old = prep.samples[:, layer]
-            if self.update == "message-passing" and prep.ptr.numel() > 2:  # a batch of graphs: padded blocks
+            blocks = prep.ptr.numel() > 2 or int(prep.ptr[-1]) <= self.structures.dense_limit
+            if self.update == "message-passing" and blocks:  # graph batches and small graphs: padded dense blocks
                 new.append(message_passing_update_batched(old, h, edge_index, prep.ptr, self.tie_tolerance))
             elif self.update == "message-passing":
                 new.append(message_passing_update(old, h, edge_index, self.tie_tolerance))
