@@ -6,7 +6,9 @@ hold many arms. ``python -m pk_fl.report BATCH_DIR [--baseline fedavg] [--metric
 std over seeds, the paired difference to the baseline (same seeds) with its 95% t-interval and
 t-test p (:func:`pk.core.stats.paired_difference`), how many seeds' paired bootstrap over test
 images (:func:`pk.core.stats.paired_bootstrap`) gives p < 0.05 in the difference's direction,
-and the mean of each ``--extra`` metric.
+and the mean of each ``--extra`` metric. ``--plot OUT.png [--cell CELL]`` draws, per arm
+(mean over seeds), server accuracy and the total weight the aggregator gave malicious clients
+per round (from each run's ``metrics.jsonl``), one figure row per cell.
 """
 
 from __future__ import annotations
@@ -102,6 +104,62 @@ def markdown(rows_by_cell: dict[str, list[dict[str, Any]]], baseline: str, metri
     return "\n".join(lines)
 
 
+def round_curves(batch_dir: str) -> dict[str, dict[str, dict[str, list[tuple[int, float]]]]]:
+    """``{cell: {arm: {"accuracy" | "malicious_weight": [(round, mean over seeds)]}}}``."""
+    import json
+    from pathlib import Path
+
+    from pk.core.batch import read_batch
+
+    _spec, outcomes = read_batch(batch_dir)
+    acc: dict[tuple[str, str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for o in outcomes:
+        file = Path(o.run_dir) / "metrics.jsonl"
+        if o.status != "completed" or not file.is_file():
+            continue
+        arm, cell = split_group(o.run.group)
+        for line in file.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("split") == "server" and "accuracy" in rec:
+                acc[(cell, arm, "accuracy")][int(rec["step"])].append(float(rec["accuracy"]))
+            if rec.get("split") == "train" and "malicious_weight" in rec:
+                acc[(cell, arm, "malicious_weight")][int(rec["step"])].append(float(rec["malicious_weight"]))
+    out: dict[str, dict[str, dict[str, list[tuple[int, float]]]]] = defaultdict(lambda: defaultdict(dict))
+    for (cell, arm, name), by_round in acc.items():
+        out[cell][arm][name] = [(r, statistics.fmean(v)) for r, v in sorted(by_round.items())]
+    return out
+
+
+def plot(batch_dir: str, path: str, cells: Sequence[str] = ()) -> None:
+    """Accuracy and weight on malicious clients per round, per arm, for ``cells`` (all if empty)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = round_curves(batch_dir)
+    chosen = [c for c in sorted(curves) if not cells or c in cells]
+    if not chosen:
+        raise SystemExit(f"no cell among {sorted(curves)} matches {list(cells)}")
+    fig, axes = plt.subplots(len(chosen), 2, figsize=(11, 3.2 * len(chosen)), squeeze=False)
+    for row, cell in enumerate(chosen):
+        for arm, series in sorted(curves[cell].items()):
+            for col, name in enumerate(("accuracy", "malicious_weight")):
+                if name in series:
+                    xs, ys = zip(*series[name])
+                    axes[row][col].plot(xs, ys, marker=".", label=arm)
+        axes[row][0].set_title(cell or "all", fontsize=9)
+        axes[row][0].set_ylabel("server accuracy")
+        axes[row][1].set_ylabel("weight on malicious clients")
+        for ax in axes[row]:
+            ax.set_xlabel("round")
+            ax.grid(alpha=0.3)
+    axes[0][1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("batch_dir")
@@ -109,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--metric", default="test.accuracy")
     ap.add_argument("--extra", action="append", default=[], help="another metric to average per arm (repeatable)")
     ap.add_argument("--no-bootstrap", action="store_true")
+    ap.add_argument("--plot", default="", help="write the per-round accuracy / malicious-weight PNG here")
+    ap.add_argument("--cell", action="append", default=[], help="cells to plot (repeatable; default all)")
     args = ap.parse_args(argv)
+    if args.plot:
+        plot(args.batch_dir, args.plot, args.cell)
     rows = arm_rows(args.batch_dir, args.baseline, args.metric, args.extra, bootstrap=not args.no_bootstrap)
     print(markdown(rows, args.baseline, args.metric, args.extra))
     return 0
