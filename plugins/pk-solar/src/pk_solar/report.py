@@ -87,7 +87,8 @@ def paired_table(arms: dict[str, list[dict[str, Any]]], baseline: str = "cont", 
             lb, lm = _window_losses(b), _window_losses(m)
             if lb is not None and lm is not None and lb.shape == lm.shape and lb.size >= 2:
                 bs = paired_bootstrap(lb, lm, seed=i)
-                boots.append(f"s{m['seed']}: {bs.mean:+.4f}, p {fmt_p(bs.p)}")
+                shown = f"< {1 / bs.resamples:.4f}" if bs.p == 0 else fmt_p(bs.p)
+                boots.append(f"s{m['seed']}: {bs.mean:+.4f}, p {shown}")
         interval = f"{stats.mean:+.4f}" + (f" [{stats.low:+.4f}, {stats.high:+.4f}]" if stats.low is not None else "")
         p = fmt_p(stats.p) if stats.p is not None else "n/a"
         words = verdict_words(stats.mean, stats.p, lower_is_better=True, n=stats.n).replace("method", arm).replace("baseline", baseline)
@@ -108,7 +109,11 @@ def tables(arms: dict[str, list[dict[str, Any]]]) -> str:
     paired = paired_table(arms)
     if paired:
         lines += ["", paired]
-    base_flops = statistics.fmean(r["metrics"]["fit.flops_total"] for r in arms.get("base", [])) if "base" in arms else None
+    if "base" in arms:
+        base_flops = statistics.fmean(r["metrics"]["fit.flops_total"] for r in arms["base"])
+    else:  # a shared base trained in another batch: every arm's first evaluation is at its compute
+        starts = [r["curve"][0][0] for runs in arms.values() for r in runs if r["curve"]]
+        base_flops = min(starts) if starts and min(starts) > 0 else None
     if base_flops:
         others = [statistics.fmean(r["metrics"]["fit.flops_total"] for r in runs) for arm, runs in arms.items() if arm != "base"]
         top = min(others, default=base_flops) / base_flops
@@ -164,7 +169,8 @@ def plot(arms: dict[str, list[dict[str, Any]]], out: Path) -> Path:
     ax.set_xlabel("total training compute (FLOPs = 6·P·tokens)")
     ax.set_ylabel("validation loss (nats/char)")
     finals = [r["curve"][-1][1] for runs in arms.values() for r in runs]
-    ax.set_ylim(min(finals) - 0.05, min(finals) + 0.6)
+    starts = [r["curve"][0][1] for runs in arms.values() for r in runs]
+    ax.set_ylim(min(finals) - 0.05, min(min(finals) + 0.6, max(starts) + 0.05))
     ax.set_title("SOLAR DUS vs continued training (mean ± std over seeds)")
     ax.legend()
     fig.tight_layout()
