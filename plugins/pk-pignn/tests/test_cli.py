@@ -33,6 +33,26 @@ def test_pignn_run_reports_pm_fm_and_writes_heat_map(tmp_path):
     assert (run_dir / "artifacts" / "accuracy_matrix.png").stat().st_size > 1000
     # params grew by two 12-unit expansions
     assert metrics["fit.params"] > 0 and metrics["fit.num_tasks"] == 3
+    # per-snapshot scores for paired comparisons across arms: their means are the metrics
+    import numpy as np
+
+    examples = np.load(run_dir / "examples-eval.npz")
+    assert examples["pm"].shape == (3,) and examples["pm"].mean() == pytest.approx(metrics["eval.pm"], abs=1e-9)
+    assert examples["final_mean_accuracy"].mean() == pytest.approx(metrics["eval.final_mean_accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize("bad", ["trainer.lr=0", "trainer.retrain_epochs=0", "trainer.beta1=-0.5", "model.dropout=1.5",
+                                 "dataset.homophily=2.0", "trainer.memory_size=-1"])
+def test_out_of_range_config_exits_2_before_training(tmp_path, bad):
+    """Old configs declared no ranges: a zero learning rate or negative memory trained (or crashed) silently."""
+    from pk.cli.main import main
+
+    args = ["train", "-c", "dataset.name=pignn-synthetic", "-c", "model.name=pignn-sage", "-c", "trainer.name=pignn",
+            "-c", f"run.out_dir={tmp_path}", "-c", bad]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2, bad
+    assert not any(tmp_path.iterdir()), "refused before any run directory is made"
 
 
 def test_malformed_stream_file_is_one_line_data_error(tmp_path):

@@ -26,15 +26,15 @@ class SyntheticStreamConfig:
     rotate by ``drift * pi`` over the stream; ``rewire_fraction`` extra edges per task join old
     nodes. Random 60/20/20 split."""
 
-    num_nodes: int = 600
-    num_tasks: int = 6
-    num_classes: int = 3
-    num_features: int = 32
-    avg_degree: float = 6.0
-    homophily: float = 0.8
-    feature_signal: float = 2.0
-    drift: float = 1.0
-    rewire_fraction: float = 0.2
+    num_nodes: int = field(default=600, metadata={"ge": 2, "le": 10_000_000})
+    num_tasks: int = field(default=6, metadata={"ge": 1, "le": 10_000})
+    num_classes: int = field(default=3, metadata={"ge": 2})
+    num_features: int = field(default=32, metadata={"ge": 1})
+    avg_degree: float = field(default=6.0, metadata={"ge": 0.0})
+    homophily: float = field(default=0.8, metadata={"ge": 0.0, "le": 1.0})
+    feature_signal: float = field(default=2.0, metadata={"ge": 0.0})
+    drift: float = field(default=1.0, metadata={"ge": 0.0})
+    rewire_fraction: float = field(default=0.2, metadata={"ge": 0.0, "le": 100.0})
 
 
 @dataclass
@@ -58,7 +58,7 @@ class GraphStreamConfig:
     dataset_name: str = "Cora"
     source: str = "auto"
     path: str = ""
-    num_tasks: int = 10
+    num_tasks: int = field(default=10, metadata={"ge": 1, "le": 100_000})
     order: Literal["edge", "node"] = "edge"
     shuffle: bool = True
     split: Literal["random", "dataset"] = "random"
@@ -70,9 +70,9 @@ class ProgressiveSAGEConfig:
     """2-layer mean-SAGE of weight blocks, initial width ``hidden`` per layer, LeakyReLU(0.01),
     dropout after each layer, bias-free classifier (PI-GNN ``models/config.py``)."""
 
-    hidden: list[int] = field(default_factory=lambda: [12, 12])
-    dropout: float = 0.5
-    negative_slope: float = 0.01
+    hidden: list[int] = field(default_factory=lambda: [12, 12], metadata={"ge": 1})
+    dropout: float = field(default=0.5, metadata={"ge": 0.0, "lt": 1.0})
+    negative_slope: float = field(default=0.01, metadata={"ge": 0.0})
 
 
 # -- trainers ----------------------------------------------------------------------------------------
@@ -95,22 +95,22 @@ class PIGNNConfig:
     ``max_tasks`` > 0 stops early (tests); ``checkpoint_every`` k saves ``last`` every k tasks
     (0: only after the last task)."""
 
-    init_epochs: int = 400
-    rectify_epochs: int = 10
-    retrain_epochs: int = 100
-    lr: float = 1e-3
-    rectify_lr: float = 1e-3
-    weight_decay: float = 0.0
-    beta1: float = 0.01
-    beta2: float = 0.1
-    memory_size: int = 64
-    expand_size: list[int] = field(default_factory=lambda: [12, 12])
+    init_epochs: int = field(default=400, metadata={"ge": 1, "le": 1_000_000, "budget": True})
+    rectify_epochs: int = field(default=10, metadata={"ge": 0, "le": 1_000_000, "budget": True})
+    retrain_epochs: int = field(default=100, metadata={"ge": 1, "le": 1_000_000, "budget": True})
+    lr: float = field(default=1e-3, metadata={"gt": 0.0, "le": 10.0})
+    rectify_lr: float = field(default=1e-3, metadata={"gt": 0.0, "le": 10.0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})
+    beta1: float = field(default=0.01, metadata={"ge": 0.0})
+    beta2: float = field(default=0.1, metadata={"ge": 0.0})
+    memory_size: int = field(default=64, metadata={"ge": 0})
+    expand_size: list[int] = field(default_factory=lambda: [12, 12], metadata={"ge": 1})
     rectify: bool = True
     expand: bool = True
-    chunks: int = 1
+    chunks: int = field(default=1, metadata={"ge": 1, "le": 10_000})
     reset_optimizer_each_epoch: bool = False
-    max_tasks: int = 0
-    checkpoint_every: int = 1
+    max_tasks: int = field(default=0, metadata={"ge": 0})
+    checkpoint_every: int = field(default=1, metadata={"ge": 0})
 
     pk_test = _budget("init_epochs", "rectify_epochs", "retrain_epochs")
 
@@ -120,15 +120,15 @@ class FinetuneConfig:
     """Task 0: ``init_epochs`` on snapshot 0; then ``epochs`` of CE on each snapshot's affected
     training nodes (endpoints of the new edges), all parameters (OnlineGNN-style)."""
 
-    init_epochs: int = 400
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    memory_size: int = 64
-    chunks: int = 1
+    init_epochs: int = field(default=400, metadata={"ge": 1, "le": 1_000_000, "budget": True})
+    epochs: int = field(default=100, metadata={"ge": 1, "le": 1_000_000})
+    lr: float = field(default=1e-3, metadata={"gt": 0.0, "le": 10.0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})
+    memory_size: int = field(default=64, metadata={"ge": 0})
+    chunks: int = field(default=1, metadata={"ge": 1, "le": 10_000})
     reset_optimizer_each_epoch: bool = False
-    max_tasks: int = 0
-    checkpoint_every: int = 1
+    max_tasks: int = field(default=0, metadata={"ge": 0})
+    checkpoint_every: int = field(default=1, metadata={"ge": 0})
 
     pk_test = _budget("init_epochs", "epochs")
 
@@ -138,16 +138,16 @@ class ReplayConfig:
     """Fine-tune on memory + affected training nodes plus ``replay_weight`` * CE(memory): PI-GNN's
     expansion loss without isolation or rectification; same ``memory_size`` uniform memory."""
 
-    init_epochs: int = 400
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    memory_size: int = 64
-    replay_weight: float = 0.1
-    chunks: int = 1
+    init_epochs: int = field(default=400, metadata={"ge": 1, "le": 1_000_000, "budget": True})
+    epochs: int = field(default=100, metadata={"ge": 1, "le": 1_000_000})
+    lr: float = field(default=1e-3, metadata={"gt": 0.0, "le": 10.0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})
+    memory_size: int = field(default=64, metadata={"ge": 0})
+    replay_weight: float = field(default=0.1, metadata={"ge": 0.0})
+    chunks: int = field(default=1, metadata={"ge": 1, "le": 10_000})
     reset_optimizer_each_epoch: bool = False
-    max_tasks: int = 0
-    checkpoint_every: int = 1
+    max_tasks: int = field(default=0, metadata={"ge": 0})
+    checkpoint_every: int = field(default=1, metadata={"ge": 0})
 
     pk_test = _budget("init_epochs", "epochs")
 
@@ -157,16 +157,16 @@ class EWCConfig:
     """Fine-tune plus ``ewc_lambda``/2 * sum F (theta - theta*)^2 (online EWC: squared gradients
     of each task's loss summed over tasks, anchor = parameters after the last task)."""
 
-    init_epochs: int = 400
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    ewc_lambda: float = 10000.0
-    memory_size: int = 64
-    chunks: int = 1
+    init_epochs: int = field(default=400, metadata={"ge": 1, "le": 1_000_000, "budget": True})
+    epochs: int = field(default=100, metadata={"ge": 1, "le": 1_000_000})
+    lr: float = field(default=1e-3, metadata={"gt": 0.0, "le": 10.0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})
+    ewc_lambda: float = field(default=10000.0, metadata={"ge": 0.0})
+    memory_size: int = field(default=64, metadata={"ge": 0})
+    chunks: int = field(default=1, metadata={"ge": 1, "le": 10_000})
     reset_optimizer_each_epoch: bool = False
-    max_tasks: int = 0
-    checkpoint_every: int = 1
+    max_tasks: int = field(default=0, metadata={"ge": 0})
+    checkpoint_every: int = field(default=1, metadata={"ge": 0})
 
     pk_test = _budget("init_epochs", "epochs")
 
@@ -176,14 +176,14 @@ class RetrainConfig:
     """Upper reference: from the run's initial weights, ``init_epochs`` on ALL training nodes of
     every snapshot (not continual)."""
 
-    init_epochs: int = 400
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    memory_size: int = 64
-    chunks: int = 1
+    init_epochs: int = field(default=400, metadata={"ge": 1, "le": 1_000_000, "budget": True})
+    lr: float = field(default=1e-3, metadata={"gt": 0.0, "le": 10.0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})
+    memory_size: int = field(default=64, metadata={"ge": 0})
+    chunks: int = field(default=1, metadata={"ge": 1, "le": 10_000})
     reset_optimizer_each_epoch: bool = False
-    max_tasks: int = 0
-    checkpoint_every: int = 1
+    max_tasks: int = field(default=0, metadata={"ge": 0})
+    checkpoint_every: int = field(default=1, metadata={"ge": 0})
 
     pk_test = _budget("init_epochs")
 

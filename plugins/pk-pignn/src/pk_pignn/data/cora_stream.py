@@ -105,6 +105,14 @@ def load_cora_stream(folder: Path, features_path: str = "") -> tuple[SnapshotStr
         masks.append(mask)
     if bool((masks[0] & masks[1]).any() | (masks[0] & masks[2]).any() | (masks[1] & masks[2]).any()):
         raise DataError(f"{raw}: train_nodes, val_nodes and test_nodes overlap; {FIX}")
-    arrivals = [read_int_table(f, 2, n).t().contiguous() for f in stream_files(raw)]
+    if not bool(masks[0].any()):
+        raise DataError(f"{raw / 'train_nodes'}:1: no training node; {FIX}")
+    train_classes = y[masks[0]].unique()
+    if train_classes.numel() < 2:
+        raise DataError(f"{raw / 'labels'}:1: all training nodes have class {int(train_classes[0])}; need at least 2 classes; {FIX}")
+    files = stream_files(raw)
+    arrivals = [read_int_table(f, 2, n).t().contiguous() for f in files]
+    if arrivals[0].shape[1] == 0:
+        raise DataError(f"{files[0]}:1: the first snapshot has no edges; {FIX}")
     stream = SnapshotStream(planetoid.x[mapping], y, masks[0], masks[1], masks[2], arrivals, name="pignn-cora")
     return stream, {"label_map": {str(k): v for k, v in sorted(classes.items())}}

@@ -40,6 +40,12 @@ class PMFMEvaluator:
         out = {"final_mean_accuracy": float(row.nanmean())}
         if acc is None:
             return out
+        diag = torch.diagonal(acc).double()
+        if hasattr(run, "save_example_scores"):
+            # one value per snapshot (the same snapshots in every arm): pm = mean of the diagonal,
+            # final_mean_accuracy = mean of the re-scored last row; snapshots without test nodes left out
+            keep = ~(diag.isnan() | row.isnan())
+            run.save_example_scores("eval", {"pm": diag[keep].numpy(), "final_mean_accuracy": row[keep].numpy()})
         f1 = load_matrix(path, "macro_f1")
         out.update(pm=performance_mean(acc), fm=forgetting_measure(acc), pm_macro_f1=performance_mean(f1),
                    fm_macro_f1=forgetting_measure(f1), row_mismatch=float((acc[-1] - row).abs().nan_to_num(0.0).max()))
