@@ -423,17 +423,94 @@ def arm_summary(study: Any, spec: TuneSpec, arm: str) -> dict[str, Any]:
     return out
 
 
-def run_tune(plan: TunePlan, tune_dir: Path, registry: Registry, *, resume: bool = False,
-             echo: Callable[[str], None] = lambda s: None, reporter_mode: str = "quiet") -> dict[str, Any]:
-    """Run the missing trials of every arm, interleaved (the arm with fewest finished
-    trials next), and return ``{arm: arm_summary}``. A trial that fails stops the tune
-    (RunFailed, exit 1); ``--resume`` continues it."""
+def trial_task(storage: str, arm: str, trial_id: int, config: dict[str, Any], run_dir: str, metric: str,
+               direction: str, pruning: dict[str, Any], source: str, reporter_mode: str = "quiet") -> dict[str, Any]:
+    """Train one trial into ``run_dir`` against the study in ``storage`` (in this process,
+    or as a Ray task on any machine that sees the storage and the run dir). Returns
+    ``{"state": "complete", "value"}``, ``{"state": "pruned", "epoch", "value"}``,
+    ``{"state": "failed", "error"}`` or ``{"state": "no-metric", "seen"}``."""
     import optuna
-    from optuna.trial import TrialState
+    from optuna.trial import Trial
 
+    from pk.core.config import resolve
+    from pk.core.plugins import get_registry
     from pk.core.runner import train
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = TuneSpec(metric=metric, direction=direction, trials={}, space={}, **pruning)
+    study = optuna.load_study(study_name=arm, storage=storage, pruner=_pruner(spec))
+    reporter = TrialReporter(Trial(study, trial_id), metric, prune=spec.pruner != "none", mode=reporter_mode)
+    try:
+        _, result = train(resolve(config, get_registry()), run_dir=run_dir, argv=["pk", "tune", source], reporter=reporter)
+    except Pruned as stop:
+        _mark_pruned(Path(run_dir), stop)
+        return {"state": "pruned", "epoch": stop.epoch, "value": stop.value}
+    except PkError as exc:
+        return {"state": "failed", "error": str(exc)}
+    value = objective(spec, reporter.values, result.get("metrics", {}))
+    if value is None:
+        seen = sorted({*result.get("metrics", {}), *([metric] if reporter.values else [])})
+        return {"state": "no-metric", "seen": seen}
+    return {"state": "complete", "value": value}
+
+
+class LocalPool:
+    """Runs each trial in this process when its result is asked for (one at a time)."""
+
+    parallel = 1
+
+    def submit(self, **kwargs: Any) -> Any:
+        return kwargs
+
+    def result(self, handle: Any) -> dict[str, Any]:
+        return trial_task(**handle)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class RayTrialPool:
+    """Runs trials as Ray tasks (``parallel`` at a time) against the same study storage;
+    resources per trial from ``[batch] resources``. Needs ``pk-core[ray]``."""
+
+    def __init__(self, address: str | None, resources: Mapping[str, Any], parallel: int) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install 'pk-core[ray]'") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        opts = {"num_cpus": float(resources.get("num_cpus", 1)), "num_gpus": float(resources.get("num_gpus", 0))}
+        self.task = ray.remote(**opts)(trial_task)  # type: ignore[call-overload]
+        self.parallel = parallel
+
+    def submit(self, **kwargs: Any) -> Any:
+        return self.task.remote(**kwargs)
+
+    def result(self, handle: Any) -> dict[str, Any]:
+        try:
+            return self.ray.get(handle)
+        except Exception as exc:  # noqa: BLE001 - RayTaskError wraps the worker's exception
+            cause = getattr(exc, "cause", None) or exc
+            return {"state": "failed", "error": str(cause).strip().splitlines()[-1]}
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def run_tune(plan: TunePlan, tune_dir: Path, registry: Registry, *, resume: bool = False,
+             echo: Callable[[str], None] = lambda s: None, reporter_mode: str = "quiet", pool: Any = None) -> dict[str, Any]:
+    """Run the missing trials of every arm, interleaved (the arm with fewest finished or
+    running trials next), and return ``{arm: arm_summary}``. ``pool`` runs the trials
+    (default: this process, one at a time; :class:`RayTrialPool` for Ray tasks,
+    ``pool.parallel`` at a time). A trial that fails stops the tune (RunFailed, exit 1)
+    once the trials under way have ended; ``--resume`` continues it."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pool = pool or LocalPool()
     spec = plan.spec
     tune_dir = Path(tune_dir)
     record_file = tune_dir / "tune.json"
@@ -448,7 +525,8 @@ def run_tune(plan: TunePlan, tune_dir: Path, registry: Registry, *, resume: bool
                              "began; start a new tune (--out) instead of --resume")
     tune_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(tune_dir / "recipe.toml", dumps_toml(plan.recipe))
-    storage = optuna.storages.RDBStorage(storage_url(tune_dir))
+    url = storage_url(tune_dir)
+    storage = optuna.storages.RDBStorage(url)
     studies = {}
     for arm in spec.arms:
         direction: Any = spec.direction
@@ -458,70 +536,80 @@ def run_tune(plan: TunePlan, tune_dir: Path, registry: Registry, *, resume: bool
             _set_aside(t.user_attrs.get("run_dir"))
             echo(f"{arm}: trial {t.number} was cut off; it will be run again")
 
-    def summary() -> dict[str, Any]:
-        return {arm: arm_summary(studies[arm], spec, arm) for arm in spec.arms}
-
     def save() -> dict[str, Any]:
-        out = summary()
+        out = {arm: arm_summary(studies[arm], spec, arm) for arm in spec.arms}
         atomic_write_json(record_file, {"source": plan.source, "settings": plan.settings, "matrix": plan.matrix_axes,
                                         "spec": spec.as_dict(), "plan": wanted, "arms": out})
         return out
 
+    pruning = {"pruner": spec.pruner, "startup_trials": spec.startup_trials, "warmup_epochs": spec.warmup_epochs}
     state = save()
     total = sum(spec.trials.values())
-    while True:
-        todo = [a for a in spec.arms if state[a]["finished"] < spec.trials[a]]
-        if not todo:
-            break
-        arm = min(todo, key=lambda a: (state[a]["finished"], spec.arms.index(a)))
-        # the k-th finished trial of an arm draws from its own seed: a cut-off trial (failed)
-        # does not shift what a resumed tune proposes
-        study = optuna.load_study(study_name=arm, storage=storage, sampler=_sampler(spec, arm, state[arm]["finished"]),
-                                  pruner=_pruner(spec))
-        trial = study.ask()
-        params = {p.key: p.suggest(trial) for p in spec.space[arm]}
-        trial.set_user_attr("params", params)
-        try:
-            resolved = with_params(plan.base[arm], params, registry)
-        except PkError as exc:
-            study.tell(trial, state=TrialState.FAIL)
-            raise ConfigError(f"{arm} trial {trial.number}: {exc}") from None
-        run_dir = (tune_dir / TRIALS_DIR / f"{arm}-t{trial.number:03d}-{resolved.hash()}").resolve()
-        trial.set_user_attr("run_dir", str(run_dir))
-        reporter = TrialReporter(trial, spec.metric, prune=spec.pruner != "none", mode=reporter_mode)
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
-        done_before = sum(s["finished"] for s in state.values())
-        try:
-            _, result = train(resolved, run_dir=run_dir, argv=["pk", "tune", plan.source], reporter=reporter)
-        except Pruned as stop:
-            study.tell(trial, state=TrialState.PRUNED)
-            _mark_pruned(run_dir, stop)
+    inflight: list[tuple[Any, str, Any, Path, str]] = []
+    error: PkError | None = None
+    try:
+        while True:
+            while error is None and len(inflight) < max(1, int(getattr(pool, "parallel", 1))):
+                busy = {a: state[a]["finished"] + sum(f[1] == a for f in inflight) for a in spec.arms}
+                todo = [a for a in spec.arms if busy[a] < spec.trials[a]]
+                if not todo:
+                    break
+                arm = min(todo, key=lambda a: (busy[a], spec.arms.index(a)))
+                # the k-th trial of an arm draws from its own seed: a cut-off trial (failed)
+                # does not shift what a resumed tune proposes
+                study = optuna.load_study(study_name=arm, storage=storage, sampler=_sampler(spec, arm, busy[arm]),
+                                          pruner=_pruner(spec))
+                trial = study.ask()
+                params = {p.key: p.suggest(trial) for p in spec.space[arm]}
+                trial.set_user_attr("params", params)
+                try:
+                    resolved = with_params(plan.base[arm], params, registry)
+                except PkError as exc:
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise ConfigError(f"{arm} trial {trial.number}: {exc}") from None
+                run_dir = (tune_dir / TRIALS_DIR / f"{arm}-t{trial.number:03d}-{resolved.hash()}").resolve()
+                trial.set_user_attr("run_dir", str(run_dir))
+                handle = pool.submit(storage=url, arm=arm, trial_id=trial._trial_id, config=resolved.data,
+                                     run_dir=str(run_dir), metric=spec.metric, direction=spec.direction, pruning=pruning,
+                                     source=plan.source, reporter_mode=reporter_mode)
+                inflight.append((handle, arm, trial, run_dir, ", ".join(f"{k}={_short(v)}" for k, v in params.items())))
+            if not inflight:
+                break
+            handle, arm, trial, run_dir, shown = inflight[0]
+            out = pool.result(handle)
+            inflight.pop(0)
+            done = sum(s["finished"] for s in state.values()) + 1
+            study = studies[arm]
+            if out["state"] == "pruned":
+                study.tell(trial, state=TrialState.PRUNED)
+                echo(f"[{done}/{total}] {arm} trial {trial.number}: pruned at epoch {out['epoch']} "
+                     f"({spec.metric}={out['value']:.4f}) — {shown}")
+            elif out["state"] == "complete":
+                study.tell(trial, out["value"])
+                best = arm_summary(study, spec, arm)["best"]
+                echo(f"[{done}/{total}] {arm} trial {trial.number}: {spec.metric}={out['value']:.4f} — {shown}"
+                     + (f" (best {best['value']:.4f}, trial {best['trial']})" if best else ""))
+            else:
+                study.tell(trial, state=TrialState.FAIL)
+                if error is None and out["state"] == "no-metric":
+                    error = ConfigError(f"[tune] metric {spec.metric!r} was not reported by arm {arm!r} (its run reports "
+                                        f"{', '.join(out['seen']) or 'nothing'}, and per-epoch valid.* through run.log); "
+                                        "pick a metric it reports")
+                elif error is None:
+                    error = RunFailed(f"{arm} trial {trial.number} failed ({run_dir}): {out['error']}; fix it and "
+                                      "continue with --resume")
             state = save()
-            echo(f"[{done_before + 1}/{total}] {arm} trial {trial.number}: pruned at epoch {stop.epoch} "
-                 f"({spec.metric}={stop.value:.4f}) — {shown}")
             _index(run_dir)
-            continue
-        except KeyboardInterrupt:
-            study.tell(trial, state=TrialState.FAIL)
-            save()
-            raise
-        except PkError as exc:
-            study.tell(trial, state=TrialState.FAIL)
-            save()
-            raise RunFailed(f"{arm} trial {trial.number} failed ({run_dir}): {exc}; fix it and continue with --resume") from None
-        value = objective(spec, reporter.values, result.get("metrics", {}))
-        if value is None:
-            study.tell(trial, state=TrialState.FAIL)
-            save()
-            seen = sorted({*result.get("metrics", {}), *(f"{reporter.split}.{k}" for k in [reporter.name] if reporter.values)})
-            raise ConfigError(f"[tune] metric {spec.metric!r} was not reported by arm {arm!r} (its trainer logs "
-                              f"{', '.join(seen) or 'nothing'} and per-epoch valid.* through run.log); pick one it reports")
-        study.tell(trial, value)
-        state = save()
-        best = state[arm]["best"]
-        echo(f"[{done_before + 1}/{total}] {arm} trial {trial.number}: {spec.metric}={value:.4f} — {shown}"
-             + (f" (best {best['value']:.4f}, trial {best['trial']})" if best else ""))
-        _index(run_dir)
+    except BaseException:
+        for _, arm, trial, run_dir, _ in inflight:  # Ctrl-C: what was under way is cut off
+            studies[arm].tell(trial, state=TrialState.FAIL)
+            _set_aside(str(run_dir))
+        save()
+        raise
+    finally:
+        pool.close()
+    if error is not None:
+        raise error
     return state
 
 

@@ -285,3 +285,29 @@ def test_trial_reporter_reports_each_epoch_and_prunes_on_request():
         rep.metrics(20, "valid", {"accuracy": 0.6})
     assert trial.reports == [(0.5, 0), (0.6, 1)] and stop.value.epoch == 2
     assert isinstance(stop.value, KeyboardInterrupt)
+
+
+def test_trials_in_flight_keep_equal_effort(runner, tmp_path, monkeypatch):
+    """With two trials under way at once (as with --executor ray --parallel 2) each arm
+    still gets exactly its trials, interleaved, each an ordinary run dir. Uses a pool that
+    defers each trial until its result is asked for, so the scheduling is what is tested.
+    Catches a scheduler that counts only finished trials (it would start extra ones)."""
+    import pk.core.tune as tune
+
+    class Deferred(tune.LocalPool):
+        parallel = 2
+        submitted: list[str] = []
+
+        def submit(self, **kwargs):
+            self.submitted.append(kwargs["arm"])
+            return kwargs
+
+    pool = Deferred()
+    path = recipe(tmp_path / "r.toml", trials=2, pruner="none")
+    from pk.core.plugins import get_registry
+
+    plan = tune.load_tune(path, get_registry())
+    state = tune.run_tune(plan, Path("par"), get_registry(), pool=pool)
+    assert {a: (s["complete"], s["finished"]) for a, s in state.items()} == {"small": (2, 2), "large": (2, 2)}
+    assert pool.submitted == ["small", "large", "small", "large"]
+    assert len(finished_trials(Path("par"))) == 4

@@ -17,16 +17,23 @@ from pk.cli.output import print_json, print_table
 @click.option("--matrix", "matrix_axes", multiple=True, metavar="KEY=V1,V2", help="Replace (or add) a [matrix] axis.")
 @click.option("--out", type=click.Path(file_okay=False), help="Tune directory (default runs/tune-<name>-<UTC>).")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Parallel runs of the --then-batch.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: each trial (and each --then-batch run) is a Ray task against the same study storage.")
+@click.option("--address", default=None, help="Ray cluster address (with --executor ray).")
+@click.option("--parallel", type=int, default=1, show_default=True,
+              help="Trials under way at once with --executor ray (1 keeps proposals reproducible).")
 @click.option("--dry-run", is_flag=True, help="Check the recipe and show the arms, spaces and trials; run nothing.")
 @click.option("--json", "as_json", is_flag=True)
-def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out, jobs, dry_run, as_json) -> None:  # type: ignore[no-untyped-def]
+def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out, jobs, executor, address, parallel,  # type: ignore[no-untyped-def]
+             dry_run, as_json) -> None:
     """Tune RECIPE's arms with the same number of trials each, on Optuna.
 
     RECIPE is a batch recipe (file or PLUGIN:RECIPE) with a [tune] table: trials (per arm),
     metric (a validation metric: valid.* or fit.*), space (for every arm, or per arm in
     [tune.runs.NAME]), sampler (tpe, random), pruner (median, asha, none). Every trial is a
     run dir under TUNE_DIR/trials; the study is TUNE_DIR/study.sqlite, so a killed tune
-    continues with --resume (RECIPE may then be left out with --out). Unequal trial budgets,
+    continues with --resume (RECIPE may then be left out with --out); --executor ray runs
+    trials as Ray tasks against the same storage. Unequal trial budgets,
     and spaces over dataset/evaluator/budget keys, are refused (exit 2) unless [batch]
     unequal names them. --then-batch reruns each arm's best config over the recipe's matrix in
     TUNE_DIR/final and prints the paired comparison with each arm's trials and pruned count.
@@ -48,6 +55,8 @@ def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out, job
         raise UsageError(f"--trials {trials}: give 1 or more trials per arm")
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: give 1 or more parallel runs")
+    if parallel < 1 or (parallel > 1 and executor != "ray"):
+        raise UsageError(f"--parallel {parallel}: give 1 or more, and more than 1 only with --executor ray")
     registry = get_registry()
     if recipe is None:
         if not (resume and out):
@@ -74,7 +83,12 @@ def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out, job
     tune_dir = tune_dir_for(plan.batch.name, out, resume)
     echo = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     echo(f"tune {plan.batch.name}: {len(spec.arms)} arms × {max(spec.trials.values())} trials -> {tune_dir}")
-    state = run_tune(plan, tune_dir, registry, resume=resume, echo=echo)
+    pool = None
+    if executor == "ray":
+        from pk.core.tune import RayTrialPool
+
+        pool = RayTrialPool(address, dict(plan.batch.meta.get("resources", {})), parallel)
+    state = run_tune(plan, tune_dir, registry, resume=resume, echo=echo, pool=pool)
     if not then_batch:
         if as_json:
             print_json({"dir": str(tune_dir), "arms": state})
@@ -87,7 +101,16 @@ def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out, job
     batch = final_spec(plan, state, registry, tune_dir)
     bdir = Path(tune_dir) / FINAL_DIR
     echo(f"batch {batch.name} with the tuned configs: {len(batch.runs)} runs -> {bdir}")
-    outcomes = run_batch(batch, bdir, resume=resume or bdir.exists(), jobs=jobs, echo=echo)
+    if executor == "ray":
+        from pk.core.ray_executor import run_batch_ray
+
+        outcomes = run_batch_ray(batch, bdir, address=address, resume=resume or bdir.exists(), echo=echo)
+    else:
+        outcomes = run_batch(batch, bdir, resume=resume or bdir.exists(), jobs=jobs, echo=echo)
+    from pk.core.index import record_run
+
+    for o in outcomes:
+        record_run(o.run_dir)
     failed = any(o.status != "completed" for o in outcomes) or len(outcomes) < len(batch.runs)
     from pk.cli.commands.batch import _print_summary
     from pk.core.batch import comparison_rows
