@@ -286,6 +286,10 @@ def train(
     metrics.update({f"eval.{k}": float(v) for k, v in eval_metrics.items()})
     record(status="completed", ended=time.time(), seconds=round(time.time() - started, 3), metrics=metrics,
            resources=resources(started, started_cpu, metrics.get("fit.epochs_run"), device))
+    if main:
+        from pk.core.index import record_run
+
+        record_run(path)  # keeps an existing `pk runs` index current; never raises
     return path, result
 
 
