@@ -143,7 +143,8 @@ def _fmr(gen: dict, idx: object) -> float:
 
 
 def bootstrap_pair(a: dict, b: dict, key: str, resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:
-    """Paired bootstrap over the test images of one seed: (mean of b - a, two-sided p).
+    """Paired bootstrap over the test images of one seed: (b - a on all images, two-sided p;
+    0 means below the 1/2000 resolution).
     ``key`` "fmr" recomputes PA/SA on each resample; "pgd" uses the per-image PGD flags."""
     import numpy as np
 
@@ -186,7 +187,7 @@ def paired_ranking(runs: list[dict], order: list[str], key: str, metric: str) ->
         for i, s in enumerate(common):
             res = bootstrap_pair(_generated(by[(hi, s)]), _generated(by[(lo, s)]), key, seed=i)
             if res is not None:
-                boots.append(f"s{s}: {res[0]:+.3f} (p {fmt_p(res[1])})")
+                boots.append(f"s{s}: {res[0]:+.3f} (p {'< 0.0005' if res[1] == 0 else fmt_p(res[1])})")
         ci = f" [{st.low:+.3f}, {st.high:+.3f}]" if st.low is not None else ""
         p = fmt_p(st.p) if st.p is not None else "n/a"
         lines.append(f"| {hi} > {lo} | {st.mean:+.3f}{ci} | {p} | {'; '.join(boots) or 'n/a'} |")
