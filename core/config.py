@@ -380,8 +380,8 @@ def check_consumed(regs: Mapping[str, Registration], registry: Registry) -> None
         if any(section in regs[s].accepts for s in takers if s in regs):
             continue
         who = " or ".join(f"{s} {regs[s].name!r}" for s in takers if s in regs)
-        able = sorted(r.name for s in takers for r in registry if r.kind == SECTION_TO_KIND[s] and section in r.accepts)
-        hint = f"use a {takers[0]} that takes one ({', '.join(able)})" if able else "no installed component takes one"
+        able = sorted(f"{s} {r.name}" for s in takers for r in registry if r.kind == SECTION_TO_KIND[s] and section in r.accepts)
+        hint = f"use a {' or '.join(takers)} that takes one ({', '.join(able)})" if able else "no installed component takes one"
         raise ConfigError(
             f"{who} takes no {section}, so {section} = {regs[section].name!r} would be ignored; "
             f"remove [{section}] or {hint}"
