@@ -12,7 +12,7 @@ from pk.core import hookimpl
 class TransGNNConfig:
     """TransGNN: ``layers`` modules of Transformer (over ``samples`` sampled nodes) -> GCN layer
     (``gnn = false``: none, an ablation). Initial samples: tie-aware top-k of the smoothed
-    similarity of the projected input ``H0 = X W_in``; ``sampling``: "similarity" (S + alpha A S)
+    similarity of the projected input ``H0 = LayerNorm(X W_in)``; ``sampling``: "similarity" (S + alpha A S)
     or "ppr" (sum_t alpha^t A^t S, t <= ppr_steps). One sample table per layer, refreshed every
     ``refresh_every`` training epochs (0: never) from that layer's current representations by
     ``update``: "message-passing", "random-walk" (``walk_length`` steps) or "none". Graphs unseen

@@ -2,11 +2,12 @@
 
 1. attention sampling: every graph gets one sample table per layer, ``Smp_l [n, k]``, first
    filled with the tie-aware top-k (:func:`.sampling.select_rows`) of the structure-smoothed
-   similarity of the *projected* input ``H0 = X W_in`` (ties broken by hop distance, then left
+   similarity of the *projected* input ``H0 = LayerNorm(X W_in)`` (ties broken by hop distance, then left
    out, so that the sets are permutation-equivariant even for one-hot features);
 2. positional encodings, added once before the stack: shortest-path hops to the layer-0 samples
    (SPE, embedded per hop value, mean over samples), degree (embedding) and PageRank (MLP on
-   ``log(n_g * PR)``), combined with ``H0`` by concat + 2-layer MLP;
+   ``log(n_g * PR)``), combined with ``H0`` by concat + 2-layer MLP (the LayerNorm keeps the
+   feature part at the scale of the encodings, whatever the input scaling);
 3. ``layers`` modules of  Transformer layer (query = node, keys/values = node + ``Smp_l``,
    post-LN, FFN 4d)  ->  GNN layer (PyG ``GCNConv`` over the original edges, ReLU; ``gnn=False``
    drops it, an ablation);
@@ -142,6 +143,9 @@ class TransGNN(nn.Module):
         self.refresh_every, self.eval_refresh, self.tie_tolerance = refresh_every, eval_refresh, tie_tolerance
         self.num_layers = layers
         self.input = nn.Linear(in_features, hidden)
+        # H0 = LayerNorm(X W_in): the feature part keeps its scale whatever the input scaling (row-normalised
+        # bag-of-words rows are ~1/18 of binary ones and would otherwise vanish next to the encodings)
+        self.input_norm = nn.LayerNorm(hidden)
         self.hop_embedding = nn.Embedding(max_hops + 3, hidden, padding_idx=max_hops + 2) if "spd" in encodings else None
         self.degree_embedding = nn.Embedding(max_degree + 1, hidden) if "degree" in encodings else None
         self.pagerank_mlp = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden)) if "pagerank" in encodings else None
@@ -242,9 +246,9 @@ class TransGNN(nn.Module):
     def _initial_tables(self, x: Tensor, edge_index: Tensor, graph: Tensor | None, ptr: Tensor,
                         structures: list[GraphStructure], which: list[int]) -> dict[int, Tensor]:
         """Initial ``[n, L, w]`` tables (local ids) of graphs ``which``: tie-aware top-k of the
-        smoothed similarity of ``H0 = X W_in``, ties broken by hops. One graph: row chunks. Graph
+        smoothed similarity of ``H0 = LayerNorm(X W_in)``, ties broken by hops. One graph: row chunks. Graph
         batches: graphs sorted by size, padded blocks ``[B, n_max, n_max]`` of <= ~4M scores."""
-        z, hn = smoothed_queries(self.input(x.float()), edge_index, self.alpha, self.sampling, self.ppr_steps)
+        z, hn = smoothed_queries(self.input_norm(self.input(x.float())), edge_index, self.alpha, self.sampling, self.ppr_steps)
         if graph is None:
             hops = structures[0].hops
             first = topk_samples(z, hn, self.k, None, self.chunk, hops, self.tie_tolerance)[:, : self._width(x.shape[0])]
@@ -355,7 +359,7 @@ class TransGNN(nn.Module):
     def encode(self, x: Tensor, prep: Prepared, dropout: bool = True) -> Tensor:
         """``h0 = COMB([x W_in, SPE, DE, PRE])`` (only the configured encodings)."""
         input_dropout = self.dropout if self.task == "node-classification" and dropout else 0.0  # graph tasks keep their few features
-        parts = [self.input(nn.functional.dropout(x.float(), input_dropout, self.training))]
+        parts = [self.input_norm(self.input(nn.functional.dropout(x.float(), input_dropout, self.training)))]
         if self.hop_embedding is not None:
             assert prep.hops is not None
             valid = (prep.hops != self.max_hops + 2).sum(1, keepdim=True).clamp_min(1)
