@@ -24,7 +24,6 @@ is a ``DataError`` naming the file. ``remi-seq-lines`` reads any one-line-per-us
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -36,35 +35,13 @@ from pk_seqrec.data.readers import read_atomic_inter, read_seq_lines
 
 from pk.core.base import tensor_fingerprint
 from pk.core.contracts import DatasetInfo
-from pk.core.datasource import locate
+from pk.core.datasource import check_text_file, locate
 from pk.core.errors import ConfigError, DataError
 from pk.core.seed import derive_seed
 
 #: the first training cut (ComiRec samples the target index from range(4, len))
 MIN_CUT = 4
 SPLITS = ("train", "valid", "test")
-
-
-def check_text_file(path: Path) -> str:
-    """Refuse an unreadable, empty, binary or non-UTF-8 file with a ``DataError`` naming the
-    file and the line of the first bad byte; return the file's sha256 (hex)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror}); check dataset.path") from None
-    if not raw.strip():
-        raise DataError(f"{path}: the file is empty; check dataset.path or copy the data again")
-    bad = raw.find(b"\x00")
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = exc.start if bad < 0 else min(bad, exc.start)
-    if bad >= 0:
-        line = raw.count(b"\n", 0, bad) + 1
-        raise DataError(f"{path}:{line}: byte {bad} is not UTF-8 text (a binary or corrupt file?); "
-                        "point dataset.path at the plain-text data file")
-    return hashlib.sha256(raw).hexdigest()
 
 
 def user_split(num_users: int, seed: int, fractions: tuple[float, float] = (0.8, 0.1)) -> dict[str, list[int]]:
