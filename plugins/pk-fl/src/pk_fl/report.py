@@ -141,20 +141,24 @@ def plot(batch_dir: str, path: str, cells: Sequence[str] = ()) -> None:
     chosen = [c for c in sorted(curves) if not cells or c in cells]
     if not chosen:
         raise SystemExit(f"no cell among {sorted(curves)} matches {list(cells)}")
-    fig, axes = plt.subplots(len(chosen), 2, figsize=(11, 3.2 * len(chosen)), squeeze=False)
+    names = ["accuracy"]
+    if any("malicious_weight" in series for c in chosen for series in curves[c].values()):
+        names.append("malicious_weight")
+    fig, axes = plt.subplots(len(chosen), len(names), figsize=(5.5 * len(names), 3.2 * len(chosen)), squeeze=False)
     for row, cell in enumerate(chosen):
         for arm, series in sorted(curves[cell].items()):
-            for col, name in enumerate(("accuracy", "malicious_weight")):
+            for col, name in enumerate(names):
                 if name in series:
                     xs, ys = zip(*series[name])
                     axes[row][col].plot(xs, ys, marker=".", label=arm)
         axes[row][0].set_title(cell or "all", fontsize=9)
         axes[row][0].set_ylabel("server accuracy")
-        axes[row][1].set_ylabel("weight on malicious clients")
+        if len(names) > 1:
+            axes[row][1].set_ylabel("weight on malicious clients")
         for ax in axes[row]:
             ax.set_xlabel("round")
             ax.grid(alpha=0.3)
-    axes[0][1].legend(fontsize=7, ncol=2)
+    axes[0][-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
