@@ -1,16 +1,21 @@
-"""Rounds per second for FedAvg with 50 clients on MNIST t10k: pk's in-process simulator vs
-Flower's Ray simulation, side by side in one run; plus server (aggregation) time per round of
-SmartFL (and Dynafed, when pk-dynafed is installed) relative to FedAvg.
+"""Rounds per second for FedAvg on MNIST t10k, one engine per subprocess, in one run:
 
-Setup (as the fl-base note's reference figures): all 10,000 t10k images split IID over 50
-clients (200 each), all clients sampled every round, MLP 784-200-10, one local epoch of plain
-SGD (lr 0.05, batch 32), server evaluation on the 10,000 images after every round.
+- ``fedsim``: pk's in-process simulator;
+- ``bridge-inprocess``: the same rounds through pk's Flower bridge (trainer ``flower``): Flower's
+  ServerApp, strategy loop, Message/RecordDict round trips and ClientApps, in-process grid;
+- ``bridge-ray``: the bridge on Flower's simulation runtime (ClientApps in Ray actors);
+- ``flower-fedavg``: Flower's own FedAvg + a plain PyTorch ClientApp on the Ray runtime;
 
-    .venv/bin/python bench/fl_vs_flower.py --rounds 6 [--flower-python /path/to/flwr-env/bin/python]
+plus server (aggregation) time per round of SmartFL (and Dynafed, when installed) vs FedAvg.
 
-Flower runs in its own environment (``flwr[simulation]`` pins ray 2.55.1) as a subprocess of
-this script (``--role flower``); without ``--flower-python`` only pk's figures are measured.
-The first round is reported separately (Ray start-up); rates use rounds 2..R.
+Setup (as the fl-base note's reference figures): all 10,000 t10k images split IID over
+``--clients`` clients (default 50, 200 each), all sampled every round, MLP 784-200-10, one local
+epoch of plain SGD (lr 0.05, batch 32), server evaluation on the 10,000 images after every round.
+
+    .venv/bin/python bench/fl_vs_flower.py --rounds 4 [--engines fedsim,bridge-inprocess] [--skip-server]
+
+Rates use rounds 2..R (the first round holds Ray's start-up); ``first_round_s`` is reported
+apart. Every engine runs with one torch thread; Ray gets 2 CPUs (2 actors x 1 CPU).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 CLIENTS, HIDDEN, LR, BATCH = 50, 200, 0.05, 32
+ENGINES = ("fedsim", "bridge-inprocess", "bridge-ray", "flower-fedavg")
 
 
 def mnist_bundle() -> Any:
@@ -83,6 +89,9 @@ class BenchRun:
     def artifact_path(self, name: str) -> Path:
         return Path("/tmp") / f"pk-bench-{name}"
 
+    def save_example_scores(self, split: str, scores: Any) -> None:
+        """Not needed by the benchmark."""
+
 
 def sim_config(rounds: int, participation: float = 1.0, num_clients: int = CLIENTS) -> Any:
     from pk_fl.plugin import FedSimConfig
@@ -91,31 +100,50 @@ def sim_config(rounds: int, participation: float = 1.0, num_clients: int = CLIEN
                         lr=LR, proxy_samples=100, checkpoint_every=0, plot=False, eval_batch_size=2000)
 
 
-def run_pk(rounds: int, aggregator_factory: Any, data: Any, cfg: Any = None) -> dict[str, Any]:
+def run_pk(rounds: int, aggregator_factory: Any, data: Any, cfg: Any = None, trainer_name: str = "fedsim") -> dict[str, Any]:
     import torch
     from pk_fl.simulator import FedSimTrainer
+    from pk_fl.trainers.flower import FlowerTrainer
 
     from pk.core.builtins.components import MLP
 
     torch.manual_seed(0)
     model = MLP(784, 10, [HIDDEN], 0.0, "relu")
-    trainer = FedSimTrainer(cfg or sim_config(rounds))
+    trainer = (FlowerTrainer if trainer_name == "flower" else FedSimTrainer)(cfg or sim_config(rounds))
     run = BenchRun(aggregator_factory)
+    stamps: list[float] = []
+    log = run.log
+
+    def timed_log(step: int, split: str = "train", **metrics: float) -> None:
+        if split == "server":
+            stamps.append(time.perf_counter())
+        log(step, split, **metrics)
+
+    run.log = timed_log  # type: ignore[method-assign]
     t0 = time.perf_counter()
     trainer.fit(model, data, run)
-    return {"wall_s": time.perf_counter() - t0, **trainer.timing, "final_accuracy": run.server_log[-1][1]}
+    per_round = [b - a for a, b in zip(stamps, stamps[1:])]
+    steady = per_round[1:] or per_round
+    return {**getattr(trainer, "timing", {}), "wall_s": time.perf_counter() - t0, "first_round_s": per_round[0], "seconds_per_round": sum(steady) / len(steady),
+            "rounds_per_s": len(steady) / sum(steady), "final_accuracy": run.server_log[-1][1]}
 
 
-def pk_side(rounds: int) -> dict[str, Any]:
+def pk_side(rounds: int, engine: str, clients: int) -> dict[str, Any]:
+    import dataclasses
+
     import torch
 
     from pk.core.builtins.components import FedAvg
 
     torch.set_num_threads(1)
     data = mnist_bundle()
-    res = run_pk(rounds, lambda ctx: FedAvg(None), data)
-    res["rounds_per_s"] = 1.0 / res["seconds_per_round"]
-    return res
+    cfg = sim_config(rounds, num_clients=clients)
+    if engine == "fedsim":
+        return run_pk(rounds, lambda ctx: FedAvg(None), data, cfg)
+    from pk_fl.plugin import FlowerConfig
+
+    fcfg = FlowerConfig(**{**dataclasses.asdict(cfg), "backend": "ray" if engine == "bridge-ray" else "in-process"})
+    return run_pk(rounds, lambda ctx: FedAvg(None), data, fcfg, trainer_name="flower")
 
 
 def server_side(rounds: int) -> dict[str, Any]:
@@ -143,8 +171,8 @@ def server_side(rounds: int) -> dict[str, Any]:
     return out
 
 
-def flower_side(rounds: int) -> dict[str, Any]:
-    """Flower 1.42 Message API + Ray backend (2 actors x 1 CPU), the same experiment."""
+def flower_side(rounds: int, clients: int = CLIENTS) -> dict[str, Any]:
+    """Flower 1.42 Message API, its own FedAvg + Ray backend (2 actors x 1 CPU), the same experiment."""
     import torch
     from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
@@ -155,7 +183,8 @@ def flower_side(rounds: int) -> dict[str, Any]:
 
     data = mnist_bundle()
     x, y = data.tensors["train"]["x"], data.tensors["train"]["y"]
-    parts = torch.arange(len(y)).chunk(CLIENTS)
+    parts = torch.arange(len(y)).chunk(clients)
+    torch.set_num_threads(1)
 
     def net() -> nn.Module:
         torch.manual_seed(0)
@@ -193,11 +222,11 @@ def flower_side(rounds: int) -> dict[str, Any]:
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=CLIENTS, min_available_nodes=CLIENTS)
+        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients, min_available_nodes=clients)
         strategy.start(grid=grid, initial_arrays=ArrayRecord(net().state_dict()), num_rounds=rounds, evaluate_fn=evaluate_fn)
 
     t0 = time.perf_counter()
-    run_simulation(server_app=server, client_app=client, num_supernodes=CLIENTS,
+    run_simulation(server_app=server, client_app=client, num_supernodes=clients,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}})
     wall = time.perf_counter() - t0
     times = [t for _r, t, _a in stamps]
@@ -210,20 +239,25 @@ def flower_side(rounds: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--role", choices=["all", "flower"], default="all")
-    ap.add_argument("--flower-python", default="", help="python of an environment with flwr[simulation]")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--clients", type=int, default=CLIENTS)
+    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {', '.join(ENGINES)}")
+    ap.add_argument("--role", default="all", help=argparse.SUPPRESS)
     ap.add_argument("--skip-server", action="store_true")
     args = ap.parse_args()
-    if args.role == "flower":
-        print(json.dumps(flower_side(args.rounds)))
+    if args.role != "all":
+        res = flower_side(args.rounds, args.clients) if args.role == "flower-fedavg" else pk_side(args.rounds, args.role, args.clients)
+        print("RESULT " + json.dumps(res))
         return
-    result: dict[str, Any] = {"pk": pk_side(args.rounds)}
-    if args.flower_python:
-        proc = subprocess.run([args.flower_python, __file__, "--role", "flower", "--rounds", str(args.rounds)],
-                              capture_output=True, text=True, timeout=1200)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        result["flower"] = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}
+    result: dict[str, Any] = {}
+    for engine in [e for e in args.engines.split(",") if e]:
+        if engine not in ENGINES:
+            sys.exit(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        proc = subprocess.run([sys.executable, __file__, "--role", engine, "--rounds", str(args.rounds),
+                               "--clients", str(args.clients)], capture_output=True, text=True, timeout=3600)
+        lines = [ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        result[engine] = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}
+        print(engine, json.dumps(result[engine]), file=sys.stderr, flush=True)
     if not args.skip_server:
         result["server_time"] = server_side(max(3, args.rounds // 2))
     print(json.dumps(result, indent=2))
