@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from pk.core.utils import make_optimizer
+    from pk.core.torch_helpers import make_optimizer
 
     data = _dataset(args.dataset)
     batches = list(data.loader("train", args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))

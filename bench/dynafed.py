@@ -50,7 +50,7 @@ def server_time(rounds: int) -> dict[str, Any]:
     from pk_dynafed.aggregator import DEFAULTS, Dynafed
     from pk_fl.data.images import build_mnist
     from pk_fl.plugin import FedSimConfig, MnistConfig
-    from pk_fl.simulator import FedSimTrainer
+    from pk_fl.trainers.simulator import FedSimTrainer
 
     from pk.core.builtins.components import MLP, FedAvg
 

@@ -102,7 +102,7 @@ def sim_config(rounds: int, participation: float = 1.0, num_clients: int = CLIEN
 
 def run_pk(rounds: int, aggregator_factory: Any, data: Any, cfg: Any = None, trainer_name: str = "fedsim") -> dict[str, Any]:
     import torch
-    from pk_fl.simulator import FedSimTrainer
+    from pk_fl.trainers.simulator import FedSimTrainer
     from pk_fl.trainers.flower import FlowerTrainer
 
     from pk.core.builtins.components import MLP
@@ -149,7 +149,7 @@ def pk_side(rounds: int, engine: str, clients: int) -> dict[str, Any]:
 def server_side(rounds: int) -> dict[str, Any]:
     """Server time per round of FedAvg, SmartFL (and Dynafed if installed), 20 of 50 clients per round."""
     import torch
-    from pk_fl.flower import build_aggregator
+    from pk_fl.trainers.flower_bridge import build_aggregator
 
     from pk.core.builtins.components import FedAvg
     from pk.core.plugins import get_registry

@@ -97,11 +97,11 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windo
     optimiser step sees as many next-item targets as a RecBole batch of 256 prefixes."""
     import torch
     from pk_seqrec.data.datasets import build_ml100k
-    from pk_seqrec.evaluation import evaluate_ranking
+    from pk_seqrec.evaluators import evaluate_ranking
     from pk_seqrec.models.sasrec import build_sasrec
     from pk_seqrec.plugin import ML100kConfig, SASRecConfig
 
-    from pk.core.utils import make_optimizer, to_device
+    from pk.core.torch_helpers import make_optimizer, to_device
 
     data = build_ml100k(ML100kConfig(source="file", kcore=0, max_len=50, train_windows=windows))
     torch.manual_seed(seed)

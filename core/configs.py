@@ -28,3 +28,13 @@ class EpochBudget:
     max_steps: int = field(default=-1, metadata={"ge": -1})
     batch_size: int = field(default=64, metadata={"ge": 1})
     eval_batch_size: int = field(default=256, metadata={"ge": 1})
+
+
+@dataclass
+class FileSource:
+    """Where a dataset's real file comes from: ``source`` "auto" (the real file when found,
+    else the plugin's seeded default), "synthetic" or a plugin-defined name; ``path`` any
+    file (or folder) in the dataset's format, overriding the default location."""
+
+    source: str = "auto"
+    path: str = ""

@@ -23,7 +23,7 @@ flwr = pytest.importorskip("flwr", reason="flwr not installed (pip install 'pk-f
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
 from pk_fl.aggregators import CoordinateMedian  # noqa: E402
-from pk_fl.flower import make_strategy  # noqa: E402
+from pk_fl.trainers.flower_bridge import make_strategy  # noqa: E402
 
 from pk.cli.main import cli  # noqa: E402
 from pk.core.builtins.components import FedAvg  # noqa: E402
@@ -153,9 +153,9 @@ def _free_port() -> int:
                            "2 loaded cores); set PK_TEST_FLOWER_DEPLOY=1")
 def test_deployment_with_superlink_and_supernodes_matches_fedsim(tmp_path):
     """Deployment across processes: a local SuperLink, three SuperNodes (partition ids 0..2) and
-    ``flwr run`` of the app that ``python -m pk_fl.flower_deploy init`` writes. The ServerApp's
+    ``flwr run`` of the app that ``python -m pk_fl.trainers.flower_deploy init`` writes. The ServerApp's
     result equals fedsim's on the same config."""
-    from pk_fl.flower_deploy import write_app
+    from pk_fl.trainers.flower_deploy import write_app
 
     bin_dir = Path(sys.executable).parent
     home, out = tmp_path / "flwr-home", tmp_path / "out"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from pk_fl.plugin import FedSimConfig, SyntheticImagesConfig
-from pk_fl.simulator import META_KEYS, FedSimTrainer, client_meta
+from pk_fl.trainers.simulator import META_KEYS, FedSimTrainer, client_meta
 
 from pk.core.builtins.components import FedAvg
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from pk_fl.attacks import poison_labels, poison_updates
-from pk_fl.partition import partition, sinkhorn_balance
-from pk_fl.simulator import malicious_ids, sample_clients
+from pk_fl.trainers.attacks import poison_labels, poison_updates
+from pk_fl.data.partition import partition, sinkhorn_balance
+from pk_fl.trainers.simulator import malicious_ids, sample_clients
 
 METHODS = ("iid", "dirichlet", "dynafed-dirichlet", "shards")
 

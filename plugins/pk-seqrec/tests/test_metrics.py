@@ -7,7 +7,7 @@ import math
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from pk_seqrec.evaluation import full_ranking_metrics, mask_history
+from pk_seqrec.evaluators import full_ranking_metrics, mask_history
 
 
 def _brute(scores: list[float], target: int, k: int) -> tuple[float, float, float]:

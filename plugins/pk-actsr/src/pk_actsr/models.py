@@ -31,7 +31,7 @@ from torch import nn
 
 from pk.core.contracts import DatasetInfo
 from pk.core.errors import ConfigError
-from pk.core.utils import make_optimizer
+from pk.core.torch_helpers import make_optimizer
 from pk_actsr.calibrators import ACTSRCalibrator, Session, perturbed_attention
 
 

@@ -44,7 +44,7 @@ from torch import nn
 
 from pk.core.builtins.components import FedAvg
 from pk.core.errors import ConfigError
-from pk.core.utils import check_updates
+from pk.core.torch_helpers import check_updates
 from pk_dynafed.dsa import augment, parse_strategy
 from pk_dynafed.synthesis import FlatModel, SyntheticSet, kd_loss, synthesize
 

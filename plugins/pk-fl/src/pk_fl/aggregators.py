@@ -2,7 +2,7 @@
 
 All follow :class:`pk.core.contracts.Aggregator`: ``aggregate(global_state, updates, state)``
 with ``updates`` a sequence of ``(state_dict, weight, meta)``; they raise ``ValueError`` on an
-empty round or zero total weight (via :func:`pk.core.utils.check_updates`), never mutate
+empty round or zero total weight (via :func:`pk.core.torch_helpers.check_updates`), never mutate
 inputs, and ignore clients whose weight is 0. Robust rules use client weights only as a
 participation mask (an attacker could inflate its example count). Arithmetic is float64 and
 cast back to each tensor's dtype (integer buffers are rounded).
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pk.core.utils import check_updates
+from pk.core.torch_helpers import check_updates
 
 
 def _active(updates: Sequence[Any]) -> list[int]:

@@ -199,7 +199,7 @@ def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
 
 @hookimpl
 def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
-    register("fedsim", "pk_fl.simulator:FedSimTrainer", config=FedSimConfig,
+    register("fedsim", "pk_fl.trainers.simulator:FedSimTrainer", config=FedSimConfig,
              summary="In-process federated simulator: sampling, local epochs, attacks, any aggregator, resume",
              tasks=("classification",), paper=FL_BASE_PAPER, accepts=("aggregator",))
     register("flower", "pk_fl.trainers.flower:FlowerTrainer", config=FlowerConfig,

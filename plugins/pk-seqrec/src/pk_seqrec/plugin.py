@@ -234,5 +234,5 @@ def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
 
 @hookimpl
 def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
-    register("full-ranking", "pk_seqrec.evaluation:FullRankingEvaluator", config=FullRankingConfig, tasks=TASKS,
+    register("full-ranking", "pk_seqrec.evaluators:FullRankingEvaluator", config=FullRankingConfig, tasks=TASKS,
              summary="Full-ranking HR/NDCG/MRR@K (history exclusion switch; sampled metrics as a biased option)")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from pk.core.errors import ConfigError
-from pk.core.utils import check_updates
+from pk.core.torch_helpers import check_updates
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torch import nn
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
-from pk.core.utils import to_device
+from pk.core.torch_helpers import to_device
 from pk_solar.models import SIDECAR, CausalLM, fill_path
 
 

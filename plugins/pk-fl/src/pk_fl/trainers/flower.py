@@ -27,7 +27,7 @@ from torch import nn
 
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
-from pk_fl.simulator import (
+from pk_fl.trainers.simulator import (
     FedSimTrainer,
     build_federation,
     evaluate_examples,
@@ -49,7 +49,7 @@ class FlowerTrainer(FedSimTrainer):
                               "stateless Flower ClientApps do not keep; use trainer fedsim")
 
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
-        from pk_fl import flower
+        from pk_fl.trainers import flower_bridge as flower
 
         cfg = self.config
         device = run.device

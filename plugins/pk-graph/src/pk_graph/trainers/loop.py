@@ -6,7 +6,7 @@ log through ``run.log``, checkpoint ``last`` every epoch and resume bit-identica
 A model with ``begin_epoch(epoch)`` / ``end_epoch(epoch)`` methods gets them called around each
 training epoch (TransGNN refreshes its sample tables there), before validation.
 
-``fit`` returns ``epochs_run``, ``best_epoch``, ``steps``, ``best_valid_accuracy`` and the
+``fit`` returns ``epochs_run``, ``best_epoch`` (1-based, as every pk trainer), ``steps``, ``best_valid_accuracy`` and the
 learning check: ``final_train_loss`` and ``min_train_loss`` (epoch means), ``chance_loss`` (the
 entropy of the training labels: the loss of the best constant prediction, ``ln C`` for balanced
 classes) and ``loss_left_chance`` = 1 when ``min_train_loss < (1 - CHANCE_MARGIN) * chance_loss``.
@@ -23,10 +23,10 @@ from torch import nn
 
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
-from pk.core.utils import make_optimizer, to_device
+from pk.core.torch_helpers import make_optimizer, to_device
 from pk_graph.data.bundles import NodeBundle
 from pk_graph.models.gnn import graph_targets
-from pk_graph.trainers.metrics import split_metrics
+from pk_graph.evaluators import split_metrics
 
 #: a training loss counts as having left chance once it is this fraction below ``chance_loss``
 CHANCE_MARGIN = 0.05
@@ -140,7 +140,7 @@ class _EpochTrainer(ABC):
         chance = chance_loss(train_labels(data))
         left = losses["min"] < (1.0 - CHANCE_MARGIN) * chance
         return {
-            "best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"]), "epochs_run": float(epoch + 1),
+            "best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"]) + 1.0, "epochs_run": float(epoch + 1),
             "steps": float(step), "final_train_loss": float(losses["final"]), "min_train_loss": float(losses["min"]),
             "chance_loss": chance, "loss_left_chance": float(left),
         }

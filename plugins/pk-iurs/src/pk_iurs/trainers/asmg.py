@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from pk.core.contracts import RunHandle
-from pk.core.utils import make_optimizer, to_device
+from pk.core.torch_helpers import make_optimizer, to_device
 from pk_iurs.data import batches, num_rows
 from pk_iurs.trainers.base import StreamTrainer
 

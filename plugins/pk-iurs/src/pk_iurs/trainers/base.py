@@ -29,14 +29,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from pk_seqrec.evaluation import full_ranking_metrics
+from pk_seqrec.evaluators import full_ranking_metrics
 from torch import nn
 
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.io import atomic_write_bytes
 from pk.core.seed import capture_rng_state, restore_rng_state
-from pk.core.utils import make_optimizer, to_device
+from pk.core.torch_helpers import make_optimizer, to_device
 from pk_iurs.data import batches, num_rows
 from pk_iurs.growth import item_count, set_item_count
 

@@ -11,7 +11,7 @@ from pk_seqrec.models.encoder import last_real_index
 from torch import nn
 
 from pk.core.contracts import RunHandle
-from pk.core.utils import to_device
+from pk.core.torch_helpers import to_device
 from pk_iurs.data import concat_rows, num_rows
 from pk_iurs.memory import Reservoir, ader_lambda, herding, kd_loss
 from pk_iurs.trainers.base import StreamTrainer

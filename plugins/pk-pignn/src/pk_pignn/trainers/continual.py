@@ -194,7 +194,7 @@ class ContinualTrainer(ABC):
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
         """Accuracy / macro-F1 on ``split``'s nodes of the LAST snapshot (the whole graph)."""
-        from pk.core.utils import macro_f1
+        from pk.core.torch_helpers import macro_f1
 
         was_training = model.training
         model.eval()

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pk.core.utils import macro_f1
+from pk.core.torch_helpers import macro_f1
 
 FM_SIGN_NOTE = "FM < 0 means forgetting, FM > 0 backward transfer"
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from pk.core.errors import ConfigError, UsageError
-from pk.core.utils import to_device
+from pk.core.torch_helpers import to_device
 from pk_remi.losses import routing_stats
 from pk_remi.serving import InterestMerge, retrieve
 

@@ -28,7 +28,7 @@ from torch import nn
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
-from pk.core.utils import make_optimizer, to_device
+from pk.core.torch_helpers import make_optimizer, to_device
 from pk_remi.evaluators.remi_protocol import configured_merge, protocol_scores
 
 

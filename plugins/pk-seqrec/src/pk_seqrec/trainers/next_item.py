@@ -29,8 +29,8 @@ from pk.core.contracts import RunHandle
 from pk.core.distributed import loss_module, rank_chunk, reduce_mean
 from pk.core.errors import ConfigError
 from pk.core.seed import capture_rng_state, restore_rng_state
-from pk.core.utils import make_optimizer, to_device
-from pk_seqrec.evaluation import means, ranking_scores, save_scores
+from pk.core.torch_helpers import make_optimizer, to_device
+from pk_seqrec.evaluators import means, ranking_scores, save_scores
 
 
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:

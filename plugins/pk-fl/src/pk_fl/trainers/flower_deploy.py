@@ -1,6 +1,6 @@
 """pk's federated simulation as a deployable Flower app (SuperLink + SuperNodes + ``flwr run``).
 
-``python -m pk_fl.flower_deploy init APP_DIR`` writes a Flower app folder (``pyproject.toml``
+``python -m pk_fl.trainers.flower_deploy init APP_DIR`` writes a Flower app folder (``pyproject.toml``
 with ``[tool.flwr.app.components]`` pointing at this module's ``server_app`` / ``client_app``,
 and run-config keys ``pk-config`` and ``out-dir``). Each SuperNode is started with
 ``--node-config "partition-id=K num-partitions=N"``; ``flwr run APP_DIR <connection> --run-config
@@ -38,7 +38,7 @@ def _setup(config_path: str) -> dict[str, Any]:
     from pk.core.plugins import get_registry
     from pk.core.runner import Components
     from pk.core.seed import seed_everything
-    from pk_fl.simulator import build_federation
+    from pk_fl.trainers.simulator import build_federation
 
     resolved = resolve(load_toml(Path(config_path)), get_registry())
     if resolved.run.threads:
@@ -59,7 +59,7 @@ client_app = ClientApp()
 
 @lru_cache(maxsize=4)
 def _inner_client(config_path: str) -> Any:
-    from pk_fl.flower import make_client_app
+    from pk_fl.trainers.flower_bridge import make_client_app
 
     s = _setup(config_path)
     template = copy.deepcopy(s["model"]).cpu()
@@ -87,8 +87,8 @@ def _main(grid: Grid, context: Context) -> None:
     from pk.core.contracts import ServerContext
     from pk.core.io import save_tensors
     from pk.core.seed import derive_seed
-    from pk_fl.flower import discover_partitions, make_fedsim_strategy, quiet_flower
-    from pk_fl.simulator import evaluate_examples, fit_summary
+    from pk_fl.trainers.flower_bridge import discover_partitions, make_fedsim_strategy, quiet_flower
+    from pk_fl.trainers.simulator import evaluate_examples, fit_summary
 
     s = _setup(str(context.run_config["pk-config"]))
     out_dir = Path(str(context.run_config["out-dir"]))
@@ -163,9 +163,9 @@ def write_app(app_dir: str | Path) -> Path:
     app_dir.mkdir(parents=True, exist_ok=True)
     (app_dir / "pyproject.toml").write_text(PYPROJECT.format(module=APP_MODULE))
     (app_dir / f"{APP_MODULE}.py").write_text(textwrap.dedent('''\
-        """Flower app entry points: pk-fl's ServerApp and ClientApp (see pk_fl.flower_deploy)."""
+        """Flower app entry points: pk-fl's ServerApp and ClientApp (see pk_fl.trainers.flower_deploy)."""
 
-        from pk_fl.flower_deploy import client_app, server_app
+        from pk_fl.trainers.flower_deploy import client_app, server_app
 
         __all__ = ["client_app", "server_app"]
         '''))
@@ -175,7 +175,7 @@ def write_app(app_dir: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2 or args[0] != "init":
-        print("usage: python -m pk_fl.flower_deploy init APP_DIR", file=sys.stderr)
+        print("usage: python -m pk_fl.trainers.flower_deploy init APP_DIR", file=sys.stderr)
         return 2
     print(write_app(args[1]))
     return 0

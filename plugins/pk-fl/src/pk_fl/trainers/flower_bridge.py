@@ -14,11 +14,11 @@ Two levels:
 
 2. **pk's federated simulation as a Flower app** (``make_client_app``, ``make_server_app``,
    ``run_inprocess``, ``run_ray``; the trainer ``flower`` in :mod:`pk_fl.trainers.flower`). The
-   ClientApp wraps pk's client trainer (:func:`pk_fl.simulator.local_train`, label attacks
+   ClientApp wraps pk's client trainer (:func:`pk_fl.trainers.simulator.local_train`, label attacks
    included) and answers a ``query`` message with its partition id; the ServerApp builds the
    same partition, asks every node for its partition id, then runs :class:`FedSimStrategy`:
    the fedsim round (seeded client sample, model attacks, weights, the pk aggregator,
-   :func:`pk_fl.simulator.server_step`) with Flower doing the messaging. With the same config
+   :func:`pk_fl.trainers.simulator.server_step`) with Flower doing the messaging. With the same config
    and seed the result equals ``fedsim``'s (same derived RNG per round and client).
 
 flwr is imported only inside these functions and classes' factories.
@@ -133,13 +133,13 @@ def make_client_app(cfg: Any, fed: Any, build_model: Callable[[], Any], seed: in
     ``partition-id`` (checked against the node's own ``node_config["partition-id"]``); the reply
     holds the trained ArrayRecord and a MetricRecord with ``num-examples`` and ``client_loss``.
     A malicious partition (client behaviour) trains on poisoned labels for a label attack; model
-    attacks act in the server's attack layer (:func:`pk_fl.simulator.server_step`), because LIE
+    attacks act in the server's attack layer (:func:`pk_fl.trainers.simulator.server_step`), because LIE
     needs the round's benign updates. ``query`` messages are answered with the partition id.
     Clients are stateless (a persistent client optimiser is refused by the trainer)."""
     app, clientapp, _serverapp, _strategy = _flwr()
     from pk.core.seed import derive_seed
-    from pk_fl.attacks import LABEL_ATTACKS
-    from pk_fl.simulator import local_train
+    from pk_fl.trainers.attacks import LABEL_ATTACKS
+    from pk_fl.trainers.simulator import local_train
 
     client_app = clientapp.ClientApp()
     workers: dict[str, Any] = {}
@@ -213,7 +213,7 @@ def make_fedsim_strategy(cfg: Any, fed: Any, aggregator: Any, seed: int, *,
     app, _clientapp, _serverapp, strategy = _flwr()
     import numpy as np
 
-    from pk_fl.simulator import _clone_state, round_generator, sample_clients, server_step
+    from pk_fl.trainers.simulator import _clone_state, round_generator, sample_clients, server_step
 
     class FedSimStrategy(strategy.FedAvg):  # type: ignore[misc, name-defined]
         """fedsim's round as a Flower strategy (see :func:`make_fedsim_strategy`)."""

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pk.core.utils import macro_f1, to_device
+from pk.core.torch_helpers import macro_f1, to_device
 from pk_graph.models.gnn import graph_targets
 
 
@@ -29,7 +29,7 @@ def split_predictions(model: Any, data: Any, split: str, batch_size: int, device
 
 
 def split_metrics(model: Any, data: Any, split: str, batch_size: int = 256, device: str = "cpu", per_example: bool = False) -> Any:
-    """``accuracy``, ``macro_f1`` (pk.core.utils) and mean cross-entropy ``loss`` on ``split``.
+    """``accuracy``, ``macro_f1`` (pk.core.torch_helpers) and mean cross-entropy ``loss`` on ``split``.
 
     ``per_example=True`` returns ``(metrics, {"accuracy": 0/1 array, "loss": CE array})`` with one
     value per node/graph of the split in dataset order; each metric is the mean of its array."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pk.core.utils import to_device
+from pk.core.torch_helpers import to_device
 
 
 def mask_history(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:

@@ -42,8 +42,8 @@ from torch import nn
 from pk.core.contracts import RunHandle, ServerContext
 from pk.core.errors import ConfigError, DataError
 from pk.core.seed import capture_rng_state, derive_seed, restore_rng_state
-from pk_fl.attacks import LABEL_ATTACKS, MODEL_ATTACKS, poison_labels, poison_updates
-from pk_fl.partition import partition
+from pk_fl.trainers.attacks import LABEL_ATTACKS, MODEL_ATTACKS, poison_labels, poison_updates
+from pk_fl.data.partition import partition
 
 #: the only keys of ``meta`` an aggregator ever sees
 META_KEYS = ("client_id", "num_examples")
@@ -227,7 +227,7 @@ def server_step(
 def evaluate_examples(model: nn.Module, data: Any, split: str, batch_size: int, device: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Accuracy, macro-F1 and mean cross-entropy on ``split``, plus per-example ``accuracy``
     (0/1 correctness) and ``loss`` arrays in the split's order (their means are the metrics)."""
-    from pk.core.utils import macro_f1, to_device
+    from pk.core.torch_helpers import macro_f1, to_device
 
     was_training = model.training
     model.eval()
