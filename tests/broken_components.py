@@ -196,7 +196,7 @@ def build_neighbour_mean(config, info):
 def make_eager_trainer():
     """A supervised trainer that takes one optimiser step before looking at its step budget."""
     from pk.core.builtins.components import SupervisedTrainer
-    from pk.core.utils import make_optimizer
+    from pk.core.torch_helpers import make_optimizer
 
     class EagerTrainer(SupervisedTrainer):
         def fit(self, model, data, run):
