@@ -236,7 +236,7 @@ def test_pruned_trials_are_recorded_and_block_then_batch(runner, tmp_path, monke
     pruned (epoch 1) with one validation line logged, `pk runs --status pruned` lists them,
     the study counts them, --then-batch refuses (no completed trial), and a resume with a
     changed space is refused. Catches a pruner not wired to run.log's valid metrics."""
-    import pk.core.tune as tune
+    import pk.core.tune.study as tune
 
     monkeypatch.setattr(tune, "_pruner", lambda spec: optuna.pruners.ThresholdPruner(lower=2.0))
     path = recipe(tmp_path / "r.toml", trials=1)
