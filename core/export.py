@@ -147,7 +147,8 @@ def export_mlflow(target: str | Path, tracking_uri: str | None = None, experimen
     A ``file:`` tracking URI is MLflow's file store (offline; MLflow 3 keeps it behind
     ``MLFLOW_ALLOW_FILE_STORE``, which is set here because the user asked for it);
     ``sqlite:///...`` works offline too."""
-    from pk.core.index import flatten, live_status, read_run
+    from pk.core.index import live_status, read_run
+    from pk.core.run_query import flatten
 
     if tracking_uri and tracking_uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

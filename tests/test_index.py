@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pk.core.errors import UsageError
-from pk.core.index import INDEX_NAME, RunIndex, parse_since, parse_where, record_run
+from pk.core.index import INDEX_NAME, RunIndex, record_run
+from pk.core.run_query import parse_since, parse_where
 from tests.conftest import invoke
 
 

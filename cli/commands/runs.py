@@ -43,8 +43,9 @@ def runs_cmd(root: str, status: str | None, model: str | None, where: str | None
     SIGTERM), crashed (killed without a word; `pk train --resume DIR` continues it),
     pruned (a `pk tune` trial stopped early)."""
     from pk.core.errors import UsageError
-    from pk.core.index import INDEX_NAME, RunIndex, format_compare, parse_since, parse_where
-    from pk.core.index import compare as compare_runs
+    from pk.core.index import INDEX_NAME, RunIndex
+    from pk.core.run_query import compare as compare_runs
+    from pk.core.run_query import format_compare, parse_since, parse_where
 
     if last < 0:
         raise UsageError(f"--last {last}: give a number of runs >= 0")

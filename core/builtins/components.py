@@ -14,8 +14,8 @@ from pk.core.base import TensorBundle
 from pk.core.contracts import DatasetInfo, RunHandle
 from pk.core.distributed import loss_module, rank_chunk, reduce_mean
 from pk.core.seed import derive_seed
-from pk.core.train_state import TrainState
 from pk.core.torch_helpers import check_updates, classification_metrics, make_optimizer, to_device
+from pk.core.train_state import TrainState
 
 
 # -- data ------------------------------------------------------------------------------

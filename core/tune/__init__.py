@@ -38,12 +38,39 @@ batch meta (``batch.json`` ``meta.tune``).
 from __future__ import annotations
 
 from pk.core.tune.spec import (
-    FINAL_DIR, KINDS, PRUNERS, SAMPLERS, STUDY_FILE, TRIALS_DIR, TUNE_KEYS, Param, TunePlan, TuneSpec, batch_part,
-    literal, load_tune, parse_space, parse_tune, tune_dir_for, with_params,
+    FINAL_DIR,
+    KINDS,
+    PRUNERS,
+    SAMPLERS,
+    STUDY_FILE,
+    TRIALS_DIR,
+    TUNE_KEYS,
+    Param,
+    TunePlan,
+    TuneSpec,
+    batch_part,
+    literal,
+    load_tune,
+    parse_space,
+    parse_tune,
+    tune_dir_for,
+    with_params,
 )
 from pk.core.tune.study import (
-    LocalPool, Pruned, RayTrialPool, TrialReporter, arm_summary, check_equal_effort, effort_lines, final_spec,
-    load_summary, objective, plan_record, run_tune, storage_url, trial_task,
+    LocalPool,
+    Pruned,
+    RayTrialPool,
+    TrialReporter,
+    arm_summary,
+    check_equal_effort,
+    effort_lines,
+    final_spec,
+    load_summary,
+    objective,
+    plan_record,
+    run_tune,
+    storage_url,
+    trial_task,
 )
 
 __all__ = [
