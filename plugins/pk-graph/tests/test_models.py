@@ -69,12 +69,14 @@ def test_cli_trains_gcn_on_csbm(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PK_CACHE_DIR", str(tmp_path / "cache"))
     args = ["train", "-c", "model.name=gcn", "-c", "dataset.name=csbm", "-c", "trainer.name=node-classification",
-            "-c", "trainer.max_epochs=30", "-c", "evaluator.name=graph-macro-f1", "-c", f"run.out_dir={tmp_path}", "-c", "run.threads=1"]
+            "-c", "trainer.max_epochs=30", "-c", "evaluator.name=graph-macro-f1", "-c", f"run.out_dir={tmp_path}",
+            "-c", "run.threads=1"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     import json
 
-    run_dir = next(p for p in tmp_path.iterdir() if p.name.endswith(tuple("0123456789abcdef")) and (p / "result.json").exists())
+    run_dir = next(p for p in tmp_path.iterdir()
+                   if p.name.endswith(tuple("0123456789abcdef")) and (p / "result.json").exists())
     metrics = json.loads((run_dir / "result.json").read_text())["metrics"]
     assert metrics["test.accuracy"] > 0.6, metrics  # CSBM default: features alone give ~0.45
     assert 0.0 <= metrics["eval.macro_f1"] <= 1.0
@@ -88,8 +90,9 @@ def test_cli_rejects_corrupt_tu_file_with_exit_2(tmp_path, monkeypatch, capsys):
     raw.mkdir(parents=True)
     (raw / "BAD_A.txt").write_text("1, 2\n2, oops\n")
     (raw / "BAD_graph_indicator.txt").write_text("1\n1\n")
-    args = ["train", "-c", "model.name=gin", "-c", "dataset.name=tu", "-c", "dataset.dataset_name=BAD", "-c", "dataset.source=file",
-            "-c", f"dataset.path={tmp_path / 'BAD'}", "-c", "trainer.name=graph-classification", "-c", f"run.out_dir={tmp_path / 'runs'}"]
+    args = ["train", "-c", "model.name=gin", "-c", "dataset.name=tu", "-c", "dataset.dataset_name=BAD",
+            "-c", "dataset.source=file", "-c", f"dataset.path={tmp_path / 'BAD'}",
+            "-c", "trainer.name=graph-classification", "-c", f"run.out_dir={tmp_path / 'runs'}"]
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2

@@ -12,7 +12,8 @@ from pk_graph.models.gnn import graph_targets
 
 
 @torch.no_grad()
-def split_predictions(model: Any, data: Any, split: str, batch_size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def split_predictions(model: Any, data: Any, split: str, batch_size: int,
+                      device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits [n, C], labels [n])`` over a split's nodes (masked) or graphs (all batches)."""
     was_training = model.training
     model.eval()
@@ -28,7 +29,8 @@ def split_predictions(model: Any, data: Any, split: str, batch_size: int, device
     return torch.cat(logits), torch.cat(labels)
 
 
-def split_metrics(model: Any, data: Any, split: str, batch_size: int = 256, device: str = "cpu", per_example: bool = False) -> Any:
+def split_metrics(model: Any, data: Any, split: str, batch_size: int = 256, device: str = "cpu",
+                  per_example: bool = False) -> Any:
     """``accuracy``, ``macro_f1`` (pk.core.torch_helpers) and mean cross-entropy ``loss`` on ``split``.
 
     ``per_example=True`` returns ``(metrics, {"accuracy": 0/1 array, "loss": CE array})`` with one

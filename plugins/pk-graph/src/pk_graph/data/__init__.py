@@ -14,7 +14,8 @@ from pk_graph.data.real import cora, load_planetoid, load_tu
 from pk_graph.data.synthetic import csbm, motif_graphs
 
 __all__ = [
-    "GraphBundle", "NodeBundle", "build_csbm", "build_motif_graphs", "build_planetoid", "build_tu", "cora", "load_planetoid", "load_tu",
+    "GraphBundle", "NodeBundle", "build_csbm", "build_motif_graphs", "build_planetoid", "build_tu", "cora",
+    "load_planetoid", "load_tu",
     "normalize_rows",
 ]
 
@@ -23,7 +24,8 @@ def _node_bundle(data: Any, name: str, source: str, params: dict[str, Any]) -> N
     num_classes = int(data.y.max()) + 1
     info = DatasetInfo(
         task="node-classification", num_features=int(data.x.shape[1]), num_classes=num_classes,
-        extra={"source": source, "name": name, "num_nodes": int(data.num_nodes), "num_edges": int(data.edge_index.shape[1])},
+        extra={"source": source, "name": name, "num_nodes": int(data.num_nodes),
+               "num_edges": int(data.edge_index.shape[1])},
     )
     return NodeBundle(info, data, params)
 
@@ -51,7 +53,8 @@ def build_planetoid(config: Any, *, root: Any = None, seed: int = 0) -> NodeBund
     data, source = loaded
     if config.normalize_features:
         data.x = normalize_rows(data.x)
-    params = {"dataset_name": config.dataset_name, "split": config.split, "normalize_features": config.normalize_features}
+    params = {"dataset_name": config.dataset_name, "split": config.split,
+              "normalize_features": config.normalize_features}
     return _node_bundle(data, config.dataset_name, source, params)
 
 
@@ -61,20 +64,22 @@ def normalize_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.where(total != 0, x / torch.where(total != 0, total, torch.ones_like(total)), x)
 
 
-def _graph_bundle(graphs: list[Any], name: str, source: str, num_folds: int, fold: int, split_seed: int, params: dict[str, Any],
-                  where: str = "") -> GraphBundle:
+def _graph_bundle(graphs: list[Any], name: str, source: str, num_folds: int, fold: int, split_seed: int,
+                  params: dict[str, Any], where: str = "") -> GraphBundle:
     where = where or f"dataset {name}"
     if fold >= num_folds:
         raise ConfigError(f"dataset.fold must be < dataset.num_folds ({num_folds}), got {fold}")
     if len(graphs) < num_folds:
-        raise DataError(f"{where}: {len(graphs)} graphs are too few for {num_folds}-fold CV; use more graphs or fewer folds")
+        raise DataError(f"{where}: {len(graphs)} graphs are too few for {num_folds}-fold CV; "
+                        "use more graphs or fewer folds")
     labels = torch.cat([g.y.view(-1) for g in graphs])
     g = torch.Generator().manual_seed(derive_seed(split_seed, "cv-folds", name))
     indices = cv_split(labels, num_folds, fold, g)
     train_classes = torch.unique(labels[indices["train"]]).numel()
     if indices["train"].numel() == 0 or train_classes < 2:
-        raise DataError(f"{where}: the training folds hold {indices['train'].numel()} graphs of {train_classes} class(es); "
-                        "graph classification needs at least 2 classes; check the graph labels")
+        raise DataError(f"{where}: the training folds hold {indices['train'].numel()} graphs of "
+                        f"{train_classes} class(es); graph classification needs at least 2 classes; "
+                        "check the graph labels")
     sizes = torch.tensor([gr.num_nodes for gr in graphs], dtype=torch.float)
     info = DatasetInfo(
         task="graph-classification", num_features=int(graphs[0].x.shape[1]), num_classes=int(labels.max()) + 1,
@@ -86,7 +91,8 @@ def _graph_bundle(graphs: list[Any], name: str, source: str, num_folds: int, fol
 
 def _motif_graphs(config: Any, seed: int) -> list[Any]:
     g = torch.Generator().manual_seed(derive_seed(seed, "motif-graphs"))
-    return motif_graphs(config.num_graphs, config.min_nodes, config.max_nodes, config.num_features, config.extra_edge_ratio, g)
+    return motif_graphs(config.num_graphs, config.min_nodes, config.max_nodes, config.num_features,
+                        config.extra_edge_ratio, g)
 
 
 def build_motif_graphs(config: Any, *, root: Any = None, seed: int = 0) -> GraphBundle:
@@ -94,7 +100,8 @@ def build_motif_graphs(config: Any, *, root: Any = None, seed: int = 0) -> Graph
     if config.min_nodes > config.max_nodes:
         raise ConfigError(f"dataset.min_nodes ({config.min_nodes}) must be <= dataset.max_nodes ({config.max_nodes})")
     params = {"seed": seed, **vars(config)}
-    return _graph_bundle(_motif_graphs(config, seed), "motif-graphs", "synthetic", config.num_folds, config.fold, seed, params)
+    return _graph_bundle(_motif_graphs(config, seed), "motif-graphs", "synthetic", config.num_folds, config.fold, seed,
+                         params)
 
 
 def build_tu(config: Any, *, root: Any = None, seed: int = 0) -> GraphBundle:
@@ -105,9 +112,11 @@ def build_tu(config: Any, *, root: Any = None, seed: int = 0) -> GraphBundle:
         from pk_graph.plugin import MotifGraphsConfig
 
         mc = MotifGraphsConfig(num_folds=config.num_folds, fold=config.fold)
-        return _graph_bundle(_motif_graphs(mc, seed), "motif-graphs", "synthetic", mc.num_folds, mc.fold, seed, {"seed": seed, "fallback": "motif"})
+        return _graph_bundle(_motif_graphs(mc, seed), "motif-graphs", "synthetic", mc.num_folds, mc.fold, seed,
+                             {"seed": seed, "fallback": "motif"})
     graphs, source = loaded
     params = {"dataset_name": config.dataset_name, "num_folds": config.num_folds, "fold": config.fold,
               "split_seed": config.split_seed, "use_node_attr": config.use_node_attr}
     where = f"dataset {config.dataset_name} ({config.dataset_name}_graph_labels.txt)"
-    return _graph_bundle(graphs, config.dataset_name, source, config.num_folds, config.fold, config.split_seed, params, where)
+    return _graph_bundle(graphs, config.dataset_name, source, config.num_folds, config.fold, config.split_seed, params,
+                         where)

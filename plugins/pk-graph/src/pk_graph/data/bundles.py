@@ -60,7 +60,8 @@ class NodeBundle:
             train_mask=d.train_mask, val_mask=d.val_mask, test_mask=d.test_mask, num_nodes=d.num_nodes,
         )
 
-    def loader(self, split: str, batch_size: int = 0, *, shuffle: bool = False, generator: Any = None) -> Iterator[Data]:
+    def loader(self, split: str, batch_size: int = 0, *, shuffle: bool = False,
+               generator: Any = None) -> Iterator[Data]:
         """Yield one full-graph batch (``batch_size`` and ``shuffle`` do not apply to full batch)."""
         yield self.batch(split)
 
@@ -85,7 +86,8 @@ class GraphBundle:
         self.params = dict(params)
         parts: list[Any] = [sorted(self.params.items())]
         parts += [self.indices[s] for s in SPLITS]
-        parts += [torch.cat([g.x.flatten() for g in self.graphs]), torch.cat([g.edge_index for g in self.graphs], dim=1)]
+        parts += [torch.cat([g.x.flatten() for g in self.graphs]),
+                  torch.cat([g.edge_index for g in self.graphs], dim=1)]
         parts += [torch.cat([g.y.flatten() for g in self.graphs])]
         self._fingerprint = tensor_fingerprint(*parts)
 

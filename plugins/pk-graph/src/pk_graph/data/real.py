@@ -35,7 +35,8 @@ def resolve_raw_dir(name: str, source: str, path: str, required: tuple[str, ...]
     raw = found / "raw" if (found / "raw").is_dir() else found
     missing = [r for r in required if not (raw / r).is_file()]
     if missing:
-        raise DataError(f"dataset {name}: {raw} lacks {', '.join(missing)}; point dataset.path at the folder holding raw/")
+        raise DataError(f"dataset {name}: {raw} lacks {', '.join(missing)}; "
+                        "point dataset.path at the folder holding raw/")
     return raw
 
 
@@ -61,15 +62,17 @@ def check_planetoid_raw(raw_dir: Path, name: str) -> None:
         if part == "test.index":
             for lineno, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
                 if line.strip() and not line.strip().lstrip("-").isdigit():
-                    raise DataError(f"{f}:{lineno}: expected one integer node index per line, got {line.strip()[:30]!r}; restore the original file")
+                    raise DataError(f"{f}:{lineno}: expected one integer node index per line, "
+                                    f"got {line.strip()[:30]!r}; restore the original file")
             continue
         try:
             with open(f, "rb") as fh:
                 pickle.load(fh, encoding="latin1")
         except ModuleNotFoundError as exc:
             raise DataError(f"{f}: reading Planetoid pickles needs {exc.name} (pip install scipy)") from None
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-            raise DataError(f"{f}: not a valid Planetoid pickle ({type(exc).__name__}); restore the original file") from None
+        except Exception as exc:  # any unpickling failure means a corrupt file
+            raise DataError(f"{f}: not a valid Planetoid pickle ({type(exc).__name__}); "
+                            "restore the original file") from None
 
 
 def _check_table(f: Path, columns: int | None, integer: bool, max_value: int | None = None) -> int:
@@ -82,14 +85,17 @@ def _check_table(f: Path, columns: int | None, integer: bool, max_value: int | N
                 continue
             tokens = [t.strip() for t in text.split(",")]
             if columns is not None and len(tokens) != columns:
-                raise DataError(f"{f}:{lineno}: expected {columns} comma-separated values, got {len(tokens)}; restore the original file")
+                raise DataError(f"{f}:{lineno}: expected {columns} comma-separated values, got {len(tokens)}; "
+                                "restore the original file")
             try:
                 values = [int(t) if integer else float(t) for t in tokens]
             except ValueError:
                 kind = "integers" if integer else "numbers"
-                raise DataError(f"{f}:{lineno}: expected {kind}, got {text[:30]!r}; restore the original file") from None
+                raise DataError(f"{f}:{lineno}: expected {kind}, got {text[:30]!r}; "
+                                "restore the original file") from None
             if max_value is not None and any(v < 1 or v > max_value for v in values):
-                raise DataError(f"{f}:{lineno}: node id out of range 1..{max_value}; the file does not match {f.name.rsplit('_', 1)[0]}_graph_indicator.txt")
+                raise DataError(f"{f}:{lineno}: node id out of range 1..{max_value}; the file does not match "
+                                f"{f.name.rsplit('_', 1)[0]}_graph_indicator.txt")
             count += 1
     return count
 
@@ -110,10 +116,12 @@ def check_tu_raw(raw_dir: Path, name: str) -> None:
         raise DataError(f"{indicator}:1: empty file (no nodes); restore the original file")
     graph_ids = _read_column(indicator)
     # the 1-based line of the first id that does not start at 1 or grow by 0 or 1
-    bad = [1] if graph_ids[0] != 1 else [i + 1 for i in range(1, len(graph_ids)) if not 0 <= graph_ids[i] - graph_ids[i - 1] <= 1][:1]
+    bad = [1] if graph_ids[0] != 1 else [
+        i + 1 for i in range(1, len(graph_ids)) if not 0 <= graph_ids[i] - graph_ids[i - 1] <= 1][:1]
     if bad:
         lineno = bad[0]
-        raise DataError(f"{indicator}:{lineno}: graph ids must start at 1 and grow by 0 or 1 per line; restore the original file")
+        raise DataError(f"{indicator}:{lineno}: graph ids must start at 1 and grow by 0 or 1 per line; "
+                        "restore the original file")
     num_graphs = graph_ids[-1]
     edges = raw_dir / f"{name}_A.txt"
     _check_table(edges, 2, True, max_value=num_nodes)
@@ -123,10 +131,11 @@ def check_tu_raw(raw_dir: Path, name: str) -> None:
     _check_table(labels_file, 1, True)
     labels = _read_column(labels_file)
     if len(labels) != num_graphs:
-        raise DataError(f"{labels_file}:{min(len(labels), num_graphs) + 1}: {len(labels)} labels for {num_graphs} graphs "
-                        f"(in {indicator.name}); restore the original file")
+        raise DataError(f"{labels_file}:{min(len(labels), num_graphs) + 1}: {len(labels)} labels for "
+                        f"{num_graphs} graphs (in {indicator.name}); restore the original file")
     if len(set(labels)) < 2:
-        raise DataError(f"{labels_file}:1: all {len(labels)} graphs have label {labels[0]}; graph classification needs at least 2 classes")
+        raise DataError(f"{labels_file}:1: all {len(labels)} graphs have label {labels[0]}; "
+                        "graph classification needs at least 2 classes")
     for suffix, integer in (("node_labels", True), ("edge_labels", True)):
         f = raw_dir / f"{name}_{suffix}.txt"
         if f.is_file():
@@ -139,10 +148,12 @@ def check_tu_raw(raw_dir: Path, name: str) -> None:
 
 # -- loaders -------------------------------------------------------------------------------
 def _pyg_error(name: str, where: Path, exc: Exception) -> DataError:
-    return DataError(f"dataset {name}: PyG could not read {where} ({type(exc).__name__}: {str(exc)[:80]}); restore the raw files or use source=\"download\"")
+    return DataError(f"dataset {name}: PyG could not read {where} ({type(exc).__name__}: {str(exc)[:80]}); "
+                     "restore the raw files or use source=\"download\"")
 
 
-def load_planetoid(name: str = "Cora", *, source: str = "file", path: str = "", split: str = "public") -> tuple[Data, str] | None:
+def load_planetoid(name: str = "Cora", *, source: str = "file", path: str = "",
+                   split: str = "public") -> tuple[Data, str] | None:
     """PyG ``Planetoid`` graph ``name`` (with ``train_mask``/``val_mask``/``test_mask``) and the source used.
 
     Returns None when ``source`` is "synthetic", or "auto" found no files."""
@@ -155,7 +166,8 @@ def load_planetoid(name: str = "Cora", *, source: str = "file", path: str = "", 
         try:
             return Planetoid(str(root), name, split=split)[0], "download"
         except OSError as exc:
-            raise DataError(f"dataset {name}: PyG download failed ({exc}); without a network set dataset.path to a raw folder") from None
+            raise DataError(f"dataset {name}: PyG download failed ({exc}); "
+                            "without a network set dataset.path to a raw folder") from None
     required = tuple(f"ind.{name.lower()}.{p}" for p in PLANETOID_PARTS)
     raw = resolve_raw_dir(name, source, path, required)
     if raw is None:
@@ -164,7 +176,7 @@ def load_planetoid(name: str = "Cora", *, source: str = "file", path: str = "", 
     root = writable_root(raw, "planetoid", name)
     try:
         data = Planetoid(str(root), name, split=split)[0]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _pyg_error(name, raw, exc) from None
     check_planetoid_data(data, raw, name)
     return data, "file"
@@ -179,10 +191,12 @@ def check_planetoid_data(data: Data, raw: Path, name: str) -> None:
     if train_y.numel() == 0:
         raise DataError(f"{prefix}.y:1: no training node; restore the original file")
     if train_y.unique().numel() < 2:
-        raise DataError(f"{prefix}.y:1: all {train_y.numel()} training nodes have class {int(train_y[0])}; need at least 2 classes")
+        raise DataError(f"{prefix}.y:1: all {train_y.numel()} training nodes have class {int(train_y[0])}; "
+                        "need at least 2 classes")
 
 
-def load_tu(name: str, *, source: str = "file", path: str = "", use_node_attr: bool = False) -> tuple[list[Data], str] | None:
+def load_tu(name: str, *, source: str = "file", path: str = "",
+            use_node_attr: bool = False) -> tuple[list[Data], str] | None:
     """PyG ``TUDataset`` ``name`` as a list of graphs (constant ``x`` when it has no node features)."""
     import torch
     from torch_geometric.datasets import TUDataset
@@ -191,7 +205,8 @@ def load_tu(name: str, *, source: str = "file", path: str = "", use_node_attr: b
         try:
             ds = TUDataset(str(data_dir() / "pyg"), name, use_node_attr=use_node_attr)
         except OSError as exc:
-            raise DataError(f"dataset {name}: PyG download failed ({exc}); without a network set dataset.path to a raw folder") from None
+            raise DataError(f"dataset {name}: PyG download failed ({exc}); "
+                            "without a network set dataset.path to a raw folder") from None
         used = "download"
     else:
         raw = resolve_raw_dir(name, source, path, (f"{name}_A.txt", f"{name}_graph_indicator.txt"))
@@ -201,7 +216,7 @@ def load_tu(name: str, *, source: str = "file", path: str = "", use_node_attr: b
         root = writable_root(raw, "tu", name)
         try:
             ds = TUDataset(str(root), name, use_node_attr=use_node_attr)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _pyg_error(name, raw, exc) from None
         used = "file"
     graphs = []

@@ -62,7 +62,8 @@ STAR_PLUS = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (3, 4)]
 
 
 def motif_graphs(
-    num_graphs: int, min_nodes: int, max_nodes: int, num_features: int, extra_edge_ratio: float, generator: torch.Generator
+    num_graphs: int, min_nodes: int, max_nodes: int, num_features: int, extra_edge_ratio: float,
+    generator: torch.Generator,
 ) -> list[Data]:
     """Graphs of a random tree plus ``extra_edge_ratio * n`` random chords, with a 5-node motif
     attached by one edge: a house (class 1) or a star with two chords (class 0), both 6 edges.

@@ -45,7 +45,8 @@ def _conv(kind: str, width_in: int, width_out: int, heads: int, last: bool, drop
             return GATConv(width_in, width_out, heads=1, dropout=dropout)
         return GATConv(width_in, width_out // heads, heads=heads, dropout=dropout)
     if kind == "gin":
-        mlp = nn.Sequential(nn.Linear(width_in, width_out), nn.BatchNorm1d(width_out), nn.ReLU(), nn.Linear(width_out, width_out))
+        mlp = nn.Sequential(nn.Linear(width_in, width_out), nn.BatchNorm1d(width_out), nn.ReLU(),
+                            nn.Linear(width_out, width_out))
         return GINConv(mlp, train_eps=True)
     raise ValueError(f"unknown conv {kind!r}; use gcn, gat, sage or gin")
 
@@ -96,7 +97,8 @@ class GNNClassifier(nn.Module):
             if conv == "gin":
                 self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
         elif not node_task:
-            self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+            self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                      nn.Linear(hidden, num_classes))
 
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Node representations after every convolution (``[N, C]`` for node tasks, else ``[N, hidden]``)."""
@@ -128,7 +130,8 @@ class GNNClassifier(nn.Module):
         return global_mean_pool(h, index) if self.pool == "mean" else global_add_pool(h, index)
 
     def forward(self, batch: Any) -> torch.Tensor:
-        index = batch.batch if getattr(batch, "batch", None) is not None else torch.zeros(batch.x.shape[0], dtype=torch.long, device=batch.x.device)
+        index = batch.batch if getattr(batch, "batch", None) is not None else torch.zeros(
+            batch.x.shape[0], dtype=torch.long, device=batch.x.device)
         if self.layer_heads is not None:
             states = self.layer_states(batch.x, batch.edge_index)
             return sum(  # type: ignore[return-value]
@@ -152,7 +155,8 @@ def _build(conv: str, config: Any, info: DatasetInfo) -> GNNClassifier:
         raise ValueError(f"{conv} needs a dataset with num_features and num_classes")
     return GNNClassifier(
         conv, info.num_features, info.num_classes, info.task, hidden=config.hidden, layers=config.layers,
-        dropout=config.dropout, heads=getattr(config, "heads", 1), pool=config.pool, readout=getattr(config, "readout", "last"),
+        dropout=config.dropout, heads=getattr(config, "heads", 1), pool=config.pool,
+        readout=getattr(config, "readout", "last"),
     )
 
 

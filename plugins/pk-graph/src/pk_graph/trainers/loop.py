@@ -6,10 +6,11 @@ log through ``run.log``, checkpoint ``last`` every epoch and resume bit-identica
 A model with ``begin_epoch(epoch)`` / ``end_epoch(epoch)`` methods gets them called around each
 training epoch (TransGNN refreshes its sample tables there), before validation.
 
-``fit`` returns ``epochs_run``, ``best_epoch`` (1-based, as every pk trainer), ``steps``, ``best_valid_accuracy`` and the
-learning check: ``final_train_loss`` and ``min_train_loss`` (epoch means), ``chance_loss`` (the
-entropy of the training labels: the loss of the best constant prediction, ``ln C`` for balanced
-classes) and ``loss_left_chance`` = 1 when ``min_train_loss < (1 - CHANCE_MARGIN) * chance_loss``.
+``fit`` returns ``epochs_run``, ``best_epoch`` (1-based, as every pk trainer), ``steps``,
+``best_valid_accuracy`` and the learning check: ``final_train_loss`` and ``min_train_loss``
+(epoch means), ``chance_loss`` (the entropy of the training labels: the loss of the best
+constant prediction, ``ln C`` for balanced classes) and ``loss_left_chance`` = 1 when
+``min_train_loss < (1 - CHANCE_MARGIN) * chance_loss``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import torch
 from torch import nn
 
 from pk.core.errors import ConfigError
-from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.torch_helpers import make_optimizer, to_device
+from pk.core.train_state import TrainState
 from pk_graph.data.bundles import NodeBundle
-from pk_graph.models.gnn import graph_targets
 from pk_graph.evaluators import split_metrics
+from pk_graph.models.gnn import graph_targets
 
 #: a training loss counts as having left chance once it is this fraction below ``chance_loss``
 CHANCE_MARGIN = 0.05
@@ -84,18 +85,11 @@ class _EpochTrainer(ABC):
         cfg = self.config
         opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
         shuffle = run.generator("shuffle")
-        start, step, bad = 0, 0, 0
-        best: dict[str, Any] = {"accuracy": -1.0, "loss": float("inf"), "epoch": -1, "state": None}
-        losses = {"final": float("nan"), "min": float("inf")}
-        ckpt = run.latest_checkpoint()
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            shuffle.set_state(ckpt["shuffle"])
-            restore_rng_state(ckpt["rng"])
-            start, step, best, bad = ckpt["epoch"] + 1, ckpt["step"], ckpt["best"], ckpt["bad_epochs"]
-            losses = dict(ckpt.get("train_losses", losses))
-            run.echo(f"resumed at epoch {start}")
+        state = TrainState(model, {"main": opt}, bad_epochs=0,
+                           train_losses={"final": float("nan"), "min": float("inf")})
+        state.best = {"accuracy": -1.0, "loss": float("inf"), "epoch": -1, "state": None}
+        state.restore(run)
+        start = state.start_epoch
         if isinstance(data, NodeBundle):  # full batch: one host-to-device copy, not one per step
             data.to(run.device)
         begin, end = getattr(model, "begin_epoch", None), getattr(model, "end_epoch", None)
@@ -111,38 +105,38 @@ class _EpochTrainer(ABC):
                 loss = model.loss(batch)
                 loss.backward()
                 opt.step()
-                step += 1
+                state.step += 1
                 total += float(loss.detach())
                 count += 1
             if callable(end):
                 end(epoch)
             train_loss = total / max(count, 1)
-            losses = {"final": train_loss, "min": min(losses["min"], train_loss)}
+            losses = state.extra["train_losses"]
+            state.extra["train_losses"] = {"final": train_loss, "min": min(losses["min"], train_loss)}
             valid = split_metrics(model, data, "valid", cfg.eval_batch_size, run.device)
-            run.log(step, "train", loss=train_loss, epoch=epoch)
-            run.log(step, "valid", **valid)
+            run.log(state.step, "train", loss=train_loss, epoch=epoch)
+            run.log(state.step, "valid", **valid)
+            best = state.best
             if (valid["accuracy"], -valid["loss"]) > (best["accuracy"], -best["loss"]):
-                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best = {"accuracy": valid["accuracy"], "loss": valid["loss"], "epoch": epoch, "state": state}
-                bad = 0
+                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                state.best = {"accuracy": valid["accuracy"], "loss": valid["loss"], "epoch": epoch, "state": weights}
+                state.extra["bad_epochs"] = 0
             else:
-                bad += 1
-            run.save_checkpoint({
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "shuffle": shuffle.get_state(),
-                "rng": capture_rng_state(), "epoch": epoch, "step": step, "best": best, "bad_epochs": bad,
-                "train_losses": losses,
-            })
-            if cfg.patience > 0 and bad >= cfg.patience:
-                run.echo(f"early stop at epoch {epoch} (best epoch {best['epoch']})")
+                state.extra["bad_epochs"] += 1
+            state.epoch = epoch
+            state.save(run)
+            if cfg.patience > 0 and state.extra["bad_epochs"] >= cfg.patience:
+                run.echo(f"early stop after epoch {epoch + 1} (best epoch {state.best['epoch'] + 1})")
                 break
+        best, losses = state.best, state.extra["train_losses"]
         if best["state"] is not None:
             model.load_state_dict(best["state"])
         chance = chance_loss(train_labels(data))
         left = losses["min"] < (1.0 - CHANCE_MARGIN) * chance
         return {
-            "best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"]) + 1.0, "epochs_run": float(epoch + 1),
-            "steps": float(step), "final_train_loss": float(losses["final"]), "min_train_loss": float(losses["min"]),
-            "chance_loss": chance, "loss_left_chance": float(left),
+            "best_valid_accuracy": float(best["accuracy"]), "best_epoch": float(best["epoch"]) + 1.0,
+            "epochs_run": float(epoch + 1), "steps": float(state.step), "final_train_loss": float(losses["final"]),
+            "min_train_loss": float(losses["min"]), "chance_loss": chance, "loss_left_chance": float(left),
         }
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: Any) -> dict[str, float]:
