@@ -87,7 +87,7 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, set
 
 
 def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore[no-untyped-def]
-    from pk.core.batch import comparison_rows, fmt_bootstrap, fmt_epochs, fmt_paired, fmt_stat, summarise, verdict
+    from pk.core.comparison import comparison_rows, fmt_bootstrap, fmt_epochs, fmt_paired, fmt_stat, summarise, verdict
 
     if as_json:
         print_json(

@@ -132,7 +132,8 @@ def report_cmd(target: str, out: str | None) -> None:
 
 
 def _batch_chart(bfile: Path, out_dir: Path, plt) -> list[Path]:  # type: ignore[no-untyped-def]
-    from pk.core.batch import comparison_rows, read_batch, summarise, write_comparison
+    from pk.core.batch import read_batch
+    from pk.core.comparison import comparison_rows, summarise, write_comparison
 
     spec, outcomes = read_batch(bfile.parent)
     rows = comparison_rows(spec, outcomes)

@@ -113,7 +113,7 @@ def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out, job
         record_run(o.run_dir)
     failed = any(o.status != "completed" for o in outcomes) or len(outcomes) < len(batch.runs)
     from pk.cli.commands.batch import _print_summary
-    from pk.core.batch import comparison_rows
+    from pk.core.comparison import comparison_rows
 
     if as_json:
         print_json({"dir": str(tune_dir), "arms": state, "tune": batch.meta["tune"], "batch": str(bdir),

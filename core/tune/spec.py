@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pk.core.batch import BatchSpec, PlannedRun, lower_is_better
+from pk.core.batch import BatchSpec, PlannedRun
+from pk.core.comparison import lower_is_better
 from pk.core.config import apply_overrides, dumps_toml, load_toml, resolve
 from pk.core.errors import ConfigError, PkError, UsageError
 from pk.core.io import atomic_write_text

@@ -44,7 +44,8 @@ def _fmt_p(p: float | None) -> str:
 def arm_rows(batch_dir: str, baseline: str, metric: str, extras: Sequence[str] = (), bootstrap: bool = True
              ) -> dict[str, list[dict[str, Any]]]:
     """``{cell: [row per arm]}`` with the figures described in the module docstring."""
-    from pk.core.batch import example_scores, pair_key, read_batch
+    from pk.core.batch import read_batch
+    from pk.core.comparison import example_scores, pair_key
     from pk.core.stats import paired_bootstrap, paired_difference
 
     _spec, outcomes = read_batch(batch_dir)

@@ -57,7 +57,8 @@ def versus(batch_dirs: list[Path], baseline: str, metric: str = "eval.mean_hr@20
     """Markdown rows: each run group against ``baseline`` (see the module docstring)."""
     from dataclasses import replace
 
-    from pk.core.batch import comparison_rows, fmt_bootstrap, fmt_paired, read_batch
+    from pk.core.batch import read_batch
+    from pk.core.comparison import comparison_rows, fmt_bootstrap, fmt_paired
     from pk.core.stats import fmt_p
 
     lines = ["| strategy vs " + baseline + " | Δ " + metric + " [95% CI] | paired t p | bootstrap p per seed |", "|---|---|---|---|"]
