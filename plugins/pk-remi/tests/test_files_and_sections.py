@@ -19,7 +19,8 @@ from pk.core.errors import ConfigError, DataError
 
 
 def _lines(n_users: int = 60, length: int = 12) -> str:
-    return "".join(f"u{u} " + " ".join(str(1 + (u * 7 + j * 3) % 40) for j in range(length)) + "\n" for u in range(n_users))
+    return "".join(f"u{u} " + " ".join(str(1 + (u * 7 + j * 3) % 40) for j in range(length)) + "\n"
+                   for u in range(n_users))
 
 
 def _pk(args: list[str]) -> object:
@@ -36,7 +37,8 @@ def test_seq_lines_reads_any_file_and_records_its_name_and_sha256(tmp_path: Path
     assert bundle.info.extra["dataset"] == "remi-seq-lines" and bundle.info.extra["files"] == {"Toys.txt": sha}
     assert bundle.fingerprint().endswith(f" Toys.txt:sha256={sha}")
     file.write_text(_lines() + "u999 1 2 3 4 5 6\n")
-    assert build_seq_lines(UserSplitConfig(source="file", path=str(file), min_count=0), seed=0).fingerprint() != bundle.fingerprint()
+    other = build_seq_lines(UserSplitConfig(source="file", path=str(file), min_count=0), seed=0)
+    assert other.fingerprint() != bundle.fingerprint()
 
 
 def test_seq_lines_needs_a_path_with_source_file() -> None:
@@ -75,21 +77,24 @@ def test_bad_named_files_are_data_errors_too(tmp_path: Path) -> None:
         build_ml100k(UserSplitConfig(source="file", path=str(tmp_path / "ml-100k.inter")), seed=0)
 
 
-TINY = ["-c", "model.name=remi", "-c", "model.num_negatives=64", "-c", "model.hidden=16", "-c", "trainer.name=candidate-matching",
-        "-c", "trainer.max_steps=4", "-c", "trainer.eval_every=2", "-c", "trainer.batch_size=16", "-c", "run.threads=1"]
+TINY = ["-c", "model.name=remi", "-c", "model.num_negatives=64", "-c", "model.hidden=16",
+        "-c", "trainer.name=candidate-matching", "-c", "trainer.max_steps=4", "-c", "trainer.eval_every=2",
+        "-c", "trainer.batch_size=16", "-c", "run.threads=1"]
 
 
 def test_run_record_names_the_file_and_per_user_scores_match_the_metrics(tmp_path: Path) -> None:
     file = tmp_path / "Toys.txt"
     file.write_text(_lines())
-    out = _pk(["train", *TINY, "-c", "dataset.name=remi-seq-lines", "-c", "dataset.source=file", "-c", f"dataset.path={file}",
-               "-c", "dataset.min_count=0", "-c", "evaluator.name=remi-protocol", "--run-dir", str(tmp_path / "run"), "--quiet"])
+    out = _pk(["train", *TINY, "-c", "dataset.name=remi-seq-lines", "-c", "dataset.source=file",
+               "-c", f"dataset.path={file}", "-c", "dataset.min_count=0", "-c", "evaluator.name=remi-protocol",
+               "--run-dir", str(tmp_path / "run"), "--quiet"])
     assert out.exit_code == 0, out.output
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     sha = hashlib.sha256(file.read_bytes()).hexdigest()
     assert result["fingerprint"]["data"].endswith(f"Toys.txt:sha256={sha}")
     m = result["metrics"]
-    assert m["fit.epochs_run"] == round(4 * 16 / 48, 2) and 0 < m["fit.best_epoch"] <= m["fit.epochs_run"]  # 48 training users
+    # 48 training users
+    assert m["fit.epochs_run"] == round(4 * 16 / 48, 2) and 0 < m["fit.best_epoch"] <= m["fit.epochs_run"]
     for split, prefix in (("test", "test."), ("eval", "eval.")):
         with np.load(tmp_path / "run" / f"examples-{split}.npz") as ex:
             assert ex["recall@50"].shape == (6,)  # the 6 held-out users (60 users, 8/1/1)
@@ -102,9 +107,10 @@ def test_aggregator_section_is_consumed_by_the_trainer(tmp_path: Path) -> None:
     evaluator must accept it (before: only the evaluator declared it, and such a run was
     refused); its top_n must cover the largest K; a model-weight aggregator is refused."""
     base = ["train", *TINY, "-c", "dataset.name=remi-synthetic", "-c", "dataset.num_users=80", "--quiet"]
-    ok = _pk([*base, "-c", "aggregator.name=interest-merge", "-c", "aggregator.top_n=60", "--run-dir", str(tmp_path / "ok")])
+    merge = ["-c", "aggregator.name=interest-merge"]
+    ok = _pk([*base, *merge, "-c", "aggregator.top_n=60", "--run-dir", str(tmp_path / "ok")])
     assert ok.exit_code == 0, ok.output
-    small = _pk([*base, "-c", "aggregator.name=interest-merge", "-c", "aggregator.top_n=20", "--run-dir", str(tmp_path / "small")])
+    small = _pk([*base, *merge, "-c", "aggregator.top_n=20", "--run-dir", str(tmp_path / "small")])
     assert small.exit_code == 2 and "aggregator.top_n = 20" in small.output, small.output
     fedavg = _pk([*base, "-c", "aggregator.name=fedavg", "--run-dir", str(tmp_path / "fedavg")])
     assert fedavg.exit_code == 2 and "does not merge ranked lists" in fedavg.output, fedavg.output

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from pk_remi.serving import InterestMerge, interest_scores, retrieve
+from pk_remi.aggregators import InterestMerge, interest_scores, retrieve
 
 
 def _lists(seed: int, k: int, n: int, b: int = 3, num_items: int = 30):

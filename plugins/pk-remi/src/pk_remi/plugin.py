@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pk.core import hookimpl
+from pk.core.configs import FileSource, OptimConfig
+from pk.core.hookspecs import Register
 
-GE0, GE1, GT0 = {"ge": 0}, {"ge": 1}, {"gt": 0}
+GE0, GE1 = {"ge": 0}, {"ge": 1}
 UNIT = {"ge": 0, "le": 1}
 
 TASKS = ("candidate-matching",)
@@ -61,15 +63,13 @@ class MultiInterestSyntheticConfig:
 
 
 @dataclass
-class UserSplitConfig:
+class UserSplitConfig(FileSource):
     """A real dataset under REMI's protocol: items with >= ``min_count`` interactions, then
     users with >= ``min_count`` remaining ones, ONE pass (not iterative); users shuffled
     with ``split_seed`` and split 8/1/1; held-out users: first ``history_ratio`` of the
     time-ordered sequence is history (last ``max_len`` kept), the rest are targets.
     ``remi-seq-lines`` reads the file at ``path`` (required with source "file")."""
 
-    source: str = "auto"
-    path: str = ""
     min_count: int = field(default=5, metadata=GE0)
     max_len: int = field(default=20, metadata=GE1)
     split_seed: int = 1230
@@ -110,17 +110,15 @@ class REMIConfig(MultiInterestConfig):
 
 # -- trainer / evaluator / aggregator --------------------------------------------------
 @dataclass
-class CandidateMatchingTrainerConfig:
+class CandidateMatchingTrainerConfig(OptimConfig):
     """Iteration-based (ComiRec/REMI): each step samples ``batch_size`` distinct training
     users and a random cut per user; validation every ``eval_every`` steps on ``metric``
     over the valid users; early stop after ``patience`` validations without improvement (0: never);
-    the best weights are restored. Negatives come from run.generator("negatives")."""
+    the best weights are restored. Negatives come from run.generator("negatives").
+    ``lr``, ``weight_decay`` and ``optimizer`` (Adam by default) come from ``OptimConfig``."""
 
     max_steps: int = field(default=5000, metadata=GE1)
     batch_size: int = field(default=128, metadata={"ge": 1, "budget": True})
-    lr: float = field(default=1e-3, metadata=GT0)
-    weight_decay: float = field(default=0.0, metadata=GE0)
-    optimizer: str = "adam"
     eval_every: int = field(default=200, metadata=GE1)
     patience: int = field(default=5, metadata=GE0)
     metric: str = field(default="recall@50", metadata={"protocol": True})
@@ -157,7 +155,7 @@ DATA = "pk_remi.data"
 
 
 @hookimpl
-def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_datasets(register: Register) -> None:
     register("remi-synthetic", f"{DATA}:build_synthetic", config=MultiInterestSyntheticConfig, tasks=TASKS,
              summary="Seeded multi-interest users (2-4 item clusters each), REMI user split 8/1/1 (default)")
     register("remi-ml-100k", f"{DATA}:build_ml100k", config=UserSplitConfig, tasks=TASKS,
@@ -171,11 +169,13 @@ def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_models(register: Register) -> None:
     register("comirec-sa", f"{MODELS}:build_comirec_sa", config=MultiInterestConfig, tasks=TASKS, paper=COMIREC_PAPER,
-             summary="ComiRec-SA: self-attentive multi-interest extractor (routing A, rows stochastic)", tags=("baseline",))
+             summary="ComiRec-SA: self-attentive multi-interest extractor (routing A, rows stochastic)",
+             tags=("baseline",))
     register("comirec-dr", f"{MODELS}:build_comirec_dr", config=MultiInterestConfig, tasks=TASKS, paper=COMIREC_PAPER,
-             summary="ComiRec-DR: capsule dynamic routing with per-position bilinear maps (routing c)", tags=("baseline",))
+             summary="ComiRec-DR: capsule dynamic routing with per-position bilinear maps (routing c)",
+             tags=("baseline",))
     register("mind", f"{MODELS}:build_mind", config=MultiInterestConfig, tasks=TASKS, paper=MIND_PAPER,
              summary="MIND: dynamic routing with a shared bilinear map, N(0,1) routing-logit init", tags=("baseline",))
     register("remi", f"{MODELS}:build_comirec_sa", config=REMIConfig, tasks=TASKS, paper=REMI_PAPER,
@@ -183,20 +183,21 @@ def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_trainers(register: Register) -> None:
     register("candidate-matching", "pk_remi.trainers:CandidateMatchingTrainer", config=CandidateMatchingTrainerConfig,
              tasks=TASKS, accepts=("aggregator",),
              summary="Iteration-based sampled-softmax training, early stop on valid Recall@50, resumable")
 
 
 @hookimpl
-def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_evaluators(register: Register) -> None:
     register("remi-protocol", "pk_remi.evaluators:REMIProtocolEvaluator", config=REMIProtocolConfig, tasks=TASKS,
-             summary="REMI protocol: Recall/HR/NDCG@20,50 over held-out users, multi-target, standard NDCG", accepts=("aggregator",))
+             summary="REMI protocol: Recall/HR/NDCG@20,50 over held-out users, multi-target, standard NDCG",
+             accepts=("aggregator",))
 
 
 @hookimpl
-def pk_register_aggregators(register) -> None:  # type: ignore[no-untyped-def]
-    register("interest-merge", "pk_remi.serving:InterestMerge", config=InterestMergeConfig,
+def pk_register_aggregators(register: Register) -> None:
+    register("interest-merge", "pk_remi.aggregators:InterestMerge", config=InterestMergeConfig,
              summary="Top-N merge of per-interest ranked lists (kind 'ranked-lists', unweighted; "
                      "not a model-weight aggregator)")

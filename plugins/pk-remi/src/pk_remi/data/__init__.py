@@ -196,10 +196,12 @@ def bundle_from_user_sequences(
     info = DatasetInfo(
         task="candidate-matching", num_items=int(num_items), num_users=len(seqs), max_len=int(max_len), padding_id=0,
         extra={"split": "user-8/1/1", "padding": "right", "history_ratio": history_ratio, "split_seed": split_seed,
-               "interactions": sum(map(len, seqs)), **{f"{k}_users": len(v) for k, v in users.items()}, **(extra or {})},
+               "interactions": sum(map(len, seqs)), **{f"{k}_users": len(v) for k, v in users.items()},
+               **(extra or {})},
     )
     return UserSplitBundle(info=info, sequences=seqs, users=users, history_ratio=history_ratio,
-                           params={"max_len": max_len, "split_seed": split_seed, "history_ratio": history_ratio, **(params or {})})
+                           params={"max_len": max_len, "split_seed": split_seed, "history_ratio": history_ratio,
+                                   **(params or {})})
 
 
 def _params(config: Any) -> dict[str, Any]:
@@ -211,7 +213,8 @@ def synthetic_multi_interest(config: Any) -> list[list[int]]:
     """Users with several latent interests (see ``MultiInterestSyntheticConfig``)."""
     c = config
     if c.num_items < 2 * c.num_clusters or not 1 <= c.min_interests <= c.max_interests <= c.num_clusters:
-        raise ConfigError("remi-synthetic: need num_items >= 2*num_clusters and 1 <= min_interests <= max_interests <= num_clusters")
+        raise ConfigError("remi-synthetic: need num_items >= 2*num_clusters and "
+                          "1 <= min_interests <= max_interests <= num_clusters")
     if not MIN_CUT + 1 <= c.min_len <= c.max_seq_len or not 0 <= c.stickiness <= 1:
         raise ConfigError(f"remi-synthetic: need {MIN_CUT + 1} <= min_len <= max_seq_len and 0 <= stickiness <= 1")
     g = torch.Generator().manual_seed(derive_seed(c.split_seed, "remi-synthetic"))
@@ -256,13 +259,15 @@ def remi_filter(user_seqs: dict[Any, list[Any]], min_count: int) -> dict[Any, li
 def _finish(user_seqs: dict[Any, list[Any]], config: Any, name: str, file: Path, digest: str) -> UserSplitBundle:
     filtered = remi_filter(user_seqs, int(config.min_count))
     if not filtered:
-        raise DataError(f"{file}: no user is left after the min_count={config.min_count} filter; lower dataset.min_count")
+        raise DataError(f"{file}: no user is left after the min_count={config.min_count} filter; "
+                        "lower dataset.min_count")
     seqs, raw_items = remap_items([filtered[u] for u in filtered])
     try:
         return bundle_from_user_sequences(
             seqs, len(raw_items) - 1, int(config.max_len), split_seed=int(config.split_seed),
             history_ratio=float(config.history_ratio),
-            params={"dataset": name, "file": file.name, "sha256": digest, "size": file.stat().st_size, **_params(config)},
+            params={"dataset": name, "file": file.name, "sha256": digest, "size": file.stat().st_size,
+                    **_params(config)},
             extra={"source": "file", "dataset": name, "file": str(file), "files": {file.name: digest},
                    "filter": f"single-pass {config.min_count}"},
         )
@@ -273,7 +278,8 @@ def _finish(user_seqs: dict[Any, list[Any]], config: Any, name: str, file: Path,
 def _fallback(config: Any, name: str) -> UserSplitBundle:
     from pk_remi.plugin import MultiInterestSyntheticConfig
 
-    bundle = build_synthetic(MultiInterestSyntheticConfig(max_len=int(config.max_len), split_seed=int(config.split_seed)))
+    bundle = build_synthetic(MultiInterestSyntheticConfig(max_len=int(config.max_len),
+                                                          split_seed=int(config.split_seed)))
     bundle.info.extra["requested"] = name
     return bundle
 

@@ -18,8 +18,8 @@ import torch
 
 from pk.core.errors import ConfigError, UsageError
 from pk.core.torch_helpers import to_device
-from pk_remi.losses import routing_stats
-from pk_remi.serving import InterestMerge, retrieve
+from pk_remi.aggregators import InterestMerge, retrieve
+from pk_remi.models.losses import routing_stats
 
 
 def ranking_metrics(ranked: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -79,7 +79,8 @@ def protocol_scores(model: Any, data: Any, split: str, *, ks: Sequence[int] = (2
 
 def evaluate_protocol(model: Any, data: Any, split: str, **kwargs: Any) -> dict[str, float]:
     """Means of :func:`protocol_scores` over the users of ``split``."""
-    return {name: float(v.mean()) if v.numel() else 0.0 for name, v in protocol_scores(model, data, split, **kwargs).items()}
+    per = protocol_scores(model, data, split, **kwargs)
+    return {name: float(v.mean()) if v.numel() else 0.0 for name, v in per.items()}
 
 
 class REMIProtocolEvaluator:
@@ -93,7 +94,8 @@ class REMIProtocolEvaluator:
         self.batch_size = int(getattr(config, "batch_size", 256))
         self.exclude_history = bool(getattr(config, "exclude_history", False))
         names = [f"{m}@{k}" for k in self.ks for m in ("recall", "hr", "ndcg")] + ["routing_max", "routing_entropy"]
-        self.metrics: Mapping[str, tuple[float, float, bool]] = {n: (0.0, 1.0, not n.startswith("routing")) for n in names}
+        self.metrics: Mapping[str, tuple[float, float, bool]] = {
+            n: (0.0, 1.0, not n.startswith("routing")) for n in names}
 
     def evaluate(self, model: Any, data: Any, run: Any) -> dict[str, float]:
         per = protocol_scores(model, data, self.split, ks=self.ks, batch_size=self.batch_size,

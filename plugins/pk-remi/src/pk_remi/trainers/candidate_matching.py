@@ -5,9 +5,10 @@ cut each (``UserSplitBundle.sample_train_batch``), ``num_negatives`` uniform ite
 run.generator("negatives") shared by the whole batch (``batch["negatives"]``), one Adam step
 on ``model.loss``. Every ``eval_every`` steps (and at the last one): validation on the held-out
 valid users with REMI's protocol, early stopping on ``metric`` after ``patience``
-validations without improvement, and a ``last`` checkpoint (model, optimizer, generators,
-global RNG, best state), so ``pk train --resume`` ends bit-identical on CPU. The best
-weights are restored at the end. Wall time per step goes to metrics.jsonl only.
+validations without improvement, and a ``last`` checkpoint (a ``TrainState``: model,
+optimizer, generators, global RNG, step, best state), so ``pk train --resume`` ends
+bit-identical on CPU. The best weights are restored at the end. Wall time per step goes to
+metrics.jsonl only.
 
 Budget report: ``fit`` returns ``steps`` and ``best_step`` and, in the units ``pk batch``
 tables show, ``epochs_run`` = steps x batch_size / training users (passes over the training
@@ -27,8 +28,8 @@ from torch import nn
 
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
-from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.torch_helpers import make_optimizer, to_device
+from pk.core.train_state import TrainState
 from pk_remi.evaluators.remi_protocol import configured_merge, protocol_scores
 
 
@@ -46,8 +47,8 @@ class CandidateMatchingTrainer:
         self.config = config
         kind, _, k = str(config.metric).partition("@")
         if kind not in ("recall", "hr", "ndcg") or not k.isdigit() or int(k) not in list(config.ks):
-            raise ConfigError(f"trainer.metric must be recall@K, hr@K or ndcg@K with K in trainer.ks={list(config.ks)}, "
-                              f"got {config.metric!r}")
+            raise ConfigError(f"trainer.metric must be recall@K, hr@K or ndcg@K with K in "
+                              f"trainer.ks={list(config.ks)}, got {config.metric!r}")
         if config.max_steps < 1 or config.eval_every < 1 or config.batch_size < 1:
             raise ConfigError("trainer.max_steps, trainer.eval_every and trainer.batch_size must be >= 1")
 
@@ -60,17 +61,13 @@ class CandidateMatchingTrainer:
         batches, negatives = run.generator("batches"), run.generator("negatives")
         num_items = int(data.info.num_items)
         num_negatives = int(getattr(model, "num_negatives", 1280))
-        step, bad = 0, 0
-        best: dict[str, Any] = {"value": -math.inf, "step": -1, "state": None}
+        state = TrainState(model, {"main": opt}, bad=0)
+        state.best = {"value": -math.inf, "step": -1, "state": None}
         ckpt = run.latest_checkpoint()
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            batches.set_state(ckpt["batches"])
-            negatives.set_state(ckpt["negatives"])
-            restore_rng_state(ckpt["rng"])
-            step, bad, best = int(ckpt["step"]), int(ckpt["bad"]), ckpt["best"]
-            run.echo(f"resumed at step {step}")
+            state.load_state_dict(ckpt, run)
+            run.echo(f"resumed at step {state.step}")
+        step, bad, best = state.step, int(state.extra["bad"]), state.best
         loss_sum, rr_sum, count, seconds = 0.0, 0.0, 0, 0.0
         model.train()
         bar = run.progress(range(step, cfg.max_steps), total=cfg.max_steps - step, description="steps")
@@ -99,11 +96,8 @@ class CandidateMatchingTrainer:
                 else:
                     bad += 1
                 loss_sum, rr_sum, count, seconds = 0.0, 0.0, 0, 0.0
-                run.save_checkpoint({
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), "batches": batches.get_state(),
-                    "negatives": negatives.get_state(), "rng": capture_rng_state(), "step": step, "bad": bad,
-                    "best": best,
-                })
+                state.step, state.best, state.extra["bad"] = step, best, bad
+                state.save(run)
                 model.train()
         if best["state"] is not None:
             model.load_state_dict(best["state"])

@@ -1,5 +1,5 @@
-"""Serving: each interest retrieves its own top-N by exact inner product; the K ranked lists
-are merged by the ``interest-merge`` aggregator.
+"""Aggregators: ``interest-merge`` and serving. Each interest retrieves its own top-N by exact
+inner product; the K ranked lists are merged by the ``interest-merge`` aggregator.
 
 The merge is registered as an aggregator but it is NOT a model-weight aggregator: its
 ``kind`` is ``"ranked-lists"`` and it is unweighted (``weighted = False``). An update is
@@ -76,7 +76,8 @@ class InterestMerge:
         return {"items": items, "scores": scores}, state
 
 
-def interest_scores(interests: torch.Tensor, item_emb: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def interest_scores(interests: torch.Tensor, item_emb: torch.Tensor,
+                    exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Exact inner products [B, K, N + 1] of interests [B, K, H] with items [N + 1, H];
     column 0 (padding) and the ids in ``exclude`` [B, X] (0-padded) get -inf."""
     scores = interests @ item_emb.T

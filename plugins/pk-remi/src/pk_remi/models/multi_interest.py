@@ -26,7 +26,7 @@ from torch import nn
 
 from pk.core.contracts import DatasetInfo
 from pk.core.errors import ConfigError
-from pk_remi.losses import hard_readout, routing_regulariser, sampled_softmax_loss
+from pk_remi.models.losses import hard_readout, routing_regulariser, sampled_softmax_loss
 
 #: fixed seed of MIND's N(0, 1) routing-logit draw in eval mode (keeps predict deterministic)
 EVAL_ROUTING_SEED = 1230
@@ -214,7 +214,8 @@ class MIND(CapsuleRouting):
 
 def _check_info(info: DatasetInfo, name: str) -> tuple[int, int]:
     if info.task != "candidate-matching" or not info.num_items or not info.max_len:
-        raise ConfigError(f"{name} needs a candidate-matching dataset (e.g. remi-synthetic, remi-ml-100k), got task {info.task!r}")
+        raise ConfigError(f"{name} needs a candidate-matching dataset (e.g. remi-synthetic, remi-ml-100k), "
+                          f"got task {info.task!r}")
     return int(info.num_items), int(info.max_len)
 
 

@@ -1,6 +1,6 @@
 """Training-step overhead of IHN + RR relative to the plain backbone.
 
-``python -m pk_remi.overhead [--dataset remi-ml-100k] [--model comirec-sa] [--steps 60] [--repeats 5]``
+``python -m pk_remi.trainers.overhead [--dataset remi-ml-100k] [--model comirec-sa] [--steps 60] [--repeats 5]``
 
 Both variants train from the same initial weights on the same sampled batches and negatives;
 their steps are interleaved (A, B, A, B, ...) so that load on a shared machine hits both
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         builder = {"remi-ml-100k": data.build_ml100k, "remi-amazon-beauty": data.build_amazon_beauty,
                    "remi-amazon-sports": data.build_amazon_sports}[args.dataset]
         bundle = builder(UserSplitConfig(source="file"))
-    build = {"comirec-sa": models.build_comirec_sa, "comirec-dr": models.build_comirec_dr, "mind": models.build_mind}[args.model]
+    build = {"comirec-sa": models.build_comirec_sa, "comirec-dr": models.build_comirec_dr,
+             "mind": models.build_mind}[args.model]
     variants = {}
     for name, beta, lam in (("backbone", 0.0, 0.0), ("ihn+rr", args.beta, args.rr_lambda)):
         torch.manual_seed(0)
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.repeats} blocks of {args.steps} interleaved steps")
     for name, (mean, std) in rows.items():
         print(f"  {name:9s} {mean:7.2f} ± {std:5.2f} ms")
-    print(f"  overhead  {100 * (statistics.mean(ratios) - 1):+.1f}% ± {100 * statistics.stdev(ratios):.1f}% (per-block ratio)")
+    print(f"  overhead  {100 * (statistics.mean(ratios) - 1):+.1f}% ± {100 * statistics.stdev(ratios):.1f}% "
+          "(per-block ratio)")
 
 
 if __name__ == "__main__":
