@@ -239,9 +239,10 @@ def test_cli_trains_transgnn_on_csbm(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PK_CACHE_DIR", str(tmp_path / "cache"))
     # the quick recipe's settings on the default CSBM (600 nodes, 3 classes), fewer epochs
-    args = ["train", "-c", "model.name=transgnn", "-c", "model.hidden=32", "-c", "model.samples=10", "-c", "model.dropout=0.2",
-            "-c", "dataset.name=csbm", "-c", "trainer.name=node-classification",
-            "-c", "trainer.max_epochs=40", "-c", "trainer.lr=0.005", "-c", f"run.out_dir={tmp_path}", "-c", "run.threads=1"]
+    args = ["train", "-c", "model.name=transgnn", "-c", "model.hidden=32", "-c", "model.samples=10",
+            "-c", "model.dropout=0.2", "-c", "dataset.name=csbm", "-c", "trainer.name=node-classification",
+            "-c", "trainer.max_epochs=40", "-c", "trainer.lr=0.005", "-c", f"run.out_dir={tmp_path}",
+            "-c", "run.threads=1"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     run_dir = next(p for p in tmp_path.iterdir() if (p / "result.json").exists())
@@ -259,7 +260,8 @@ def test_resume_restores_evolved_tables_exactly(tmp_path, monkeypatch):
     from pk.core.run import Run
 
     monkeypatch.setenv("PK_CACHE_DIR", str(tmp_path / "cache"))
-    base = ["train", "-c", "model.name=transgnn", "-c", "model.hidden=16", "-c", "model.samples=4", "-c", "model.heads=2",
+    base = ["train", "-c", "model.name=transgnn", "-c", "model.hidden=16", "-c", "model.samples=4",
+            "-c", "model.heads=2",
             "-c", "dataset.name=motif-graphs", "-c", "dataset.num_graphs=40", "-c", "trainer.name=graph-classification",
             "-c", "trainer.max_epochs=3", "-c", "trainer.batch_size=8", "-c", "run.threads=1"]
     full = CliRunner().invoke(cli, [*base, "-c", f"run.out_dir={tmp_path / 'full'}"])

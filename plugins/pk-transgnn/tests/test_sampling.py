@@ -203,7 +203,8 @@ def test_dense_hops_match_bfs(sizes, seed, max_hops):
 
 
 @settings(max_examples=25)
-@given(seed=st.integers(0, 10_000), k=st.integers(1, 8), c=st.integers(1, 60), levels=st.integers(1, 6), tb=st.booleans())
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 8), c=st.integers(1, 60), levels=st.integers(1, 6),
+       tb=st.booleans())
 def test_select_rows_prefilter_equals_full_sort(seed, k, c, levels, tb):
     """The top-(2k+8) prefilter must give exactly the full-sort answer, also when a tie group at the
     k-th place runs past the prefiltered candidates (few distinct score levels => huge tie groups)."""
@@ -214,7 +215,8 @@ def test_select_rows_prefilter_equals_full_sort(seed, k, c, levels, tb):
     scores[torch.rand(7, c, generator=g) < 0.2] = float("-inf")
     tiebreak = torch.randint(0, 4, (7, c), generator=g) if tb else None
     full = torch.sort(scores, dim=1, descending=True)
-    expected = _select_sorted(full.indices, full.values, None if tiebreak is None else tiebreak.gather(1, full.indices), min(k, c), 1e-4)
+    ties = None if tiebreak is None else tiebreak.gather(1, full.indices)
+    expected = _select_sorted(full.indices, full.values, ties, min(k, c), 1e-4)
     got = select_rows(scores, k, tiebreak)
     assert [sorted(r) for r in got.tolist()] == [sorted(r) for r in expected.tolist()]
 

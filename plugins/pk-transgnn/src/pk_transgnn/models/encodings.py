@@ -22,7 +22,8 @@ def node_degree(edge_index: Tensor, num_nodes: int) -> Tensor:
 
 
 @torch.no_grad()
-def pagerank(edge_index: Tensor, num_nodes: int, graph: Tensor | None = None, damping: float = 0.85, iters: int = 50) -> Tensor:
+def pagerank(edge_index: Tensor, num_nodes: int, graph: Tensor | None = None, damping: float = 0.85,
+             iters: int = 50) -> Tensor:
     """Power iteration ``p <- (1 - d) / n_g + d (A^T D^-1 p + dangling_g / n_g)`` per graph ``g``."""
     device = edge_index.device
     graph = torch.zeros(num_nodes, dtype=torch.long, device=device) if graph is None else graph
@@ -34,7 +35,8 @@ def pagerank(edge_index: Tensor, num_nodes: int, graph: Tensor | None = None, da
     for _ in range(iters):
         share = torch.where(out_deg > 0, p / out_deg.clamp_min(1), torch.zeros_like(p))
         spread = torch.zeros(num_nodes, dtype=torch.float64, device=device).index_add_(0, dst, share[src])
-        dangling = torch.zeros(num_graphs, dtype=torch.float64, device=device).index_add_(0, graph, torch.where(out_deg > 0, torch.zeros_like(p), p))
+        dangling = torch.zeros(num_graphs, dtype=torch.float64, device=device).index_add_(
+            0, graph, torch.where(out_deg > 0, torch.zeros_like(p), p))
         p = (1 - damping) / size[graph] + damping * (spread + dangling[graph] / size[graph])
     return p.float()
 

@@ -22,14 +22,17 @@ TIE_TOL = 1e-4
 def normalized_adjacency(edge_index: Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Sparse ``D^-1/2 A D^-1/2`` (no self-loops; isolated nodes get zero rows)."""
     src, dst = edge_index
-    deg = torch.zeros(num_nodes, device=edge_index.device, dtype=dtype).index_add_(0, dst, torch.ones_like(dst, dtype=dtype))
+    deg = torch.zeros(num_nodes, device=edge_index.device, dtype=dtype).index_add_(
+        0, dst, torch.ones_like(dst, dtype=dtype))
     inv = deg.clamp_min(1).rsqrt() * (deg > 0)
     values = inv[dst] * inv[src]
-    return torch.sparse_coo_tensor(torch.stack([dst, src]), values, (num_nodes, num_nodes), check_invariants=False).coalesce()
+    return torch.sparse_coo_tensor(torch.stack([dst, src]), values, (num_nodes, num_nodes),
+                                   check_invariants=False).coalesce()
 
 
 @torch.no_grad()
-def smoothed_queries(h: Tensor, edge_index: Tensor, alpha: float, mode: str = "similarity", ppr_steps: int = 3) -> tuple[Tensor, Tensor]:
+def smoothed_queries(h: Tensor, edge_index: Tensor, alpha: float, mode: str = "similarity",
+                     ppr_steps: int = 3) -> tuple[Tensor, Tensor]:
     """``(Z, Hn)`` with ``Hn`` the L2-normalised rows of ``h [N, d]`` and ``Z Hn^T`` the smoothed
     similarity: ``S + alpha A S`` ("similarity") or the truncated personalised-PageRank series
     ``sum_t alpha^t A^t S`` for ``t <= ppr_steps`` ("ppr"); ``S = Hn Hn^T`` is never formed.
@@ -200,7 +203,8 @@ def size_groups(sizes: list[int], budget: int = 4_000_000, small: int = 1 << 16)
 
 
 @torch.no_grad()
-def message_passing_update_batched(samples: Tensor, h: Tensor, edge_index: Tensor, ptr: Tensor, tol: float = TIE_TOL) -> Tensor:
+def message_passing_update_batched(samples: Tensor, h: Tensor, edge_index: Tensor, ptr: Tensor,
+                                   tol: float = TIE_TOL) -> Tensor:
     """:func:`message_passing_update` for a batch of small graphs (``ptr [G + 1]`` node offsets):
     the candidate sets ``Smp(i) ∪ ⋃_{j ∈ N(i)} Smp(j)`` become masks over padded per-graph blocks
     (graphs grouped by size, :func:`size_groups`), scored by one ``bmm`` and selected by
@@ -227,7 +231,8 @@ def message_passing_update_batched(samples: Tensor, h: Tensor, edge_index: Tenso
         slot[members] = torch.arange(b, device=device)
         local = torch.arange(n_max, device=device)
         real = local.unsqueeze(0) < torch.tensor([sizes[i] for i in group], device=device).unsqueeze(1)
-        idx = (ptr.to(device)[members].unsqueeze(1) + local).where(real, torch.zeros(1, dtype=torch.long, device=device))
+        idx = (ptr.to(device)[members].unsqueeze(1) + local).where(
+            real, torch.zeros(1, dtype=torch.long, device=device))
         mask = torch.zeros(b, n_max, n_max, dtype=torch.bool, device=device)
         mine = slot[graph[owner]] >= 0
         o, c = owner[mine], candidate[mine]

@@ -90,7 +90,8 @@ class StructureCache:
         return self.entries.get(key + self.settings)
 
     @torch.no_grad()
-    def fill(self, keys: list[tuple[int, ...]], edge_index: Tensor, graph: Tensor | None, ptr: Tensor) -> list[GraphStructure]:
+    def fill(self, keys: list[tuple[int, ...]], edge_index: Tensor, graph: Tensor | None,
+             ptr: Tensor) -> list[GraphStructure]:
         """The entries of a batch's graphs, computing the missing ones (degree and PageRank for the
         whole batch at once, hop tables per missing graph)."""
         out: list[GraphStructure | None] = [self.get(k) for k in keys]
@@ -105,7 +106,8 @@ class StructureCache:
             feature = torch.log(pr * size).unsqueeze(-1)
             edge_index = edge_index[:, torch.argsort(g[edge_index[0]], stable=True)]  # PyG batches are already sorted
             src = edge_index[0]
-            edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(torch.bincount(g[src].cpu(), minlength=len(keys)), 0)])
+            edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long),
+                                  torch.cumsum(torch.bincount(g[src].cpu(), minlength=len(keys)), 0)])
             for i in missing:
                 a, b = int(ptr[i]), int(ptr[i + 1])
                 hops = None
