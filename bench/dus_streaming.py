@@ -34,8 +34,8 @@ import time
 import zlib
 from pathlib import Path
 
-from pk_solar.dus import layer_map
-from pk_solar.streaming import header_bytes, read_header
+from pk_solar.models.dus import layer_map
+from pk_solar.models.safetensors_io import header_bytes, read_header
 
 SHAPES = {"hidden": 2048, "ffn": 5632, "heads": 32, "kv_heads": 4, "vocab": 32000}
 LAUNCHER = ("import os, sys, time; t = time.perf_counter(); pid = os.spawnv(os.P_NOWAIT, sys.argv[1], sys.argv[1:]); "

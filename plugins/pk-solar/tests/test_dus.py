@@ -8,8 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pk_solar.dus import depth_upscale, layer_map, upscale_config_dict
-from pk_solar.tiny import tiny_llama, tiny_qwen2
+from pk_solar.models.dus import depth_upscale, layer_map, upscale_config_dict
+from pk_solar.models.tiny_decoders import tiny_llama, tiny_qwen2
 
 from pk.core.errors import UsageError
 
@@ -141,7 +141,7 @@ def test_causal_masking_holds() -> None:
         assert torch.equal(up(x, use_cache=False).logits[:, :6], up(y, use_cache=False).logits[:, :6])
 
 
-def test_save_reload_round_trip_is_exact(tmp_path) -> None:  # noqa: ANN001
+def test_save_reload_round_trip_is_exact(tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
     up = depth_upscale(tiny_llama(5), 2)

@@ -10,21 +10,21 @@ import pytest
 import torch
 from click.testing import CliRunner
 from pk_solar.cli import dus_cmd
-from pk_solar.dus import depth_upscale
-from pk_solar.streaming import plan_dus, stream_dus
-from pk_solar.tiny import tiny_llama, tiny_qwen2
+from pk_solar.models.dus import depth_upscale
+from pk_solar.models.dus_streaming import plan_dus, stream_dus
+from pk_solar.models.tiny_decoders import tiny_llama, tiny_qwen2
 
 from pk.core.errors import DataError, UsageError
 
 
-def _save_sharded(model, folder: Path) -> Path:  # noqa: ANN001
+def _save_sharded(model, folder: Path) -> Path:
     model.save_pretrained(folder, max_shard_size="40KB")
     (folder / "tokenizer_config.json").write_text('{"model_max_length": 64}\n')
     assert (folder / "model.safetensors.index.json").exists(), "fixture must be sharded"
     return folder
 
 
-def _load(folder: Path):  # noqa: ANN202
+def _load(folder: Path):
     from transformers import AutoModelForCausalLM
 
     model, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True)
@@ -37,7 +37,7 @@ def _leftovers(parent: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(("factory", "n", "m"), [(tiny_llama, 5, 2), (tiny_llama, 4, 0), (tiny_qwen2, 4, 1)])
-def test_streamed_equals_in_memory(tmp_path: Path, factory, n: int, m: int) -> None:  # noqa: ANN001
+def test_streamed_equals_in_memory(tmp_path: Path, factory, n: int, m: int) -> None:
     base = factory(n, seed=n + m)
     src = _save_sharded(base, tmp_path / "base")
     plan = stream_dus(src, tmp_path / "up", m)
@@ -62,10 +62,12 @@ def test_streamed_equals_in_memory(tmp_path: Path, factory, n: int, m: int) -> N
 def test_peak_is_bounded_by_one_shard(tmp_path: Path) -> None:
     src = _save_sharded(tiny_llama(6), tmp_path / "base")
     plan = plan_dus(src, 2)
-    biggest_input = max(sum(t.nbytes for t in plan.tensors.values() if t.shard == s) for s in {t.shard for t in plan.tensors.values()})
+    shards = {t.shard for t in plan.tensors.values()}
+    biggest_input = max(sum(t.nbytes for t in plan.tensors.values() if t.shard == s) for s in shards)
     for shard in plan.outputs:
         distinct = {name for _, name in shard.items}
-        assert sum(plan.tensors[n].nbytes for n in distinct) <= max(biggest_input, max(t.nbytes for t in plan.tensors.values()))
+        biggest_tensor = max(t.nbytes for t in plan.tensors.values())
+        assert sum(plan.tensors[n].nbytes for n in distinct) <= max(biggest_input, biggest_tensor)
         assert len({plan.tensors[n].shard for n in distinct}) == 1, "an output shard reads one input shard"
 
 
@@ -129,14 +131,14 @@ def test_config_layer_count_mismatch_and_bad_json(tmp_path: Path) -> None:
 
 
 def test_failure_while_writing_leaves_no_partial_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pk_solar.streaming as streaming
+    import pk_solar.models.dus_streaming as streaming
 
     src = _save_sharded(tiny_llama(4), tmp_path / "base")
     plan = plan_dus(src, 1)
     calls = {"n": 0}
     original = streaming._write_into
 
-    def boom(plan, out, on_progress):  # noqa: ANN001, ANN202
+    def boom(plan, out, on_progress):
         def progress(nbytes: int) -> None:
             calls["n"] += 1
             if calls["n"] == 2:
@@ -170,8 +172,8 @@ def test_pk_dus_subcommand_is_found(tmp_path: Path) -> None:
     import sys
 
     src = _save_sharded(tiny_llama(4), tmp_path / "base")
-    proc = subprocess.run([sys.executable, "-m", "pk.cli", "dus", str(src), str(tmp_path / "up"), "--n-remove", "2", "-q"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "pk.cli", "dus", str(src), str(tmp_path / "up"), "--n-remove", "2",
+                           "-q"], capture_output=True, text=True)
     if proc.returncode != 0 and "No such command" in proc.stderr:
         pytest.skip("this pk-core has no pk.commands entry-point group yet")
     assert proc.returncode == 0, proc.stderr

@@ -14,32 +14,35 @@ from pathlib import Path
 
 import pytest
 import torch
-from pk_solar import streaming
-from pk_solar.dus import depth_upscale
-from pk_solar.streaming import DTYPE_BYTES, header_bytes, read_header, stream_dus
-from pk_solar.tiny import tiny_llama, tiny_qwen2
+from pk_solar.models import safetensors_io
+from pk_solar.models.dus import depth_upscale
+from pk_solar.models.dus_streaming import stream_dus
+from pk_solar.models.safetensors_io import DTYPE_BYTES, header_bytes, read_header
+from pk_solar.models.tiny_decoders import tiny_llama, tiny_qwen2
 from safetensors.torch import save as st_save
 
 from pk.core.errors import DataError
 
 #: every dtype torch and safetensors share (name in the safetensors header -> torch dtype)
 TORCH_DTYPES = {
-    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "F8_E5M2": torch.float8_e5m2, "F8_E4M3": torch.float8_e4m3fn,
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3": torch.float8_e4m3fn,
     "I16": torch.int16, "U16": torch.uint16, "F16": torch.float16, "BF16": torch.bfloat16, "I32": torch.int32,
     "U32": torch.uint32, "F32": torch.float32, "C64": torch.complex64, "F64": torch.float64, "I64": torch.int64,
     "U64": torch.uint64,
 }
 
 
-def _save_sharded(model, folder: Path) -> Path:  # noqa: ANN001
+def _save_sharded(model, folder: Path) -> Path:
     model.save_pretrained(folder, max_shard_size="40KB")
     assert (folder / "model.safetensors.index.json").exists(), "fixture must be sharded"
     return folder
 
 
-@pytest.mark.parametrize(("factory", "n", "m", "tie"), [(tiny_llama, 5, 2, False), (tiny_llama, 4, 0, True), (tiny_qwen2, 4, 1, False)])
+@pytest.mark.parametrize(("factory", "n", "m", "tie"),
+                         [(tiny_llama, 5, 2, False), (tiny_llama, 4, 0, True), (tiny_qwen2, 4, 1, False)])
 def test_every_output_shard_is_byte_identical_to_safetensors_saving_the_in_memory_dus(
-    tmp_path: Path, factory, n: int, m: int, tie: bool,  # noqa: ANN001
+    tmp_path: Path, factory, n: int, m: int, tie: bool,
 ) -> None:
     """Each output file equals, byte for byte, ``safetensors.torch.save`` of the in-memory DUS
     model's tensors of that shard. Catches: a wrong tensor order or header layout (the file
@@ -68,7 +71,8 @@ def test_header_matches_safetensors_for_every_dtype(tmp_path: Path) -> None:
     space padding) for all shared dtypes and odd names. Catches: a dtype rank out of the
     library's enum order, name-only sorting, missing padding or a pretty-printed header."""
     tensors = {f"z.{k.lower()}": torch.zeros(3, 5, dtype=v) for k, v in TORCH_DTYPES.items()}
-    tensors |= {"a.ünï\"code": torch.ones(7, dtype=torch.bfloat16), "m": torch.zeros(0, 4), "0": torch.ones((), dtype=torch.int64)}
+    tensors |= {"a.ünï\"code": torch.ones(7, dtype=torch.bfloat16), "m": torch.zeros(0, 4),
+                "0": torch.ones((), dtype=torch.int64)}
     blob = st_save(tensors, metadata={"format": "pt", "note": "x"})
     path = tmp_path / "all.safetensors"
     path.write_bytes(blob)
@@ -86,7 +90,8 @@ def _raw_file(path: Path, header: object, data: bytes, *, length: int | None = N
     return path
 
 
-GOOD = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "U8", "shape": [4], "data_offsets": [8, 12]}}
+GOOD = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "U8", "shape": [4], "data_offsets": [8, 12]}}
 
 
 @pytest.mark.parametrize(("header", "data", "length", "reason"), [
@@ -111,7 +116,8 @@ def test_corrupt_headers_are_one_line_data_errors(tmp_path: Path, header: object
     with pytest.raises(DataError, match=reason) as err:
         read_header(path)
     assert "bad.safetensors" in str(err.value) and "\n" not in str(err.value)
-    assert read_header(_raw_file(tmp_path / "good.safetensors", GOOD, b"\0" * 12)).data_start == 8 + len(json.dumps(GOOD))
+    good = _raw_file(tmp_path / "good.safetensors", GOOD, b"\0" * 12)
+    assert read_header(good).data_start == 8 + len(json.dumps(GOOD))
 
 
 @pytest.mark.parametrize("mode", ["copy_file_range", "sendfile", "buffered", "fallback"])
@@ -126,11 +132,11 @@ def test_copy_modes_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.Monk
         def refuse(*args: object, **kwargs: object) -> int:
             raise OSError(errno.EXDEV, "cross-device")
 
-        monkeypatch.setattr(streaming.os, "copy_file_range", refuse, raising=False)
-        monkeypatch.setattr(streaming, "_COPY_MODE", "copy_file_range")
+        monkeypatch.setattr(safetensors_io.os, "copy_file_range", refuse, raising=False)
+        monkeypatch.setattr(safetensors_io, "_COPY_MODE", "copy_file_range")
     else:
-        monkeypatch.setattr(streaming, "_COPY_MODE", mode)
-        monkeypatch.setattr(streaming, "_BUFFER", 4096)  # several reads per tensor
+        monkeypatch.setattr(safetensors_io, "_COPY_MODE", mode)
+        monkeypatch.setattr(safetensors_io, "_BUFFER", 4096)  # several reads per tensor
     stream_dus(src, tmp_path / "out", 1)
     files = sorted(p.name for p in (tmp_path / "ref").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -138,7 +144,7 @@ def test_copy_modes_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.Monk
         if name != "dus.json":
             assert (tmp_path / "ref" / name).read_bytes() == (tmp_path / "out" / name).read_bytes(), name
     if mode == "fallback":
-        assert streaming._COPY_MODE == "sendfile"
+        assert safetensors_io._COPY_MODE == "sendfile"
 
 
 #: getrusage's peak of a process counts the memory of the process it was exec'd from (Linux
@@ -147,7 +153,7 @@ def test_copy_modes_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.Monk
 LAUNCHER = "import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-c', *sys.argv[1:]]).returncode)"
 CHILD = textwrap.dedent("""
     import resource, sys
-    from pk_solar.streaming import stream_dus
+    from pk_solar.models.dus_streaming import stream_dus
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     stream_dus(sys.argv[1], sys.argv[2], 1)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -168,7 +174,8 @@ def _synthetic_checkpoint(folder: Path, layers: int, hidden: int, ffn: int, voca
                 p + "mlp.down_proj.weight": (hidden, ffn), p + "input_layernorm.weight": (hidden,)}
 
     half = layers // 2
-    shards = [{"model.embed_tokens.weight": (vocab, hidden)}, {"model.norm.weight": (hidden,), "lm_head.weight": (vocab, hidden)}]
+    shards = [{"model.embed_tokens.weight": (vocab, hidden)},
+              {"model.norm.weight": (hidden,), "lm_head.weight": (vocab, hidden)}]
     for i in range(layers):
         shards[i >= half].update(layer(i))
     weight_map, largest = {}, 0

@@ -11,9 +11,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from pk_solar.data.text_lm import Tokenizer, build_text_lm, windows
 from pk_solar.plugin import CausalLMTrainerConfig, TextLMConfig
-from pk_solar.text import Tokenizer, build_text_lm, windows
-from pk_solar.trainer import lr_at
+from pk_solar.trainers import lr_at
 
 from pk.core.paths import shared_data_dir
 
@@ -25,7 +25,8 @@ def test_windows_shift_labels_by_one(text: str, context: int, stride: int) -> No
     for row, (x, y, off) in enumerate(zip(out["input_ids"], out["labels"], out["offset"])):
         start = int(off) - 100
         assert start == row * stride
-        assert torch.equal(x, tokens[start : start + context]) and torch.equal(y, tokens[start + 1 : start + context + 1])
+        assert torch.equal(x, tokens[start : start + context])
+        assert torch.equal(y, tokens[start + 1 : start + context + 1])
 
 
 @given(st.text(alphabet="abcXYZ \n!", min_size=1, max_size=300))
@@ -63,7 +64,7 @@ def test_cosine_schedule_warms_up_and_decays_to_floor(total: int, warmup: int, f
         assert math.isclose(lr_at(total, total, cfg), cfg.lr * floor, abs_tol=1e-12)
 
 
-def _train(runner, tmp: Path, *overrides: str) -> dict:  # noqa: ANN001
+def _train(runner, tmp: Path, *overrides: str) -> dict:
     from pk.cli.main import cli
 
     args = ["train", "-c", "dataset.name=text-lm", "-c", "dataset.source=\"synthetic\"", "-c", "trainer.name=causal-lm",
@@ -90,9 +91,10 @@ def test_cli_chain_base_dus_continued(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (tmp_path / "cache" / "bases" / "b-s0" / "config.json").exists()
     base_flops = base["metrics"]["fit.flops_total"]
     budget = 1.5 * base_flops
-    dus = _train(runner, tmp_path, "model.name=dus-llama", "model.base_checkpoint=\"{cache}/bases/b-s{seed}\"", "model.n_remove=1",
-                 f"trainer.total_flops={budget}")
-    cont = _train(runner, tmp_path, "model.name=tiny-llama", "model.init_from=\"{cache}/bases/b-s{seed}\"", f"trainer.total_flops={budget}")
+    dus = _train(runner, tmp_path, "model.name=dus-llama", "model.base_checkpoint=\"{cache}/bases/b-s{seed}\"",
+                 "model.n_remove=1", f"trainer.total_flops={budget}")
+    cont = _train(runner, tmp_path, "model.name=tiny-llama", "model.init_from=\"{cache}/bases/b-s{seed}\"",
+                  f"trainer.total_flops={budget}")
     n_train = len(build_text_lm(TextLMConfig(source="synthetic")).split_keys("train"))
     for r in (base, dus, cont):
         for split in ("test", "eval"):
@@ -113,8 +115,9 @@ def test_missing_base_is_one_line_error(tmp_path: Path) -> None:
     from pk.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "-c", "model.name=dus-llama", "-c", f"model.base_checkpoint=\"{tmp_path}/nope\"", "-c", "dataset.name=text-lm",
-              "-c", "dataset.source=\"synthetic\"", "-c", "trainer.name=causal-lm", "-c", f"run.out_dir=\"{tmp_path}\""])
+        main(["train", "-c", "model.name=dus-llama", "-c", f"model.base_checkpoint=\"{tmp_path}/nope\"",
+              "-c", "dataset.name=text-lm", "-c", "dataset.source=\"synthetic\"", "-c", "trainer.name=causal-lm",
+              "-c", f"run.out_dir=\"{tmp_path}\""])
     assert exit_info.value.code == 2
 
 

@@ -28,12 +28,14 @@ def dus_cmd(src: str, dst: str, n_remove: int, max_shard_size: str, plan_only: b
     \b
     Example:  pk dus ./mistral-7b ./solar-like --n-remove 8
     """
-    from pk_solar.streaming import plan_dus, write_dus
+    from pk_solar.models.dus_streaming import plan_dus, write_dus
 
     plan = plan_dus(src, n_remove, max_shard_bytes=_parse_size(max_shard_size) if max_shard_size else None)
     mapping = _describe_map(plan.src_map)
-    click.echo(f"DUS {plan.base_layers} -> {plan.layers} layers (m = {plan.n_remove}); new layers <- base {mapping}", err=True)
-    click.echo(f"{len(plan.tensors)} input tensors, {len(plan.outputs)} output shard(s), {plan.total_bytes / 1e6:.1f} MB", err=True)
+    click.echo(f"DUS {plan.base_layers} -> {plan.layers} layers (m = {plan.n_remove}); new layers <- base {mapping}",
+               err=True)
+    click.echo(f"{len(plan.tensors)} input tensors, {len(plan.outputs)} output shard(s), "
+               f"{plan.total_bytes / 1e6:.1f} MB", err=True)
     if plan_only:
         return
     if quiet:

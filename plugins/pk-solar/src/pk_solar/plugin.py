@@ -1,7 +1,7 @@
 """pk-solar registrations: SOLAR depth up-scaling (DUS) and causal-LM pretraining.
 
-Stdlib and pk.core only; builders live in ``pk_solar.text``, ``pk_solar.models`` and
-``pk_solar.trainer`` and are imported when used. The streaming up-scaler is the ``pk dus``
+Stdlib and pk.core only; builders live in ``pk_solar.data``, ``pk_solar.models``,
+``pk_solar.trainers`` and ``pk_solar.evaluators`` and are imported when used. The streaming up-scaler is the ``pk dus``
 command (``pk_solar.cli:dus_cmd``, entry-point group ``pk.commands``).
 """
 
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pk.core import hookimpl
+from pk.core.configs import FileSource
+from pk.core.hookspecs import Register
 
 TASK = "causal-lm"
 PAPER = {
@@ -22,7 +24,7 @@ PAPER = {
 
 
 @dataclass
-class TextLMConfig:
+class TextLMConfig(FileSource):
     """Text cut into next-token windows of ``context`` tokens.
 
     ``source``: "auto" (``path``, else shared ``tinyshakespeare/input.txt``, else the bundled
@@ -32,7 +34,6 @@ class TextLMConfig:
     """
 
     source: Literal["auto", "file", "synthetic"] = "auto"
-    path: str = ""
     tokenizer: str = "char"
     context: int = field(default=64, metadata={"ge": 2})
     valid_fraction: float = field(default=0.05, metadata={"gt": 0, "lt": 0.5})
@@ -41,10 +42,9 @@ class TextLMConfig:
 
 
 @dataclass
-class TinyLlamaConfig:
-    """A LlamaForCausalLM of ``layers`` layers (hidden 64, FFN 176, 4 heads, 2 KV heads:
-    the pilot's 378k-parameter 8-layer model at layers = 8). ``init_from``: continue from a
-    checkpoint (HF folder, pk run dir or export_dir; ``{seed}`` = run seed) instead."""
+class LlamaShapeConfig:
+    """The shape of a tiny Llama: ``layers`` layers, width ``hidden``, FFN ``intermediate``,
+    ``heads`` attention heads sharing ``kv_heads`` KV heads, RoPE base ``rope_theta``."""
 
     layers: int = field(default=4, metadata={"ge": 1})
     hidden: int = field(default=64, metadata={"ge": 1})
@@ -54,25 +54,25 @@ class TinyLlamaConfig:
     max_positions: int = field(default=256, metadata={"ge": 2})
     rope_theta: float = field(default=10000.0, metadata={"gt": 0})
     tie_embeddings: bool = False
+
+
+@dataclass
+class TinyLlamaConfig(LlamaShapeConfig):
+    """A LlamaForCausalLM of ``layers`` layers (hidden 64, FFN 176, 4 heads, 2 KV heads:
+    the pilot's 378k-parameter 8-layer model at layers = 8). ``init_from``: continue from a
+    checkpoint (HF folder, pk run dir or export_dir; ``{seed}`` = run seed) instead."""
+
     init_from: str = ""
 
 
 @dataclass
-class DusLlamaConfig:
+class DusLlamaConfig(LlamaShapeConfig):
     """DUS of ``base_checkpoint`` with m = ``n_remove``: 2(n - m) layers, new layer j <- base
     [0..n-m-1] ++ [m..n-1]. Without a checkpoint, up-scales a fresh tiny Llama built from
     the architecture fields (``layers`` = n). ``{seed}`` in the path = run seed."""
 
     base_checkpoint: str = ""
     n_remove: int = field(default=1, metadata={"ge": 0})
-    layers: int = field(default=4, metadata={"ge": 1})
-    hidden: int = field(default=64, metadata={"ge": 1})
-    intermediate: int = field(default=176, metadata={"ge": 1})
-    heads: int = field(default=4, metadata={"ge": 1})
-    kv_heads: int = field(default=2, metadata={"ge": 1})
-    max_positions: int = field(default=256, metadata={"ge": 2})
-    rope_theta: float = field(default=10000.0, metadata={"gt": 0})
-    tie_embeddings: bool = False
 
 
 @dataclass
@@ -102,7 +102,8 @@ class CausalLMTrainerConfig:
     export_dir: str = ""
 
     #: shrunk budget for pk's contract suite (two evaluations, so resume is exercised)
-    pk_test: ClassVar[dict[str, int]] = {"steps": 6, "eval_every": 3, "eval_batches": 2, "batch_size": 8, "warmup_steps": 2}
+    pk_test: ClassVar[dict[str, int]] = {"steps": 6, "eval_every": 3, "eval_batches": 2, "batch_size": 8,
+                                         "warmup_steps": 2}
 
 
 @dataclass
@@ -111,26 +112,29 @@ class PerplexityConfig:
 
 
 @hookimpl
-def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
-    register("text-lm", "pk_solar.text:build_text_lm", config=TextLMConfig, tasks=(TASK,),
-             summary="Text as next-token windows: tinyshakespeare or a bundled public-domain text; char/byte/HF tokenizer")
+def pk_register_datasets(register: Register) -> None:
+    register("text-lm", "pk_solar.data.text_lm:build_text_lm", config=TextLMConfig, tasks=(TASK,),
+             summary="Text as next-token windows: tinyshakespeare or a bundled public-domain text; "
+                     "char/byte/HF tokenizer")
 
 
 @hookimpl
-def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
-    register("tiny-llama", "pk_solar.models:build_tiny_llama", config=TinyLlamaConfig, tasks=(TASK,), tags=("baseline",),
+def pk_register_models(register: Register) -> None:
+    register("tiny-llama", "pk_solar.models.causal_lm:build_tiny_llama", config=TinyLlamaConfig, tasks=(TASK,),
+             tags=("baseline",),
              summary="Tiny LlamaForCausalLM built from config (or continued from a checkpoint)")
-    register("dus-llama", "pk_solar.models:build_dus_llama", config=DusLlamaConfig, tasks=(TASK,), paper=PAPER,
+    register("dus-llama", "pk_solar.models.causal_lm:build_dus_llama", config=DusLlamaConfig, tasks=(TASK,),
+             paper=PAPER,
              summary="SOLAR depth up-scaling of a base checkpoint: layers [0..n-m-1] ++ [m..n-1]")
 
 
 @hookimpl
-def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
-    register("causal-lm", "pk_solar.trainer:CausalLMTrainer", config=CausalLMTrainerConfig, tasks=(TASK,),
+def pk_register_trainers(register: Register) -> None:
+    register("causal-lm", "pk_solar.trainers:CausalLMTrainer", config=CausalLMTrainerConfig, tasks=(TASK,),
              summary="(Continued) pretraining with warm-up + cosine, FLOP budgets, perplexity, HF export")
 
 
 @hookimpl
-def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
-    register("perplexity", "pk_solar.trainer:PerplexityEvaluator", config=PerplexityConfig, tasks=(TASK,),
+def pk_register_evaluators(register: Register) -> None:
+    register("perplexity", "pk_solar.evaluators:PerplexityEvaluator", config=PerplexityConfig, tasks=(TASK,),
              summary="Test-split perplexity and cross-entropy of a causal LM")

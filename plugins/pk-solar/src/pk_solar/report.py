@@ -73,7 +73,8 @@ def paired_table(arms: dict[str, list[dict[str, Any]]], baseline: str = "cont", 
         return ""
     base = {r["seed"]: r for r in arms[baseline]}
     lines = [f"Paired against `{baseline}` ({metric}, whole test split; negative = better than {baseline}):", "",
-             "| arm | seeds | mean diff [95% t-interval] | paired t p | per-seed bootstrap over test windows (diff, p) | verdict |",
+             "| arm | seeds | mean diff [95% t-interval] | paired t p | "
+             "per-seed bootstrap over test windows (diff, p) | verdict |",
              "|---|---|---|---|---|---|"]
     for arm, runs in arms.items():
         if arm in (baseline, "base"):
@@ -91,7 +92,8 @@ def paired_table(arms: dict[str, list[dict[str, Any]]], baseline: str = "cont", 
                 boots.append(f"s{m['seed']}: {bs.mean:+.4f}, p {shown}")
         interval = f"{stats.mean:+.4f}" + (f" [{stats.low:+.4f}, {stats.high:+.4f}]" if stats.low is not None else "")
         p = fmt_p(stats.p) if stats.p is not None else "n/a"
-        words = verdict_words(stats.mean, stats.p, lower_is_better=True, n=stats.n).replace("method", arm).replace("baseline", baseline)
+        words = verdict_words(stats.mean, stats.p, lower_is_better=True, n=stats.n)
+        words = words.replace("method", arm).replace("baseline", baseline)
         lines.append(f"| {arm} | {stats.n} | {interval} | {p} | {'; '.join(boots) or 'n/a'} | {words} |")
     return "\n".join(lines)
 
@@ -104,7 +106,8 @@ def tables(arms: dict[str, list[dict[str, Any]]]) -> str:
         lines.append(
             f"| {arm} | {m0.get('fit.layers', 0):.0f} | {m0.get('fit.params', 0):,.0f} | {len(runs)} | "
             f"{statistics.fmean(r['metrics']['fit.flops_total'] for r in runs):.3e} | "
-            f"{_mean_std([r['metrics']['fit.valid_loss'] for r in runs])} | {_mean_std([r['metrics']['eval.ppl'] for r in runs])} |"
+            f"{_mean_std([r['metrics']['fit.valid_loss'] for r in runs])} | "
+            f"{_mean_std([r['metrics']['eval.ppl'] for r in runs])} |"
         )
     paired = paired_table(arms)
     if paired:
@@ -115,10 +118,12 @@ def tables(arms: dict[str, list[dict[str, Any]]]) -> str:
         starts = [r["curve"][0][0] for runs in arms.values() for r in runs if r["curve"]]
         base_flops = min(starts) if starts and min(starts) > 0 else None
     if base_flops:
-        others = [statistics.fmean(r["metrics"]["fit.flops_total"] for r in runs) for arm, runs in arms.items() if arm != "base"]
+        others = [statistics.fmean(r["metrics"]["fit.flops_total"] for r in runs)
+                  for arm, runs in arms.items() if arm != "base"]
         top = min(others, default=base_flops) / base_flops
         points = [round(1 + (top - 1) * k / 4, 2) for k in (1, 2, 3, 4)] if top > 1.01 else [1.1, 1.2, 1.3, 1.4]
-        lines += ["", "Validation loss (periodic evals, fixed batches) at matched total compute, x = multiple of the base's compute:",
+        lines += ["", "Validation loss (periodic evals, fixed batches) at matched total compute, "
+                  "x = multiple of the base's compute:",
                   "", "| arm | " + " | ".join(f"{p:g}x" for p in points) + " |", "|---|" + "---|" * len(points)]
         for arm, runs in arms.items():
             if arm == "base":
@@ -130,8 +135,9 @@ def tables(arms: dict[str, list[dict[str, Any]]]) -> str:
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if "cont" in arms:
         start = {r["seed"]: r["curve"][0][1] for r in arms["cont"]}
-        lines += ["", "Seam: loss right after up-scaling minus the base's loss (same batches); recovery = added FLOPs until "
-                  "the up-scaled model is back at the base's loss:", "", "| arm | seam drop | recovery FLOPs |", "|---|---|---|"]
+        lines += ["", "Seam: loss right after up-scaling minus the base's loss (same batches); "
+                  "recovery = added FLOPs until the up-scaled model is back at the base's loss:",
+                  "", "| arm | seam drop | recovery FLOPs |", "|---|---|---|"]
         for arm, runs in arms.items():
             if arm in ("base", "cont", "scratch"):
                 continue
@@ -143,7 +149,8 @@ def tables(arms: dict[str, list[dict[str, Any]]]) -> str:
                 hit = next((f for f, loss in r["curve"][1:] if loss <= start[r["seed"]]), None)
                 if hit is not None:
                     recover.append(hit - r["curve"][0][0])
-            rec = f"{statistics.fmean(recover):.3e} ({len(recover)}/{len(runs)} seeds)" if recover else "not within budget"
+            rec = (f"{statistics.fmean(recover):.3e} ({len(recover)}/{len(runs)} seeds)" if recover
+                   else "not within budget")
             lines.append(f"| {arm} | {_mean_std(drops)} | {rec} |")
     return "\n".join(lines)
 

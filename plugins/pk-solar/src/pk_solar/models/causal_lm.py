@@ -64,7 +64,8 @@ def llama_config(config: Any, vocab_size: int, layers: int) -> Any:
     from transformers import LlamaConfig
 
     if config.hidden % config.heads or config.heads % config.kv_heads:
-        raise ConfigError(f"model.hidden ({config.hidden}) must divide by heads ({config.heads}), heads by kv_heads ({config.kv_heads})")
+        raise ConfigError(f"model.hidden ({config.hidden}) must divide by heads ({config.heads}), "
+                          f"heads by kv_heads ({config.kv_heads})")
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=config.hidden,
@@ -134,7 +135,8 @@ def load_checkpoint(path: str, info: DatasetInfo) -> tuple[Any, dict[str, Any]]:
         )
     chars = info.extra.get("chars")
     if chars and sidecar.get("chars") and sidecar["chars"] != chars:
-        raise CheckpointError(f"{folder}: trained on another character vocabulary; use the same text and tokenizer as the base")
+        raise CheckpointError(f"{folder}: trained on another character vocabulary; "
+                              "use the same text and tokenizer as the base")
     return lm, sidecar
 
 
@@ -152,7 +154,7 @@ def build_tiny_llama(config: Any, info: DatasetInfo) -> CausalLM:
 def build_dus_llama(config: Any, info: DatasetInfo) -> CausalLM:
     """``dus-llama``: DUS (m = ``n_remove``) of ``base_checkpoint``, or of a fresh
     ``layers``-layer tiny Llama when no checkpoint is given (tests, smoke runs)."""
-    from pk_solar.dus import depth_upscale
+    from pk_solar.models.dus import depth_upscale
 
     if config.base_checkpoint:
         base, sidecar = load_checkpoint(config.base_checkpoint, info)
@@ -165,4 +167,5 @@ def build_dus_llama(config: Any, info: DatasetInfo) -> CausalLM:
     n = int(base.config.num_hidden_layers)
     up = depth_upscale(base, config.n_remove)
     return CausalLM(up, compute_offset=offset,
-                    provenance={"base": origin, "base_layers": n, "n_remove": config.n_remove, "layers": up.config.num_hidden_layers})
+                    provenance={"base": origin, "base_layers": n, "n_remove": config.n_remove,
+                                "layers": up.config.num_hidden_layers})

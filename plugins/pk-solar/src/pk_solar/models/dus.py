@@ -59,7 +59,8 @@ def upscale_config_dict(config: Mapping[str, Any], src: list[int]) -> dict[str, 
     types = out.get("layer_types")
     if isinstance(types, list):
         if len(types) != n:
-            raise UsageError(f"config layer_types has {len(types)} entries but the model has {n} layers; fix config.json")
+            raise UsageError(f"config layer_types has {len(types)} entries but the model has {n} layers; "
+                             "fix config.json")
         out["layer_types"] = [types[i] for i in src]
     per_layer = out.get("per_layer_config")
     if isinstance(per_layer, Mapping) and per_layer:

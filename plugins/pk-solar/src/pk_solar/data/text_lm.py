@@ -35,9 +35,10 @@ class TextBundle(TensorBundle):
 
 def read_text(config: Any) -> tuple[str, str, str]:
     """Return ``(text, source, origin)``; ``source`` is "file" or "synthetic" (bundled)."""
-    found = locate("text-lm", source=config.source, path=config.path, shared_folder="tinyshakespeare", required=("input.txt",))
+    found = locate("text-lm", source=config.source, path=config.path, shared_folder="tinyshakespeare",
+                   required=("input.txt",))
     if found is None:
-        text = resources.files("pk_solar").joinpath("texts", BUNDLED_TEXT).read_text(encoding="utf-8")
+        text = resources.files("pk_solar.data").joinpath("texts", BUNDLED_TEXT).read_text(encoding="utf-8")
         return text, "synthetic", f"bundled:{BUNDLED_TEXT}"
     path = Path(found) / "input.txt" if Path(found).is_dir() else Path(found)
     try:
@@ -70,7 +71,8 @@ class Tokenizer:
             try:
                 self._hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             except (OSError, ValueError) as exc:
-                raise DataError(f"{path}: cannot load a tokenizer ({str(exc).splitlines()[0]}); check the folder") from None
+                reason = str(exc).splitlines()[0]
+                raise DataError(f"{path}: cannot load a tokenizer ({reason}); check the folder") from None
             self.vocab_size = len(self._hf)
 
     def encode(self, text: str) -> torch.Tensor:
@@ -91,7 +93,8 @@ def windows(tokens: torch.Tensor, context: int, stride: int, base_offset: int) -
                 "offset": torch.zeros(0, dtype=torch.int64)}
     idx = starts[:, None] + torch.arange(context + 1)[None, :]
     chunk = tokens[idx]
-    return {"input_ids": chunk[:, :-1].contiguous(), "labels": chunk[:, 1:].contiguous(), "offset": starts + base_offset}
+    return {"input_ids": chunk[:, :-1].contiguous(), "labels": chunk[:, 1:].contiguous(),
+            "offset": starts + base_offset}
 
 
 def build_text_lm(config: Any, *, root: Any = None, seed: int = 0) -> TextBundle:
@@ -112,7 +115,8 @@ def build_text_lm(config: Any, *, root: Any = None, seed: int = 0) -> TextBundle
         tokens = tokenizer.encode(text[a:b])
         tensors[split] = windows(tokens, config.context, stride if split == "train" else config.context, a)
         if tensors[split]["input_ids"].shape[0] == 0:
-            raise DataError(f"{origin}: the {split} split is shorter than context {config.context}; use a longer text or smaller context")
+            raise DataError(f"{origin}: the {split} split is shorter than context {config.context}; "
+                            "use a longer text or smaller context")
     info = DatasetInfo(
         task="causal-lm",
         num_classes=tokenizer.vocab_size,

@@ -1,4 +1,4 @@
-"""The ``causal-lm`` trainer (pre- and continued pretraining) and the ``perplexity`` evaluator.
+"""The ``causal-lm`` trainer (pre- and continued pretraining; metrics in :mod:`pk_solar.evaluators`).
 
 Compute is counted as FLOPs = 6 · P · tokens (P = all parameters, tokens = B · T per step),
 on top of the compute the starting weights already cost (``model.compute_offset``). With
@@ -24,9 +24,10 @@ from torch import nn
 
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
-from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.torch_helpers import to_device
-from pk_solar.models import SIDECAR, CausalLM, fill_path
+from pk.core.train_state import TrainState
+from pk_solar.evaluators import lm_metrics
+from pk_solar.models.causal_lm import SIDECAR, CausalLM, fill_path
 
 
 def lr_at(step: int, total: int, cfg: Any) -> float:
@@ -39,39 +40,6 @@ def lr_at(step: int, total: int, cfg: Any) -> float:
     progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def window_losses(model: CausalLM, data: Any, split: str, batch_size: int, device: str, max_batches: int = 0) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats/token) of each window of a split, in loader order
-    (its first ``max_batches`` batches when > 0, else all of it), float64 ``[N]``."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for i, batch in enumerate(data.loader(split, batch_size)):
-        if max_batches and i >= max_batches:
-            break
-        batch = to_device(batch, device)
-        logits = model.predict(batch)
-        ce = nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), reduction="none")
-        out.append(ce.view(batch["labels"].shape).double().mean(1).cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-
-def lm_metrics(model: CausalLM, data: Any, split: str, batch_size: int, device: str, max_batches: int = 0,
-               run: RunHandle | None = None, scores_as: str = "") -> dict[str, float]:
-    """Mean next-token cross-entropy (nats/token), perplexity and bits/token on a split.
-
-    Windows all have ``context`` tokens, so the loss is the mean of the per-window losses;
-    with ``run`` and ``scores_as`` those (and bits/token) are saved as the per-example scores
-    of ``scores_as`` ("test" or "eval") for the batch summary's paired bootstrap."""
-    per_window = window_losses(model, data, split, batch_size, device, max_batches)
-    loss = float(per_window.mean()) if len(per_window) else 0.0
-    if run is not None and scores_as and hasattr(run, "save_example_scores"):
-        run.save_example_scores(scores_as, {"loss": per_window, "bits_per_token": per_window / math.log(2)})
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bits_per_token": loss / math.log(2),
-            "tokens": float(per_window.numel() * int(data.info.extra.get("context") or data.info.max_len or 0))}
 
 
 def export_hf(model: CausalLM, folder: Path, sidecar: dict[str, Any]) -> Path:
@@ -139,23 +107,23 @@ class CausalLMTrainer:
             lr=cfg.lr, betas=(0.9, 0.95),
         )
         shuffle = run.generator("shuffle")
-        step, epoch, batch_in_epoch = 0, 0, 0
-        epoch_state = shuffle.get_state()
-        initial: float | None = None
+        # TrainState.epoch is the last completed epoch; a checkpoint may fall mid-epoch, so
+        # extra holds the position in the current one and the shuffle state it started from
+        state = TrainState(model, {"main": opt}, batch_in_epoch=0, epoch_state=shuffle.get_state(),
+                           initial_valid_loss=0.0)
         ckpt = run.latest_checkpoint()
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            step, epoch, batch_in_epoch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"])
-            epoch_state = ckpt["epoch_state"]
-            initial = float(ckpt["initial_valid_loss"])
-            restore_rng_state(ckpt["rng"])
-            run.echo(f"resumed at step {step}")
+            state.load_state_dict(ckpt, run)
+            run.echo(f"resumed at step {state.step}")
         else:
             first = lm_metrics(model, data, "valid", cfg.eval_batch_size, device, cfg.eval_batches)
-            initial = first["loss"]
+            state.extra["initial_valid_loss"] = first["loss"]
             run.log(0, "valid", loss=first["loss"], ppl=first["ppl"], flops=model.compute_offset, tokens=0.0)
-        run.echo(f"{model.num_layers} layers, {params:,} parameters, {total_steps} steps, {flops_per_step * total_steps:.3g} FLOPs added")
+        step, epoch = state.step, state.start_epoch
+        batch_in_epoch, epoch_state = int(state.extra["batch_in_epoch"]), state.extra["epoch_state"]
+        initial = float(state.extra["initial_valid_loss"])
+        run.echo(f"{model.num_layers} layers, {params:,} parameters, {total_steps} steps, "
+                 f"{flops_per_step * total_steps:.3g} FLOPs added")
         model.train()
         running, running_n = 0.0, 0
         bar = iter(run.progress(range(step, total_steps), total=total_steps - step, description="steps"))
@@ -186,12 +154,11 @@ class CausalLMTrainer:
                     run.log(step, "train", loss=running / running_n, lr=lr_at(step - 1, total_steps, cfg), flops=flops)
                     running, running_n = 0.0, 0
                     m = lm_metrics(model, data, "valid", cfg.eval_batch_size, device, cfg.eval_batches)
-                    run.log(step, "valid", loss=m["loss"], ppl=m["ppl"], flops=flops, tokens=float(step * tokens_per_step))
-                    run.save_checkpoint({
-                        "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch,
-                        "batch_in_epoch": batch_in_epoch, "epoch_state": epoch_state, "rng": capture_rng_state(),
-                        "initial_valid_loss": initial,
-                    })
+                    run.log(step, "valid", loss=m["loss"], ppl=m["ppl"], flops=flops,
+                            tokens=float(step * tokens_per_step))
+                    state.epoch, state.step = epoch - 1, step
+                    state.extra.update(batch_in_epoch=batch_in_epoch, epoch_state=epoch_state)
+                    state.save(run)
             else:
                 epoch += 1
                 batch_in_epoch = 0
@@ -202,7 +169,8 @@ class CausalLMTrainer:
         sidecar = {
             "flops": flops_total, "steps": total_steps, "tokens": total_steps * tokens_per_step, "params": params,
             "layers": model.num_layers, "chars": data.info.extra.get("chars", ""),
-            "tokenizer": data.info.extra.get("tokenizer", ""), "valid_loss": final["loss"], "provenance": model.provenance,
+            "tokenizer": data.info.extra.get("tokenizer", ""), "valid_loss": final["loss"],
+            "provenance": model.provenance,
         }
         export_hf(model, run.artifact_path("hf-model"), sidecar)
         if cfg.export_dir:
@@ -219,16 +187,3 @@ class CausalLMTrainer:
         m = lm_metrics(model, data, split, self.config.eval_batch_size, run.device, run=run,
                        scores_as="test" if split == "test" else "")
         return {"loss": m["loss"], "ppl": m["ppl"], "bits_per_token": m["bits_per_token"]}
-
-
-class PerplexityEvaluator:
-    """Perplexity, cross-entropy (nats/token) and bits/token on the whole test split."""
-
-    metrics = {"ppl": (1.0, float("inf"), False), "loss": (0.0, float("inf"), False), "bits_per_token": (0.0, float("inf"), False)}
-
-    def __init__(self, config: Any = None) -> None:
-        self.batch_size = getattr(config, "batch_size", 64)
-
-    def evaluate(self, model: CausalLM, data: Any, run: RunHandle) -> dict[str, float]:
-        m = lm_metrics(model, data, "test", self.batch_size, run.device, run=run, scores_as="eval")
-        return {"ppl": m["ppl"], "loss": m["loss"], "bits_per_token": m["bits_per_token"]}
