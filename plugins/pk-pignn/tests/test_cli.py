@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from pk.cli.main import cli
 from pk.core.paths import shared_data_dir
 
-SHORT = ["-c", "trainer.init_epochs=5", "-c", "trainer.retrain_epochs=3", "-c", "trainer.rectify_epochs=2", "-c", "trainer.max_tasks=3"]
+SHORT = ["-c", "trainer.init_epochs=5", "-c", "trainer.retrain_epochs=3", "-c", "trainer.rectify_epochs=2",
+         "-c", "trainer.max_tasks=3"]
 
 
 def test_pignn_run_reports_pm_fm_and_writes_heat_map(tmp_path):
@@ -26,7 +27,8 @@ def test_pignn_run_reports_pm_fm_and_writes_heat_map(tmp_path):
     run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
     metrics = json.loads((run_dir / "result.json").read_text())["metrics"]
     # the matrix file keeps 6 decimals
-    assert metrics["eval.pm"] == pytest.approx(metrics["fit.pm"], abs=1e-5) and metrics["eval.fm"] == pytest.approx(metrics["fit.fm"], abs=1e-5)
+    assert metrics["eval.pm"] == pytest.approx(metrics["fit.pm"], abs=1e-5)
+    assert metrics["eval.fm"] == pytest.approx(metrics["fit.fm"], abs=1e-5)
     assert metrics["eval.row_mismatch"] < 1e-5, "the re-scored final model must match the matrix's last row"
     matrix = json.loads((run_dir / "artifacts" / "accuracy_matrix.json").read_text())["accuracy"]
     assert len(matrix) == 3 and matrix[0][1] is None and matrix[2][0] is not None

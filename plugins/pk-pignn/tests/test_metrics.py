@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from pk_pignn.trainers.metrics import forgetting_measure, performance_mean
+from pk_pignn.evaluators import forgetting_measure, performance_mean
 
 NAN = float("nan")
 
@@ -31,7 +31,8 @@ def test_fm_positive_means_backward_transfer_and_single_task_is_zero():
 @given(st.integers(1, 8), st.integers(0, 10_000))
 def test_pm_fm_match_a_loop_over_a_random_lower_triangular_matrix(t, seed):
     g = torch.Generator().manual_seed(seed)
-    acc = torch.rand(t, t, generator=g, dtype=torch.float64).tril() + torch.triu(torch.full((t, t), NAN, dtype=torch.float64), 1)
+    acc = (torch.rand(t, t, generator=g, dtype=torch.float64).tril()
+           + torch.triu(torch.full((t, t), NAN, dtype=torch.float64), 1))
     pm = sum(float(acc[i, i]) for i in range(t)) / t
     fm = sum(float(acc[t - 1, i] - acc[i, i]) for i in range(t - 1)) / (t - 1) if t > 1 else 0.0
     assert math.isclose(performance_mean(acc), pm, abs_tol=1e-12)

@@ -15,7 +15,8 @@ from torch_geometric.data import Data
 def random_graph(seed: int, n: int = 30, f: int = 8, c: int = 3) -> Data:
     g = torch.Generator().manual_seed(seed)
     edge_index = torch.randint(0, n, (2, 4 * n), generator=g)
-    return Data(x=torch.randn(n, f, generator=g), edge_index=edge_index, y=torch.randint(0, c, (n,), generator=g), num_nodes=n)
+    return Data(x=torch.randn(n, f, generator=g), edge_index=edge_index, y=torch.randint(0, c, (n,), generator=g),
+                num_nodes=n)
 
 
 def grown_model(seed: int, tasks: int, sizes: list[int], f: int = 8, c: int = 3) -> ProgressiveSAGE:

@@ -37,7 +37,8 @@ def test_snapshots_are_cumulative_and_leak_no_future_nodes(seed, tasks):
         g = stream.task(t, 16, seed)
         assert set(g.affected.tolist()) == {v for e in pairs(stream.arrivals[t]) for v in e}
         if t:
-            assert set(g.memory.tolist()) <= set(stream.nodes_until(t - 1).tolist()), "memory drawn from the previous snapshot"
+            assert set(g.memory.tolist()) <= set(stream.nodes_until(t - 1).tolist()), \
+                "memory drawn from the previous snapshot"
             for graph in (g.rec, g.ret):
                 assert set(graph.node_ids.tolist()) <= nodes, "task graphs must not contain future nodes"
             old_pairs = pairs(stream.edges_until(t - 1))
@@ -102,7 +103,8 @@ def test_cora_stream_growth_matches_the_release(cora_stream):
     assert stream.num_tasks == 14
     for t, (edges, nodes, train, test) in enumerate(GROWTH):
         snap = stream.snapshot(t)
-        assert (len(pairs(stream.edges_until(t))), snap.num_nodes, int(snap.train_mask.sum()), int(snap.test_mask.sum())) == (edges, nodes, train, test)
+        got = (len(pairs(stream.edges_until(t))), snap.num_nodes, int(snap.train_mask.sum()), int(snap.test_mask.sum()))
+        assert got == (edges, nodes, train, test)
 
 
 def test_cora_id_map_and_label_map(cora_stream):
@@ -112,15 +114,19 @@ def test_cora_id_map_and_label_map(cora_stream):
     shared = shared_data_dir()
     raw = shared / "PIGNN_cora_stream" / "raw"
     planetoid = cora()
-    mapping = {int(a): int(b) for a, b in (line.split() for line in (raw / "pignn_to_planetoid_index.txt").read_text().split("\n") if line.strip())}
+
+    def rows(name: str) -> list[list[str]]:
+        return [line.split() for line in (raw / name).read_text().split("\n") if line.strip()]
+
+    mapping = {int(a): int(b) for a, b in rows("pignn_to_planetoid_index.txt")}
     assert sorted(mapping) == sorted(mapping.values()) == list(range(2708)), "id map must be a bijection"
     pyg_pairs = pairs(planetoid.edge_index)
-    for a, b in (line.split() for line in (raw / "edges").read_text().split("\n") if line.strip()):
+    for a, b in rows("edges"):
         assert (min(mapping[int(a)], mapping[int(b)]), max(mapping[int(a)], mapping[int(b)])) in pyg_pairs
     assert extra["label_map"] == {"0": 3, "1": 6, "2": 1, "3": 4, "4": 0, "5": 2, "6": 5}
-    labels = {int(a): int(b) for a, b in (line.split() for line in (raw / "labels").read_text().split("\n") if line.strip())}
+    labels = {int(a): int(b) for a, b in rows("labels")}
     assert all(int(stream.y[i]) == extra["label_map"][str(labels[i])] for i in range(2708))
-    full = {(min(int(a), int(b)), max(int(a), int(b))) for a, b in (line.split() for line in (raw / "edges").read_text().split("\n") if line.strip())}
+    full = {(min(int(a), int(b)), max(int(a), int(b))) for a, b in rows("edges")}
     assert pairs(stream.edges_until(13)) == full, "the last snapshot must be the full Cora graph"
     assert len(pairs(stream.edges_until(13))) == 5278 and stream.nodes_until(13).numel() == 2708
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from pk_pignn.trainers.metrics import FM_SIGN_NOTE, forgetting_measure, load_matrix, performance_mean, plot_matrix
+from pk_pignn.evaluators import FM_SIGN_NOTE, forgetting_measure, load_matrix, performance_mean, plot_matrix
 
 COLUMNS = (("fit.pm", "PM (acc)"), ("fit.fm", "FM (acc)"), ("fit.pm_macro_f1", "PM (macro-F1)"),
-           ("fit.fm_macro_f1", "FM (macro-F1)"), ("fit.final_mean_accuracy", "final model, mean acc"), ("fit.params", "params"))
+           ("fit.fm_macro_f1", "FM (macro-F1)"), ("fit.final_mean_accuracy", "final model, mean acc"),
+           ("fit.params", "params"))
 
 
 def _cell(values: list[float], digits: int = 4) -> str:
@@ -47,7 +48,8 @@ def summarise(batch_dir: Path, out: Path) -> str:
         stack = torch.stack(mats)
         mean = stack.mean(0)
         std = stack.std(0) if len(mats) > 1 else torch.zeros_like(mean)
-        title = f"{group}: mean over {len(mats)} seeds, PM {performance_mean(mean):.3f}, FM {forgetting_measure(mean):+.3f}"
+        title = (f"{group}: mean over {len(mats)} seeds, PM {performance_mean(mean):.3f}, "
+                 f"FM {forgetting_measure(mean):+.3f}")
         plot_matrix(mean, out / f"heatmap-{group}.png", title, std)
     lines.append("")
     lines.append(f"FM sign: {FM_SIGN_NOTE}. Accuracy on all test nodes of each cumulative snapshot.")

@@ -37,7 +37,8 @@ def _fallback(seed: int, why: str) -> StreamBundle:
 
     cfg = SyntheticStreamConfig()
     stream = _synthetic(cfg, seed)
-    return StreamBundle(stream_info(stream, "synthetic", {"fallback": why}), stream, {"seed": seed, "fallback": why, **vars(cfg)})
+    return StreamBundle(stream_info(stream, "synthetic", {"fallback": why}), stream,
+                        {"seed": seed, "fallback": why, **vars(cfg)})
 
 
 def build_cora_stream(config: Any, *, root: Any = None, seed: int = 0) -> StreamBundle:
@@ -48,7 +49,8 @@ def build_cora_stream(config: Any, *, root: Any = None, seed: int = 0) -> Stream
     if folder is None:
         return _fallback(seed, "no PIGNN_cora_stream found")
     stream, extra = load_cora_stream(folder, config.features_path)
-    return StreamBundle(stream_info(stream, "file", extra), stream, {"stream": "pignn-cora", "features_path": config.features_path})
+    return StreamBundle(stream_info(stream, "file", extra), stream,
+                        {"stream": "pignn-cora", "features_path": config.features_path})
 
 
 def build_graph_stream(config: Any, *, root: Any = None, seed: int = 0) -> StreamBundle:
@@ -65,6 +67,7 @@ def build_graph_stream(config: Any, *, root: Any = None, seed: int = 0) -> Strea
     else:
         (data, source), name = loaded, f"{config.dataset_name.lower()}-stream"
     masks = (data.train_mask, data.val_mask, data.test_mask) if config.split == "dataset" else None
-    stream = stream_from_graph(data.x, data.y, data.edge_index, config.num_tasks, config.order, config.shuffle, g, masks, name)
+    stream = stream_from_graph(data.x, data.y, data.edge_index, config.num_tasks, config.order, config.shuffle, g,
+                               masks, name)
     params = {"seed": seed, **vars(config), "resolved_source": source}
     return StreamBundle(stream_info(stream, source, {"order": config.order}), stream, params)

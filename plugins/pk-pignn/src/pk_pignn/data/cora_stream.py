@@ -33,7 +33,8 @@ def read_int_table(path: Path, columns: int, num_nodes: int | None = None) -> to
             if not tokens:
                 continue
             if len(tokens) != columns:
-                raise DataError(f"{path}:{lineno}: expected {columns} whitespace-separated integers, got {line.strip()[:40]!r}; {FIX}")
+                raise DataError(f"{path}:{lineno}: expected {columns} whitespace-separated integers, "
+                                f"got {line.strip()[:40]!r}; {FIX}")
             try:
                 values = [int(tok) for tok in tokens]
             except ValueError:
@@ -61,8 +62,10 @@ def load_id_map(raw: Path, num_nodes: int) -> torch.Tensor:
     """``map[i] = j``: PI-GNN node i is Planetoid node j; checked to be a bijection."""
     path = raw / "pignn_to_planetoid_index.txt"
     table = read_int_table(path, 2, num_nodes)
-    if table.shape[0] != num_nodes or torch.unique(table[:, 0]).numel() != num_nodes or torch.unique(table[:, 1]).numel() != num_nodes:
-        raise DataError(f"{path}: expected a bijection of {num_nodes} lines 'pignn_id planetoid_id'; regenerate the id map")
+    if (table.shape[0] != num_nodes or torch.unique(table[:, 0]).numel() != num_nodes
+            or torch.unique(table[:, 1]).numel() != num_nodes):
+        raise DataError(f"{path}: expected a bijection of {num_nodes} lines 'pignn_id planetoid_id'; "
+                        "regenerate the id map")
     mapping = torch.empty(num_nodes, dtype=torch.long)
     mapping[table[:, 0]] = table[:, 1]
     return mapping
@@ -73,7 +76,8 @@ def label_map(pignn_labels: torch.Tensor, pyg_labels: torch.Tensor, path: Path) 
     out: dict[int, int] = {}
     for a, b in zip(pignn_labels.tolist(), pyg_labels.tolist()):
         if out.setdefault(a, b) != b:
-            raise DataError(f"{path}: PI-GNN class {a} maps onto PyG classes {out[a]} and {b}; the id map does not fit this Cora")
+            raise DataError(f"{path}: PI-GNN class {a} maps onto PyG classes {out[a]} and {b}; "
+                            "the id map does not fit this Cora")
     if len(set(out.values())) != len(out):
         raise DataError(f"{path}: two PI-GNN classes map onto one PyG class; the id map does not fit this Cora")
     return out
@@ -87,7 +91,8 @@ def load_cora_stream(folder: Path, features_path: str = "") -> tuple[SnapshotStr
     raw = folder / "raw" if (folder / "raw").is_dir() else folder
     missing = [r for r in REQUIRED if not (raw / r).is_file()]
     if missing:
-        raise DataError(f"dataset pignn-cora: {raw} lacks {', '.join(missing)}; point dataset.path at PIGNN_cora_stream")
+        raise DataError(f"dataset pignn-cora: {raw} lacks {', '.join(missing)}; "
+                        "point dataset.path at PIGNN_cora_stream")
     planetoid = cora(path=features_path, source="file")
     n = int(planetoid.num_nodes)
     mapping = load_id_map(raw, n)
@@ -109,7 +114,8 @@ def load_cora_stream(folder: Path, features_path: str = "") -> tuple[SnapshotStr
         raise DataError(f"{raw / 'train_nodes'}:1: no training node; {FIX}")
     train_classes = y[masks[0]].unique()
     if train_classes.numel() < 2:
-        raise DataError(f"{raw / 'labels'}:1: all training nodes have class {int(train_classes[0])}; need at least 2 classes; {FIX}")
+        raise DataError(f"{raw / 'labels'}:1: all training nodes have class {int(train_classes[0])}; "
+                        f"need at least 2 classes; {FIX}")
     files = stream_files(raw)
     arrivals = [read_int_table(f, 2, n).t().contiguous() for f in files]
     if arrivals[0].shape[1] == 0:

@@ -138,7 +138,8 @@ class SnapshotStream:
             keep = _isin(edge_index[0], subset) & _isin(edge_index[1], subset)
             sub_edges = edge_index[:, keep]
         else:
-            subset, sub_edges, _, _ = k_hop_subgraph(centers, hops, edge_index, relabel_nodes=False, num_nodes=self.num_nodes)
+            subset, sub_edges, _, _ = k_hop_subgraph(centers, hops, edge_index, relabel_nodes=False,
+                                                     num_nodes=self.num_nodes)
         local = torch.full((self.num_nodes,), -1, dtype=torch.long)
         local[subset] = torch.arange(subset.numel())
         data = Data(x=self.x[subset], y=self.y[subset], edge_index=local[sub_edges], num_nodes=int(subset.numel()))
@@ -153,7 +154,8 @@ class SnapshotStream:
         if t not in self._snapshots:
             data, _ = self._subgraph(self.nodes_until(t), self.edges_until(t), None)
             ids = data.node_ids
-            data.train_mask, data.val_mask, data.test_mask = self.train_mask[ids], self.val_mask[ids], self.test_mask[ids]
+            data.train_mask, data.val_mask = self.train_mask[ids], self.val_mask[ids]
+            data.test_mask = self.test_mask[ids]
             data.train_idx = data.train_mask.nonzero().flatten()
             data.test_idx = data.test_mask.nonzero().flatten()
             self._snapshots[t] = data
@@ -175,7 +177,8 @@ class SnapshotStream:
             memory = self.memory(t - 1, memory_size, seed)
             last_affected = affected[_isin(affected, old_nodes)]
             train = self.train_mask
-            rec, rec_local = self._subgraph(torch.unique(torch.cat([memory, last_affected])), self.edges_until(t - 1), NUM_HOPS)
+            rec, rec_local = self._subgraph(torch.unique(torch.cat([memory, last_affected])), self.edges_until(t - 1),
+                                            NUM_HOPS)
             rec.memory_idx = rec_local[memory]
             rec.last_affected_idx = rec_local[last_affected[train[last_affected]]]
             ret, ret_local = self._subgraph(torch.unique(torch.cat([memory, affected])), self.edges_until(t), NUM_HOPS)
@@ -226,7 +229,8 @@ class StreamBundle:
             out.x_sparse = snap.x_sparse
         return out
 
-    def loader(self, split: str, batch_size: int = 0, *, shuffle: bool = False, generator: Any = None) -> Iterator[Data]:
+    def loader(self, split: str, batch_size: int = 0, *, shuffle: bool = False,
+               generator: Any = None) -> Iterator[Data]:
         yield self.batch(split)
 
     def split_keys(self, split: str) -> list[int]:
@@ -240,11 +244,13 @@ def stream_info(stream: SnapshotStream, source: str, extra: dict[str, Any] | Non
     """DatasetInfo of a stream: features, classes, number of snapshots and the source used."""
     return DatasetInfo(
         task=TASK, num_features=int(stream.x.shape[1]), num_classes=int(stream.y.max()) + 1,
-        extra={"source": source, "name": stream.name, "num_tasks": stream.num_tasks, "num_nodes": stream.num_nodes, **(extra or {})},
+        extra={"source": source, "name": stream.name, "num_tasks": stream.num_tasks, "num_nodes": stream.num_nodes,
+               **(extra or {})},
     )
 
 
-def random_split(num_nodes: int, fractions: tuple[float, float], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def random_split(num_nodes: int, fractions: tuple[float, float],
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Disjoint train/valid/test masks: ``fractions`` = (train, valid), the rest test."""
     order = torch.randperm(num_nodes, generator=generator)
     n_train, n_valid = int(fractions[0] * num_nodes), int(fractions[1] * num_nodes)

@@ -61,7 +61,8 @@ def drifting_stream(
 
 def stream_from_graph(
     x: torch.Tensor, y: torch.Tensor, edge_index: torch.Tensor, num_tasks: int, order: str, shuffle: bool,
-    generator: torch.Generator, masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, name: str = "graph-stream",
+    generator: torch.Generator, masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    name: str = "graph-stream",
 ) -> SnapshotStream:
     """Split a static graph into ``num_tasks`` arrival steps.
 

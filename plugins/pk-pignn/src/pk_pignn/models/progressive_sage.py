@@ -194,4 +194,5 @@ def build_progressive_sage(config: Any, info: DatasetInfo) -> ProgressiveSAGE:
     """Builder: ``config.hidden`` (initial widths), ``config.dropout``, ``config.negative_slope``."""
     if not info.num_features or not info.num_classes:
         raise ValueError("pignn-sage needs a dataset with num_features and num_classes")
-    return ProgressiveSAGE(info.num_features, info.num_classes, list(config.hidden), config.dropout, config.negative_slope)
+    return ProgressiveSAGE(info.num_features, info.num_classes, list(config.hidden), config.dropout,
+                           config.negative_slope)

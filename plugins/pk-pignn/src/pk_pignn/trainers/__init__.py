@@ -1,4 +1,4 @@
-"""Continual trainers (PI-GNN and baselines) and the PM/FM evaluator."""
+"""Continual trainers (PI-GNN and baselines); the PM/FM evaluator is in :mod:`pk_pignn.evaluators`."""
 
 from pk_pignn.trainers.continual import (
     ContinualTrainer,
@@ -9,6 +9,6 @@ from pk_pignn.trainers.continual import (
     RetrainTrainer,
     train_stage,
 )
-from pk_pignn.trainers.evaluator import PMFMEvaluator
 
-__all__ = ["ContinualTrainer", "EWCTrainer", "FinetuneTrainer", "PIGNNTrainer", "PMFMEvaluator", "ReplayTrainer", "RetrainTrainer", "train_stage"]
+__all__ = ["ContinualTrainer", "EWCTrainer", "FinetuneTrainer", "PIGNNTrainer", "ReplayTrainer", "RetrainTrainer",
+           "train_stage"]

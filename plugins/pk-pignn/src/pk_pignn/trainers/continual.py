@@ -18,7 +18,9 @@ Optimisation: each stage builds a fresh Adam over the trainable parameters only;
 ``chunks`` steps, each step a full-batch forward with the loss restricted to one random chunk of
 every index set (sets smaller than ``chunks`` leave some chunks empty; an empty term adds 0).
 ``reset_optimizer_each_epoch`` reproduces the official code's per-epoch Adam rebuild.
-Checkpoint ``last`` after every task (grown model, matrices, RNG states): resumable, exact on CPU.
+Checkpoint ``last`` after every task through ``pk.core.train_state.TrainState`` (grown model,
+matrices, RNG states, the method's state; ``epoch`` = the last task learned, ``step`` = its index):
+resumable, exact on CPU.
 """
 
 from __future__ import annotations
@@ -32,13 +34,19 @@ from torch import nn
 
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
-from pk.core.seed import capture_rng_state, restore_rng_state
+from pk.core.train_state import TrainState
 from pk_pignn.data.stream import TaskGraphs
-from pk_pignn.trainers.metrics import FM_SIGN_NOTE, forgetting_measure, performance_mean, save_matrices, snapshot_scores
+from pk_pignn.evaluators import (
+    FM_SIGN_NOTE,
+    MATRIX_FILE,
+    forgetting_measure,
+    performance_mean,
+    save_matrices,
+    snapshot_scores,
+)
 
 #: one loss term: (graph, local node indices, weight)
 Term = tuple[Any, torch.Tensor, float]
-MATRIX_FILE = "accuracy_matrix.json"
 
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -65,7 +73,8 @@ def train_stage(
     for _epoch in range(epochs):
         if reset_each_epoch:
             opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-        split = [torch.tensor_split(idx[torch.randperm(idx.numel(), generator=generator)], chunks) for _, idx, _ in terms]
+        split = [torch.tensor_split(idx[torch.randperm(idx.numel(), generator=generator)], chunks)
+                 for _, idx, _ in terms]
         total, count = 0.0, 0
         for c in range(chunks):
             cache: dict[int, torch.Tensor] = {}
@@ -145,23 +154,22 @@ class ContinualTrainer(ABC):
 
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
         if not hasattr(data, "stream"):
-            raise ConfigError(f"trainer {self.method!r} needs a snapshot-stream dataset (pignn-synthetic, pignn-cora, graph-stream)")
+            raise ConfigError(f"trainer {self.method!r} needs a snapshot-stream dataset "
+                              "(pignn-synthetic, pignn-cora, graph-stream)")
         stream = data.stream
         big_t = self.num_tasks(data)
         num_classes = data.info.num_classes
         acc = torch.full((big_t, big_t), float("nan"), dtype=torch.float64)
         f1 = acc.clone()
-        start = 0
         self.start(model, run)
+        state = TrainState(model, accuracy=acc, macro_f1=f1, method_state={})
         ckpt = run.latest_checkpoint()
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            acc, f1 = ckpt["accuracy"].clone(), ckpt["macro_f1"].clone()
-            run.generator("chunks").set_state(ckpt["chunks_rng"])
-            restore_rng_state(ckpt["rng"])
-            self.load_method_state(ckpt["method_state"])
-            start = int(ckpt["task"]) + 1
-            run.echo(f"resumed after task {start - 1}")
+            state.load_state_dict(ckpt, run)
+            acc, f1 = state.extra["accuracy"].clone(), state.extra["macro_f1"].clone()
+            self.load_method_state(state.extra["method_state"])
+            run.echo(f"resumed after task {state.epoch}")
+        start = state.start_epoch
         for t in run.progress(range(start, big_t), total=big_t - start, description=f"{self.method} tasks"):
             graphs = stream.task(t, self.memory_size, run.seed)
             stats = self.learn_task(model, graphs, run)
@@ -172,7 +180,7 @@ class ContinualTrainer(ABC):
                     first_task_accuracy=float(acc[t, 0]), params=params, **stats)
             every = int(getattr(self.config, "checkpoint_every", 1))
             if t == big_t - 1 or (every > 0 and (t + 1) % every == 0):
-                self.checkpoint(model, run, t, acc, f1)
+                self.checkpoint(state, run, t, acc, f1)
         for p in model.parameters():
             p.requires_grad_(True)
         save_matrices(run.artifact_path(MATRIX_FILE), acc, f1,
@@ -184,13 +192,11 @@ class ContinualTrainer(ABC):
             "num_tasks": float(big_t), "params": float(sum(p.numel() for p in model.parameters())),
         }
 
-    def checkpoint(self, model: nn.Module, run: RunHandle, t: int, acc: torch.Tensor, f1: torch.Tensor) -> None:
-        """Save ``last``: the (grown) model, matrices, RNG states and the method's state."""
-        run.save_checkpoint({
-            "model": model.state_dict(), "accuracy": acc, "macro_f1": f1, "task": t, "step": t,
-            "chunks_rng": run.generator("chunks").get_state(), "rng": capture_rng_state(),
-            "method_state": self.method_state(),
-        })
+    def checkpoint(self, state: TrainState, run: RunHandle, t: int, acc: torch.Tensor, f1: torch.Tensor) -> None:
+        """Save ``last`` after task ``t``: the (grown) model, matrices, RNG states and the method's state."""
+        state.epoch = state.step = t
+        state.extra.update(accuracy=acc, macro_f1=f1, method_state=self.method_state())
+        state.save(run)
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
         """Accuracy / macro-F1 on ``split``'s nodes of the LAST snapshot (the whole graph)."""
@@ -234,7 +240,8 @@ class PIGNNTrainer(ContinualTrainer):
         if cfg.expand:
             model.expand(list(cfg.expand_size))
             model.isolate()
-        out = self.stage(model, [(ret, ret.union_idx, 1.0), (ret, ret.memory_idx, cfg.beta2)], cfg.retrain_epochs, cfg.lr, run)
+        out = self.stage(model, [(ret, ret.union_idx, 1.0), (ret, ret.memory_idx, cfg.beta2)], cfg.retrain_epochs,
+                         cfg.lr, run)
         stats.update({f"retrain_{k}": v for k, v in out.items()})
         model.open_parameters()
         return stats
