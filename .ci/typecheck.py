@@ -1,4 +1,4 @@
-"""Type-check pk.core and pk.cli with mypy.
+"""Type-check pk.core, pk.cli and every plugin's plugin.py (its typed hooks and configs) with mypy.
 
 The editable install maps ``pk.core`` -> core/ and ``pk.cli`` -> cli/ through an import hook
 that mypy cannot see, so this links them into a temporary ``pk/`` namespace and checks it.
@@ -23,8 +23,12 @@ def main() -> int:
         pkg.mkdir()
         for name in ("core", "cli"):
             (pkg / name).symlink_to(ROOT / name, target_is_directory=True)
+        plugin_srcs = sorted(str(p.parent.parent) for p in ROOT.glob("plugins/*/src/*/plugin.py"))
+        plugin_modules = [f"{Path(p).parent.name}.plugin" for p in sorted(ROOT.glob("plugins/*/src/*/plugin.py"))]
         cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "-p", "pk.core", "-p", "pk.cli"]
-        env = {**os.environ, "MYPYPATH": tmp}
+        for module in plugin_modules:
+            cmd += ["-m", module]
+        env = {**os.environ, "MYPYPATH": os.pathsep.join([tmp, *plugin_srcs])}
         return subprocess.call(cmd, cwd=tmp, env=env)
 
 
