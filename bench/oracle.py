@@ -214,7 +214,7 @@ def rescore_heldout(runs: list[dict]) -> list[dict]:
     import dataclasses
 
     import torch
-    from pk_oracle.evaluator import FMREvaluator
+    from pk_oracle.evaluators.fmr import FMREvaluator
 
     from pk.core.config import load_toml, resolve
     from pk.core.io import load_tensors

@@ -7,10 +7,11 @@ plain MLP target (32 hidden units, 300 full-batch Adam steps), seed 0.
 from __future__ import annotations
 
 import torch
-from pk_oracle.evaluator import build_generator, build_oracles, data_bounds, gather, make_logits_fn
-from pk_oracle.oracles import OracleZoo
+from pk_oracle.evaluators.assets import build_generator, build_oracles
+from pk_oracle.evaluators.common import data_bounds, gather, make_logits_fn
+from pk_oracle.evaluators.search import latent_search
+from pk_oracle.models.oracles import OracleZoo
 from pk_oracle.plugin import FMRConfig
-from pk_oracle.search import latent_search
 
 from pk.core.builtins.components import MLP
 from pk.core.config import resolve

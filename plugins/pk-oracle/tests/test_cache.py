@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pk_oracle import evaluator as ev
-from pk_oracle.evaluator import FMREvaluator, load_or_build_assets
+from pk_oracle.evaluators import assets as ev
+from pk_oracle.evaluators.assets import load_or_build_assets
+from pk_oracle.evaluators.fmr import FMREvaluator
 
 ZOO = ["svc", "knn", "logreg", "mlp-oracle", "model:mlp"]
 
@@ -23,7 +24,7 @@ class _Planted:
     def __init__(self, target: Path) -> None:
         self.target = target
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.mkdir, (str(self.target),))
 
 
@@ -38,7 +39,7 @@ def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every unpickling entry point records its use and fails."""
     calls: list[str] = []
 
-    def refuse(name: str):  # noqa: ANN202
+    def refuse(name: str):
         def fn(*args: object, **kwargs: object) -> None:
             calls.append(name)
             raise AssertionError(f"{name} called")
@@ -103,8 +104,8 @@ def test_a_planted_pickle_is_never_executed(kit, bundle, mlp, tmp_path, cache):
 def test_restored_members_predict_bit_identically(kit, bundle, tmp_path, cache):
     """For each cacheable member, predict_proba (oracles) and decode (generators) of the
     restored object equal the fitted one's exactly."""
-    cfg = kit.fmr_config(oracles=["logreg", "mlp-oracle", "model:mlp"], cache=True, generator="autoencoder", latent_dim=4,
-                         ae_epochs=2, model_oracle_epochs=2)
+    cfg = kit.fmr_config(oracles=["logreg", "mlp-oracle", "model:mlp"], cache=True, generator="autoencoder",
+                         latent_dim=4, ae_epochs=2, model_oracle_epochs=2)
     run = kit.FakeRun(tmp_path / "a")
     x, y = bundle.tensors["train"]["x"], bundle.tensors["train"]["y"]
     fitted = load_or_build_assets(cfg, bundle, run, x, y, with_generator=True)

@@ -30,16 +30,17 @@ def test_train_then_eval_with_fmr(tmp_path, monkeypatch):
     assert list((tmp_path / "cache" / "oracle").glob("*.npz")), "the oracle zoo was not cached"
     # pk eval re-scores the saved model: same seed and cache, so the same FMR
     out = runner.invoke(cli, ["eval", str(run_dir), "-c", "evaluator.name=fmr", "-c", "evaluator.budget=5",
-                              "-c", "evaluator.grid_images=0", "-c", "evaluator.allow_weak_oracles=true"], catch_exceptions=False)
+                              "-c", "evaluator.grid_images=0", "-c", "evaluator.allow_weak_oracles=true"],
+                        catch_exceptions=False)
     assert out.exit_code == 0, out.output
     again = json.loads((run_dir / "eval-test.json").read_text())["metrics"]
     assert again["eval.fmr"] == pytest.approx(metrics["eval.fmr"])
 
 
 def test_bad_oracle_name_is_a_one_line_error(tmp_path):
-    out = CliRunner().invoke(cli, ["train", *COMMON, "-c", "dataset.name=synthetic-images", "-c", "trainer.name=supervised",
-                                   "-c", "evaluator.name=fmr", "-c", "evaluator.oracles=[\"resnet\"]",
-                                   "--run-dir", str(tmp_path / "r")])
+    out = CliRunner().invoke(cli, ["train", *COMMON, "-c", "dataset.name=synthetic-images",
+                                   "-c", "trainer.name=supervised", "-c", "evaluator.name=fmr",
+                                   "-c", "evaluator.oracles=[\"resnet\"]", "--run-dir", str(tmp_path / "r")])
     from pk.core.errors import ConfigError
 
     # `pk` (pk.cli.main:main) prints this one line and exits 2; CliRunner on the group shows the exception
@@ -53,8 +54,9 @@ def test_real_digits_oracles_are_accurate(tmp_path, monkeypatch):
     monkeypatch.setenv("PK_CACHE_DIR", str(tmp_path / "cache"))
     run_dir = tmp_path / "digits"
     out = CliRunner().invoke(cli, ["train", *COMMON, "-c", "dataset.name=sklearn-digits", "-c", "dataset.source=file",
-                                   "-c", "trainer.name=supervised", "-c", "evaluator.name=fmr", "-c", "evaluator.budget=10",
-                                   "-c", "evaluator.grid_images=0", "--run-dir", str(run_dir)], catch_exceptions=False)
+                                   "-c", "trainer.name=supervised", "-c", "evaluator.name=fmr",
+                                   "-c", "evaluator.budget=10", "-c", "evaluator.grid_images=0",
+                                   "--run-dir", str(run_dir)], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     m = json.loads((run_dir / "result.json").read_text())["metrics"]
     assert m["eval.oracle_acc.svc"] > 0.95 and m["eval.oracle_valid"] > 0.8

@@ -13,7 +13,8 @@ BASE = {"dataset": {"name": "synthetic-images"}, "model": {"name": "mlp"}, "trai
 
 
 @pytest.mark.parametrize(("section", "key", "value"), [
-    ("evaluator", "budget", -1), ("evaluator", "step_size", 0.0), ("evaluator", "tau", 1.5), ("evaluator", "tau", float("nan")),
+    ("evaluator", "budget", -1), ("evaluator", "step_size", 0.0), ("evaluator", "tau", 1.5),
+    ("evaluator", "tau", float("nan")),
     ("evaluator", "latent_dim", 0), ("evaluator", "max_test", -2), ("evaluator", "pgd_eps", -0.1),
     ("evaluator", "min_oracle_accuracy", 2.0), ("evaluator", "oracle_data", "test"), ("evaluator", "batch_size", 0),
     ("trainer", "sigma", -0.3), ("trainer", "max_epochs", 0), ("trainer", "lr", float("inf")),

@@ -8,9 +8,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pk_oracle.evaluator import FMREvaluator, PGDEvaluator, make_logits_fn
-from pk_oracle.generators import CustomGenerator, PCAGenerator, PixelGenerator
-from pk_oracle.oracles import (
+from pk_oracle.evaluators.common import make_logits_fn
+from pk_oracle.evaluators.fmr import FMREvaluator
+from pk_oracle.evaluators.pgd import PGDEvaluator
+from pk_oracle.evaluators.search import fmr_metrics, latent_search, pgd_linf, predict_labels
+from pk_oracle.models.generators import CustomGenerator, PCAGenerator, PixelGenerator
+from pk_oracle.models.oracles import (
     OracleZoo,
     SklearnOracle,
     TorchOracle,
@@ -19,7 +22,6 @@ from pk_oracle.oracles import (
     load_clip_oracle,
     make_sklearn_estimator,
 )
-from pk_oracle.search import fmr_metrics, latent_search, pgd_linf, predict_labels
 
 from pk.core.errors import ConfigError
 
@@ -101,7 +103,8 @@ def test_pa_is_non_increasing_in_budget(bundle, mlp, zoo):
     gen = PCAGenerator(8, 0.0, 1.0).fit(bundle.tensors["train"]["x"].reshape(-1, 64))
     f = make_logits_fn(mlp, [1, 8, 8])
     clean = predict_labels(f, x)
-    pas = [fmr_metrics(y, clean, x, latent_search(f, gen, zoo, x, y, step_size=0.5, budget=b), 3)["pa"] for b in (0, 1, 3, 8, 20)]
+    pas = [fmr_metrics(y, clean, x, latent_search(f, gen, zoo, x, y, step_size=0.5, budget=b), 3)["pa"]
+           for b in (0, 1, 3, 8, 20)]
     assert all(a >= b for a, b in zip(pas, pas[1:])), pas
     assert pas[-1] < pas[0], "the search never fooled the target: the test would not catch a broken search"
 
@@ -192,13 +195,13 @@ def test_custom_generator_plugs_in(bundle, mlp, zoo, tmp_path, monkeypatch):
 
 def test_clip_zero_shot_code_path_with_a_tiny_random_model():
     transformers = pytest.importorskip("transformers")
-    from pk_oracle.oracles import CLIPZeroShotOracle
+    from pk_oracle.models.oracles import CLIPZeroShotOracle
 
     cfg = transformers.CLIPConfig(
-        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 50,
-                     "max_position_embeddings": 8},
-        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 16,
-                       "patch_size": 8},
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 50, "max_position_embeddings": 8},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 16, "patch_size": 8},
         projection_dim=8,
     )
     torch.manual_seed(0)

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pk_oracle.evaluator import FMREvaluator, PGDEvaluator, load_or_build_assets
+from pk_oracle.evaluators.assets import load_or_build_assets
+from pk_oracle.evaluators.fmr import FMREvaluator
+from pk_oracle.evaluators.pgd import PGDEvaluator
 from pk_oracle.models.vit import SmallViT, build_vit
 from pk_oracle.plugin import PGDConfig, ViTConfig
 
@@ -69,19 +71,20 @@ def test_heldout_oracles_fit_on_unscored_test_images_only(kit, bundle, tmp_path,
     with pytest.raises(ConfigError, match="max_test"):
         load_or_build_assets(dataclasses.replace(held, max_test=0), bundle, run, x_train, y_train, with_generator=False)
     with pytest.raises(ConfigError, match="pool"):
-        load_or_build_assets(dataclasses.replace(held, max_test=n_test - 5), bundle, run, x_train, y_train, with_generator=False)
+        load_or_build_assets(dataclasses.replace(held, max_test=n_test - 5), bundle, run, x_train, y_train,
+                             with_generator=False)
 
 
 class ScoringRun:
     """FakeRun plus ``save_example_scores`` (kept in memory)."""
 
-    def __init__(self, base) -> None:  # noqa: ANN001
+    def __init__(self, base) -> None:
         self.base, self.saved = base, {}
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self.base, name)
 
-    def save_example_scores(self, split: str, scores) -> Path | None:  # noqa: ANN001
+    def save_example_scores(self, split: str, scores) -> Path | None:
         self.saved[split] = {k: torch.as_tensor(v).double() for k, v in scores.items()}
         return None
 
@@ -91,7 +94,8 @@ def test_per_image_scores_average_to_the_metrics(kit, bundle, mlp, tmp_path) -> 
     oracle-valid and PGD accuracy (what pk batch's paired bootstrap needs), and
     fmr_generated.npz carries what PA and FMR are computed from."""
     run = ScoringRun(kit.FakeRun(tmp_path / "a"))
-    metrics = FMREvaluator(kit.fmr_config(oracles=["knn", "logreg"], allow_weak_oracles=True)).evaluate(mlp, bundle, run)
+    config = kit.fmr_config(oracles=["knn", "logreg"], allow_weak_oracles=True)
+    metrics = FMREvaluator(config).evaluate(mlp, bundle, run)
     saved = run.saved["eval"]
     for key in ("sa", "oracle_valid", "pgd_accuracy"):
         assert float(saved[key].mean()) == pytest.approx(metrics[key], abs=1e-12)

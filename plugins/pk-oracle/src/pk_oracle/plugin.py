@@ -7,20 +7,40 @@ from typing import ClassVar, Literal
 
 from pk.core import hookimpl
 from pk.core.builtins.plugin import SupervisedConfig
+from pk.core.hookspecs import Register
 
 PAPER = {
     "title": "Foundation Model-oriented Robustness: Robust Image Model Evaluation with Pretrained Models",
     "year": 2024,
     "url": "https://arxiv.org/abs/2308.10632",
 }
+VIT_PAPER = {"title": "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale", "year": 2021,
+             "url": "https://arxiv.org/abs/2010.11929"}
+MADRY_PAPER = {"title": "Towards Deep Learning Models Resistant to Adversarial Attacks", "year": 2018,
+               "url": "https://arxiv.org/abs/1706.06083"}
+TASKS = ("classification",)
 
 
-def _default_zoo() -> list[str]:
-    return ["svc", "knn", "logreg"]
+#: the default oracle zoo
+DEFAULT_ZOO = ("svc", "knn", "logreg")
 
 
 @dataclass
-class FMRConfig:
+class OracleZooConfig:
+    """What ``fmr`` and ``pgd`` share: the oracle zoo (``oracles``, see FMRConfig), its
+    acceptance ``rule`` ("all" or "majority" of the oracles) and threshold ``tau`` on the
+    zoo's mean p(y), the first ``max_test`` test images (0 = all) and the zoo ``cache``."""
+
+    oracles: list[str] = field(default_factory=lambda: list(DEFAULT_ZOO))
+    rule: Literal["all", "majority"] = "all"
+    tau: float = field(default=0.5, metadata={"ge": 0, "le": 1})
+    batch_size: int = field(default=512, metadata={"ge": 1})
+    max_test: int = field(default=0, metadata={"ge": 0})
+    cache: bool = True
+
+
+@dataclass
+class FMRConfig(OracleZooConfig):
     """The FMR evaluator (paper Algorithm 1, reconstructed; see the plugin README).
 
     For each test image: z0 = E(x); ascend the evaluated model's cross-entropy in latent
@@ -42,16 +62,11 @@ class FMRConfig:
     generator_factory: str = ""
     generator_path: str = ""
     ae_epochs: int = field(default=60, metadata={"ge": 0})
-    oracles: list[str] = field(default_factory=_default_zoo)
     oracle_data: Literal["train", "heldout"] = "train"
     clip_path: str = ""
     model_oracle_epochs: int = field(default=20, metadata={"ge": 0})
-    rule: Literal["all", "majority"] = "all"
-    tau: float = field(default=0.5, metadata={"ge": 0, "le": 1})
     step_size: float = field(default=0.25, metadata={"gt": 0})
     budget: int = field(default=40, metadata={"ge": 0})
-    batch_size: int = field(default=512, metadata={"ge": 1})
-    max_test: int = field(default=0, metadata={"ge": 0})
     min_oracle_accuracy: float = field(default=0.9, metadata={"ge": 0, "le": 1})
     allow_weak_oracles: bool = False
     pgd_eps: float = field(default=0.1, metadata={"ge": 0})
@@ -59,26 +74,20 @@ class FMRConfig:
     pgd_step_size: float = field(default=0.02, metadata={"gt": 0})
     grid_images: int = field(default=16, metadata={"ge": 0})
     per_class: bool = True
-    cache: bool = True
 
-    pk_test: ClassVar[dict[str, object]] = {"budget": 3, "ae_epochs": 2, "grid_images": 0, "max_test": 64, "cache": False,
-                                            "oracles": ["knn"], "pgd_steps": 2, "allow_weak_oracles": True}
+    pk_test: ClassVar[dict[str, object]] = {"budget": 3, "ae_epochs": 2, "grid_images": 0, "max_test": 64,
+                                            "cache": False, "oracles": ["knn"], "pgd_steps": 2,
+                                            "allow_weak_oracles": True}
 
 
 @dataclass
-class PGDConfig:
+class PGDConfig(OracleZooConfig):
     """Fixed-eps PGD-Linf robust accuracy (no random start, clamped to the data range), plus
     the share of PGD images the oracle zoo still labels with the original class."""
 
     eps: float = field(default=0.1, metadata={"ge": 0})
     steps: int = field(default=20, metadata={"ge": 0})
     step_size: float = field(default=0.02, metadata={"gt": 0})
-    oracles: list[str] = field(default_factory=_default_zoo)
-    rule: Literal["all", "majority"] = "all"
-    tau: float = field(default=0.5, metadata={"ge": 0, "le": 1})
-    batch_size: int = field(default=512, metadata={"ge": 1})
-    max_test: int = field(default=0, metadata={"ge": 0})
-    cache: bool = True
 
     pk_test: ClassVar[dict[str, object]] = {"steps": 2, "max_test": 64, "cache": False, "oracles": ["knn"]}
 
@@ -121,57 +130,26 @@ class AdversarialTrainerConfig(SupervisedConfig):
 
 
 @hookimpl
-def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
-    register(
-        "fmr",
-        "pk_oracle.evaluator:FMREvaluator",
-        config=FMRConfig,
-        summary="FMR: oracle-bounded latent perturbation search; SA, PA, FMR = PA/SA, oracle acceptance, PGD",
-        tasks=("classification",),
-        paper=PAPER,
-        tags=("method",),
-    )
-    register(
-        "pgd",
-        "pk_oracle.evaluator:PGDEvaluator",
-        config=PGDConfig,
-        summary="Fixed-eps PGD-Linf robust accuracy and the oracle zoo's agreement on PGD images",
-        tasks=("classification",),
-        tags=("baseline",),
-    )
+def pk_register_evaluators(register: Register) -> None:
+    register("fmr", "pk_oracle.evaluators.fmr:FMREvaluator", config=FMRConfig, tasks=TASKS, paper=PAPER,
+             tags=("method",),
+             summary="FMR: oracle-bounded latent perturbation search; SA, PA, FMR = PA/SA, oracle acceptance, PGD")
+    register("pgd", "pk_oracle.evaluators.pgd:PGDEvaluator", config=PGDConfig, tasks=TASKS, tags=("baseline",),
+             summary="Fixed-eps PGD-Linf robust accuracy and the oracle zoo's agreement on PGD images")
 
 
 @hookimpl
-def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
-    register(
-        "vit",
-        "pk_oracle.models.vit:build_vit",
-        config=ViTConfig,
-        summary="A small Vision Transformer (patch embedding, class token, pre-norm blocks) for image classification",
-        tasks=("classification",),
-        paper={"title": "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale", "year": 2021,
-               "url": "https://arxiv.org/abs/2010.11929"},
-        tags=("baseline",),
-    )
+def pk_register_models(register: Register) -> None:
+    register("vit", "pk_oracle.models.vit:build_vit", config=ViTConfig, tasks=TASKS, paper=VIT_PAPER,
+             tags=("baseline",), summary="A small Vision Transformer (patch embedding, class token, pre-norm blocks) "
+                                         "for image classification")
 
 
 @hookimpl
-def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
-    register(
-        "noise-augmented",
-        "pk_oracle.trainers:NoiseAugmentedTrainer",
-        config=NoiseTrainerConfig,
-        summary="Supervised training with Gaussian input noise (a robustness baseline to rank)",
-        tasks=("classification",),
-        tags=("baseline",),
-    )
-    register(
-        "pgd-adversarial",
-        "pk_oracle.trainers:AdversarialTrainer",
-        config=AdversarialTrainerConfig,
-        summary="PGD-Linf adversarial training (Madry et al. 2018), a robustness baseline to rank",
-        tasks=("classification",),
-        paper={"title": "Towards Deep Learning Models Resistant to Adversarial Attacks", "year": 2018,
-               "url": "https://arxiv.org/abs/1706.06083"},
-        tags=("baseline",),
-    )
+def pk_register_trainers(register: Register) -> None:
+    register("noise-augmented", "pk_oracle.trainers:NoiseAugmentedTrainer", config=NoiseTrainerConfig, tasks=TASKS,
+             tags=("baseline",),
+             summary="Supervised training with Gaussian input noise (a robustness baseline to rank)")
+    register("pgd-adversarial", "pk_oracle.trainers:AdversarialTrainer", config=AdversarialTrainerConfig, tasks=TASKS,
+             paper=MADRY_PAPER, tags=("baseline",),
+             summary="PGD-Linf adversarial training (Madry et al. 2018), a robustness baseline to rank")

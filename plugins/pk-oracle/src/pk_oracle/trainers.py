@@ -42,14 +42,16 @@ class PerturbedTrainer(SupervisedTrainer, ABC):
         return {**batch, "x": self.perturbed_inputs(model, batch, self.perturb, self.bounds)}
 
     @abstractmethod
-    def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
+    def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator,
+                         bounds: Any) -> torch.Tensor:
         ...
 
 
 class NoiseAugmentedTrainer(PerturbedTrainer):
     """loss = CE(f(clamp(x + sigma * eps)), y), eps ~ N(0, I) drawn from the run's generator."""
 
-    def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
+    def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator,
+                         bounds: Any) -> torch.Tensor:
         x = batch["x"].float()
         noise = torch.randn(x.shape, generator=gen).to(x.device)
         return _clamp(x + self.config.sigma * noise, bounds)
@@ -80,7 +82,8 @@ class AdversarialTrainer(PerturbedTrainer):
 
     supports_distributed = False  # two forward passes per step
 
-    def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator, bounds: Any) -> torch.Tensor:
+    def perturbed_inputs(self, model: nn.Module, batch: dict[str, Any], gen: torch.Generator,
+                         bounds: Any) -> torch.Tensor:
         cfg = self.config
         return pgd_attack(model, batch["x"].float(), batch["y"], eps=cfg.eps, steps=cfg.attack_steps,
                           step_size=cfg.attack_step_size, bounds=bounds, gen=gen)

@@ -1,1 +1,2 @@
-"""Target models registered by pk-oracle (a small ViT for the CNN-vs-transformer question)."""
+"""pk-oracle models: the registered target :mod:`.vit`, the FMR generators (:mod:`.generators`:
+pixel, PCA, autoencoder, custom encode/decode) and the oracle zoo (:mod:`.oracles`)."""

@@ -22,8 +22,8 @@ from pk.core.errors import ConfigError
 class SmallViT(nn.Module):
     """ViT (Dosovitskiy et al. 2021) at toy scale; see the module docstring."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *, patch: int, dim: int, depth: int, heads: int,
-                 mlp_ratio: float, dropout: float) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *, patch: int, dim: int, depth: int,
+                 heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         c, h, w = image_shape
         self.image_shape = image_shape
@@ -33,8 +33,8 @@ class SmallViT(nn.Module):
         self.embed = nn.Linear(c * patch * patch, dim)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.randn(1, n + 1, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout, activation="gelu", batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
@@ -64,11 +64,12 @@ def build_vit(config: Any, info: DatasetInfo) -> SmallViT:
     """From ``info.extra["image_shape"]`` ([C, H, W]) and ``info.num_classes``."""
     shape = (info.extra or {}).get("image_shape")
     if not shape or len(shape) != 3 or not info.num_classes:
-        raise ConfigError("model vit needs an image dataset (info.extra['image_shape'] = [C, H, W]); use model.name = \"mlp\"")
+        raise ConfigError("model vit needs an image dataset (info.extra['image_shape'] = [C, H, W]); "
+                          "use model.name = \"mlp\"")
     c, h, w = (int(v) for v in shape)
     if config.patch > min(h, w):
         raise ConfigError(f"model.patch = {config.patch} exceeds the {h}x{w} image; use a patch size <= {min(h, w)}")
     if config.dim % config.heads:
         raise ConfigError(f"model.dim = {config.dim} must divide by model.heads = {config.heads}")
-    return SmallViT((c, h, w), int(info.num_classes), patch=config.patch, dim=config.dim, depth=config.depth, heads=config.heads,
-                    mlp_ratio=config.mlp_ratio, dropout=config.dropout)
+    return SmallViT((c, h, w), int(info.num_classes), patch=config.patch, dim=config.dim, depth=config.depth,
+                    heads=config.heads, mlp_ratio=config.mlp_ratio, dropout=config.dropout)

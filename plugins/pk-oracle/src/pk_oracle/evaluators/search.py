@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pk_oracle.generators import Generator
-from pk_oracle.oracles import OracleZoo
+from pk_oracle.models.generators import Generator
+from pk_oracle.models.oracles import OracleZoo
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,7 +44,8 @@ def predict_labels(logits_fn: LogitsFn, x: torch.Tensor, batch_size: int = 1024)
 
 
 def _search_chunk(
-    logits_fn: LogitsFn, generator: Generator, zoo: OracleZoo, x: torch.Tensor, y: torch.Tensor, step_size: float, budget: int
+    logits_fn: LogitsFn, generator: Generator, zoo: OracleZoo, x: torch.Tensor, y: torch.Tensor, step_size: float,
+    budget: int,
 ) -> SearchResult:
     with torch.no_grad():
         z0 = generator.encode(x)
@@ -71,7 +72,8 @@ def _search_chunk(
             delta[kept] = d_new[ok]
             x_star[kept] = x_new[ok]
             steps[kept] += 1
-            fooled_now = logits_fn(x_new[ok]).argmax(-1).cpu() != y[kept] if kept.numel() else torch.zeros(0, dtype=torch.bool)
+            fooled_now = (logits_fn(x_new[ok]).argmax(-1).cpu() != y[kept] if kept.numel()
+                          else torch.zeros(0, dtype=torch.bool))
             active[idx[~ok]] = False  # left the oracle's class region: keep the last valid x*
             active[kept[fooled_now]] = False  # a failure was found
     fooled = predict_labels(logits_fn, x_star) != y
@@ -140,7 +142,8 @@ def _ratio(num: float, den: float) -> float:
 
 
 def fmr_metrics(
-    y: torch.Tensor, clean_pred: torch.Tensor, x: torch.Tensor, result: SearchResult, num_classes: int, per_class: bool = True
+    y: torch.Tensor, clean_pred: torch.Tensor, x: torch.Tensor, result: SearchResult, num_classes: int,
+    per_class: bool = True,
 ) -> dict[str, float]:
     """SA on all of D, SA on the oracle-valid subset, PA on the oracle-valid subset,
     FMR = PA / SA (and PA / SA_valid), the oracle-valid fraction, accepted steps and the

@@ -54,7 +54,8 @@ def make_sklearn_estimator(family: str, seed: int) -> Any:
         return LogisticRegression(max_iter=2000, random_state=rs)
     if family == "mlp-oracle":
         return MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=rs)
-    raise ConfigError(f"unknown oracle family {family!r}; use one of {', '.join(SKLEARN_FAMILIES)}, 'clip' or 'model:<name>'")
+    raise ConfigError(f"unknown oracle family {family!r}; use one of {', '.join(SKLEARN_FAMILIES)}, "
+                      "'clip' or 'model:<name>'")
 
 
 #: families whose fitted state is plain arrays and scalars (cached as npz); SVC's calibrated
@@ -88,7 +89,8 @@ class SklearnOracle:
                 continue
             if isinstance(value, np.ndarray) and value.dtype != object:
                 arrays[key] = value
-            elif isinstance(value, list) and value and all(isinstance(v, np.ndarray) and v.dtype != object for v in value):
+            elif isinstance(value, list) and value and all(isinstance(v, np.ndarray) and v.dtype != object
+                                                           for v in value):
                 lists[key] = len(value)
                 arrays.update({f"{key}.{i}": v for i, v in enumerate(value)})
             elif value is None or isinstance(value, (bool, int, float, str)) or (
@@ -98,7 +100,9 @@ class SklearnOracle:
                 scalars[key] = value.item()
             else:
                 raise NotCacheable(f"{self.name}.{key}: {type(value).__name__}")
-        return {"kind": "sklearn", "name": self.name, "num_classes": self.num_classes, "scalars": scalars, "lists": lists}, arrays
+        meta = {"kind": "sklearn", "name": self.name, "num_classes": self.num_classes, "scalars": scalars,
+                "lists": lists}
+        return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], seed: int) -> SklearnOracle:
@@ -194,7 +198,8 @@ class CLIPZeroShotOracle:
             img = img.unsqueeze(1)
         if img.shape[1] == 1:
             img = img.repeat(1, 3, 1, 1)
-        img = nn.functional.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        img = nn.functional.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear",
+                                        align_corners=False)
         feats = self.model.get_image_features(pixel_values=(img - self.mean) / self.std)
         feats = nn.functional.normalize(getattr(feats, "pooler_output", feats), dim=-1)
         logits = self.model.logit_scale.exp() * feats @ self.text.T

@@ -81,7 +81,8 @@ class PCAGenerator(Generator):
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """``(json meta, arrays)`` of the fitted PCA (see ``from_state``)."""
         assert self.mean is not None and self.components is not None, "fit the PCA generator first"
-        return {"kind": "pca", "k": self.k, "lo": self.lo, "hi": self.hi}, {"mean": self.mean.numpy(), "components": self.components.numpy()}
+        meta = {"kind": "pca", "k": self.k, "lo": self.lo, "hi": self.hi}
+        return meta, {"mean": self.mean.numpy(), "components": self.components.numpy()}
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAGenerator:
@@ -119,7 +120,8 @@ class AutoencoderGenerator(Generator):
         self.k, self.hidden = k, hidden
         self.net: _AutoEncoder | None = None
 
-    def fit(self, x: torch.Tensor, *, epochs: int, seed: int, batch_size: int = 128, lr: float = 2e-3) -> AutoencoderGenerator:
+    def fit(self, x: torch.Tensor, *, epochs: int, seed: int, batch_size: int = 128,
+            lr: float = 2e-3) -> AutoencoderGenerator:
         bounded = self.lo is not None and self.hi is not None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -180,7 +182,8 @@ class CustomGenerator(Generator):
 
     name = "custom"
 
-    def __init__(self, factory: str, weights_path: str, image_shape: Sequence[int] | None, lo: float | None, hi: float | None) -> None:
+    def __init__(self, factory: str, weights_path: str, image_shape: Sequence[int] | None, lo: float | None,
+                 hi: float | None) -> None:
         super().__init__(lo, hi)
         if ":" not in factory:
             raise ConfigError(
@@ -193,7 +196,8 @@ class CustomGenerator(Generator):
             for part in attr.split("."):
                 obj = getattr(obj, part)
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"evaluator.generator_factory {factory!r} cannot be imported ({exc}); check the module path") from None
+            raise ConfigError(f"evaluator.generator_factory {factory!r} cannot be imported ({exc}); "
+                              "check the module path") from None
         self.impl = obj(weights_path, list(image_shape) if image_shape else None)
         for p in getattr(self.impl, "parameters", lambda: [])():
             p.requires_grad_(False)

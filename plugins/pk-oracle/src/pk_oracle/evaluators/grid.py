@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pk_oracle.search import SearchResult
+from pk_oracle.evaluators.search import SearchResult
 
 
 def pick_examples(result: SearchResult, count: int) -> list[int]:
@@ -56,8 +56,10 @@ def write_grid(path: Path, x: torch.Tensor, result: SearchResult, y: torch.Tenso
         right.imshow(_as_image(result.x_star[i], image_shape).numpy(), cmap="gray", vmin=0, vmax=1)
         oracles = ",".join(str(int(p)) for p in oracle_pred[:, i])
         colour = "red" if int(star_pred[i]) != int(y[i]) else "black"
-        right.set_title(f"f*={int(star_pred[i])} oracles={oracles}\nsteps={int(result.steps[i])}", fontsize=8, color=colour)
-    fig.suptitle(f"FMR search: original | perturbed (oracles: {', '.join(oracle_names)}; red = target fooled)", fontsize=9)
+        right.set_title(f"f*={int(star_pred[i])} oracles={oracles}\nsteps={int(result.steps[i])}", fontsize=8,
+                        color=colour)
+    fig.suptitle(f"FMR search: original | perturbed (oracles: {', '.join(oracle_names)}; red = target fooled)",
+                 fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
