@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 from pk_iurs.data import build_stream_synthetic
-from pk_iurs.growth import set_item_count
+from pk_iurs.models.growth import set_item_count
 from pk_iurs.plugin import ASMGConfig
 from pk_iurs.trainers.asmg import EMB, ASMGTrainer, ModelGenerator, align_window, loss_weights, meta_train
 

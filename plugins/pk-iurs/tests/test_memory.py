@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pk_iurs import trainers as S
 from pk_iurs.data import build_stream_synthetic
-from pk_iurs.growth import resize_rows, set_item_count
-from pk_iurs.memory import Reservoir, ader_lambda, ewc_penalty, herding
+from pk_iurs.models.growth import resize_rows, set_item_count
 from pk_iurs.plugin import ADERConfig, ASMGConfig, EWCConfig, FineTuneConfig, ReservoirReplayConfig, SMLConfig
+from pk_iurs.trainers.memory import Reservoir, ader_lambda, ewc_penalty, herding
 from pk_seqrec.models.gru4rec import GRU4Rec
 from pk_seqrec.models.sasrec import SASRec
 from torch import nn

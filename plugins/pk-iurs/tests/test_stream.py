@@ -67,7 +67,7 @@ def test_miss_rule_keeps_unknown_targets_and_counts_them_as_misses(small, model_
     unknown = rows["target"] > stream.known[0]
     assert bool(unknown.any()), "the synthetic stream should bring new items into block 1"
     model = model_for(stream)
-    from pk_iurs.growth import set_item_count
+    from pk_iurs.models.growth import set_item_count
 
     set_item_count(model, stream.known[0])
     drop = build_stream_synthetic(small, seed=1)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pk.core import hookimpl
+from pk.core.configs import FileSource, OptimConfig
+from pk.core.hookspecs import Register
 
 TASK = "streaming-next-item"
 TASKS = (TASK,)
@@ -39,15 +41,31 @@ BUDGET_EPOCHS = {"ge": 1, "budget": True}
 
 # -- datasets --------------------------------------------------------------------------
 @dataclass
-class StreamSyntheticConfig:
+class StreamBlocksConfig:
+    """What every stream shares: ``pretrain_blocks`` P, the window ``max_len`` L and the
+    ``unseen`` rule ("drop" removes items unknown before the test block from test sequences,
+    ADER; "miss" keeps them as targets that count as misses)."""
+
+    pretrain_blocks: int = field(default=1, metadata=GE1)
+    max_len: int = field(default=50, metadata=GE1)
+    unseen: Literal["drop", "miss"] = "drop"
+
+
+@dataclass
+class StreamFileConfig(StreamBlocksConfig, FileSource):
+    """A stream read from real files; ``test_sample`` > 0: a fixed subset of that many test
+    prefixes per block (same for every run; CPU budget)."""
+
+    test_sample: int = field(default=0, metadata=GE0)
+
+
+@dataclass
+class StreamSyntheticConfig(StreamBlocksConfig):
     """Seeded drifting session stream: sessions walk a Markov chain over item clusters
     (follow the successor w.p. ``follow``); each block re-draws the successor of a
-    ``drift`` fraction of clusters and adds ``new_items`` items (new items are popular).
-    ``unseen``: "drop" removes items unknown before the test block from test sequences
-    (ADER), "miss" keeps them as targets that count as misses."""
+    ``drift`` fraction of clusters and adds ``new_items`` items (new items are popular)."""
 
     blocks: int = field(default=6, metadata=GE2)
-    pretrain_blocks: int = field(default=1, metadata=GE1)
     sessions_per_block: int = field(default=150, metadata=GE1)
     initial_items: int = field(default=120, metadata=GE2)
     new_items: int = field(default=20, metadata=GE0)
@@ -57,55 +75,40 @@ class StreamSyntheticConfig:
     follow: float = field(default=0.9, metadata=UNIT)
     drift: float = field(default=0.35, metadata=UNIT)
     max_len: int = field(default=20, metadata=GE1)
-    unseen: Literal["drop", "miss"] = "drop"
     pk_test: ClassVar[dict] = {"blocks": 4, "sessions_per_block": 40, "initial_items": 60, "new_items": 10}
 
 
 @dataclass
-class StreamDigineticaConfig:
+class StreamDigineticaConfig(StreamFileConfig):
     """ADER's weekly DIGINETICA periods ``period_<k>.txt`` for k in [first_period,
     last_period]; each file is one block (sessions never cross blocks)."""
 
-    source: str = "auto"
-    path: str = ""
     first_period: int = field(default=0, metadata=GE0)
     last_period: int = field(default=16, metadata=GE1)
-    pretrain_blocks: int = field(default=1, metadata=GE1)
-    max_len: int = field(default=50, metadata=GE1)
-    unseen: Literal["drop", "miss"] = "drop"
-    test_sample: int = field(default=0, metadata=GE0)
 
 
 @dataclass
-class StreamML100kConfig:
+class StreamML100kConfig(StreamFileConfig):
     """ml-100k interactions under a STABLE sort on (timestamp, file line), cut into
     ``blocks`` equal-count blocks; a user's sequence spans blocks and earlier items are
-    context (never targets) for later blocks. ``test_sample`` > 0: a fixed subset of that
-    many test prefixes per block (same for every run; CPU budget)."""
+    context (never targets) for later blocks."""
 
-    source: str = "auto"
-    path: str = ""
     blocks: int = field(default=10, metadata=GE2)
     pretrain_blocks: int = field(default=3, metadata=GE1)
-    max_len: int = field(default=50, metadata=GE1)
-    unseen: Literal["drop", "miss"] = "drop"
-    test_sample: int = field(default=0, metadata=GE0)
 
 
 # -- trainers (one registration per strategy) -----------------------------------------
 @dataclass
-class StreamTrainerConfig:
+class StreamTrainerConfig(OptimConfig):
     """Shared by every strategy. ``pretrain_epochs`` on blocks 0..P-1 (identical for all
-    strategies), then ``epochs`` per update on each block. A fresh Adam per block (the
-    parameter shapes change when items arrive). New item rows: ``init`` = "normal"
+    strategies), then ``epochs`` per update on each block. A fresh ``optimizer`` (Adam) per
+    block (the parameter shapes change when items arrive). New item rows: ``init`` = "normal"
     (N(0, init_std)), "mean" (mean of known rows) or "zero"; old rows stay bit-identical.
     Metrics: full-ranking HR(=Recall)/MRR/NDCG@``ks``; ``metric`` is the headline."""
 
     pretrain_epochs: int = field(default=5, metadata=BUDGET_EPOCHS)
     epochs: int = field(default=1, metadata=GE1)
     batch_size: int = field(default=128, metadata=GE1)
-    lr: float = field(default=1e-3, metadata=GT0)
-    weight_decay: float = field(default=0.0, metadata=GE0)
     init: Literal["normal", "mean", "zero"] = "normal"
     init_std: float = field(default=0.02, metadata=GE0)
     ks: list[int] = field(default_factory=lambda: [10, 20], metadata={"ge": 1, "protocol": True})
@@ -141,7 +144,7 @@ class ReservoirReplayConfig(StreamTrainerConfig):
     reservoir_size: int = field(default=2000, metadata=GE0)
     replay_ratio: float = field(default=0.5, metadata=GE0)
     sampling: Literal["spmf", "uniform"] = "spmf"
-    pk_test: ClassVar[dict] = {"pretrain_epochs": 1, "batch_size": 64, "reservoir_size": 100}
+    pk_test: ClassVar[dict] = {**StreamTrainerConfig.pk_test, "reservoir_size": 100}
 
 
 @dataclass
@@ -166,7 +169,7 @@ class ADERConfig(StreamTrainerConfig):
     lam_base: float = field(default=0.8, metadata=GE0)
     selection: Literal["herding", "random"] = "herding"
     temperature: float = field(default=1.0, metadata=GT0)
-    pk_test: ClassVar[dict] = {"pretrain_epochs": 1, "batch_size": 64, "exemplars": 60}
+    pk_test: ClassVar[dict] = {**StreamTrainerConfig.pk_test, "exemplars": 60}
 
 
 @dataclass
@@ -180,7 +183,7 @@ class EWCConfig(StreamTrainerConfig):
     fisher_samples: int = field(default=1000, metadata=GE1)
     fisher_batch_size: int = field(default=16, metadata=GE1)
     mode: Literal["ewc", "l2"] = "ewc"
-    pk_test: ClassVar[dict] = {"pretrain_epochs": 1, "batch_size": 64, "fisher_samples": 32}
+    pk_test: ClassVar[dict] = {**StreamTrainerConfig.pk_test, "fisher_samples": 32}
 
 
 @dataclass
@@ -232,7 +235,7 @@ class StreamingEvalConfig:
 
 # -- registrations ---------------------------------------------------------------------
 @hookimpl
-def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_datasets(register: Register) -> None:
     register("stream-synthetic", f"{DATA}:build_stream_synthetic", config=StreamSyntheticConfig, tasks=TASKS,
              summary="Seeded drifting session stream with new items per block (streaming default)")
     register("stream-diginetica", f"{DATA}:build_stream_diginetica", config=StreamDigineticaConfig, tasks=TASKS,
@@ -242,7 +245,7 @@ def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_trainers(register: Register) -> None:
     register("iu-full-retrain", f"{STRATEGIES}:FullRetrainTrainer", config=FullRetrainConfig, tasks=TASKS, paper=SURVEY,
              summary="BURS baseline: retrain on all blocks so far (or a window) at every block", tags=("baseline",))
     register("iu-fine-tune", f"{STRATEGIES}:FineTuneTrainer", config=FineTuneConfig, tasks=TASKS, paper=SURVEY,
@@ -262,6 +265,6 @@ def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_evaluators(register: Register) -> None:
     register("streaming", "pk_iurs.evaluators:StreamingEvaluator", config=StreamingEvalConfig, tasks=TASKS,
              summary="Streaming protocol summary: per-block and mean quality, update cost, forgetting, plot")

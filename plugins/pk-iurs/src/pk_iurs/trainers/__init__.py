@@ -1,9 +1,9 @@
 """The streaming protocol and one trainer per incremental-update strategy.
 
-``base``: the protocol (``StreamTrainer.fit``) and block testing; ``baselines``: fine-tuning
-(IU) and full / windowed retraining (BURS); ``replay``: reservoir (SPMF) and exemplar replay
-(ADER); ``distill``: IncCTR-style distillation; ``regularise``: EWC / L2; ``sml`` and
-``asmg``: the meta-learning strategies.
+``base``: the protocol (``StreamTrainer.fit``) and block testing; ``memory``: replay memories
+and the strategies' loss terms; ``baselines``: fine-tuning (IU) and full / windowed retraining
+(BURS); ``replay``: reservoir (SPMF) and exemplar replay (ADER); ``distill``: IncCTR-style
+distillation; ``regularise``: EWC / L2; ``sml`` and ``asmg``: the meta-learning strategies.
 """
 
 from pk_iurs.trainers.asmg import ASMGTrainer

@@ -43,7 +43,7 @@ from torch import nn
 from pk.core.contracts import RunHandle
 from pk.core.torch_helpers import make_optimizer, to_device
 from pk_iurs.data import batches, num_rows
-from pk_iurs.trainers.base import StreamTrainer
+from pk_iurs.trainers.base import LossOf, StreamTrainer
 
 EMB = "item_embedding.weight"
 
@@ -158,17 +158,6 @@ def meta_train(generator: ModelGenerator, window: Sequence[Mapping[str, torch.Te
     return steps
 
 
-class _LossOf(nn.Module):
-    """``forward(batch) = inner.loss(batch)``, so ``torch.func.functional_call`` can swap in weights."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.inner.loss(batch)
-
-
 def _split(rows: dict[str, torch.Tensor], parts: int, info: Any, gen: torch.Generator) -> list[dict[str, torch.Tensor]]:
     """``rows`` shuffled and cut into ``parts`` batches (the release's BatchLoader2)."""
     n = num_rows(rows)
@@ -225,7 +214,7 @@ class ASMGTrainer(StreamTrainer):
             nexts = [j + 1 for j, _ in window]
             rows_next = [rows_t if b == t else data.train_rows([b]) for b in nexts]
             parts = -(-num_rows(rows_t) // cfg.batch_size)
-            view = _LossOf(model)
+            view = LossOf(model)
 
             def loss_of(k: int, params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
                 keep = data.known[nexts[k]] + 1  # the items known after block j_k + 1

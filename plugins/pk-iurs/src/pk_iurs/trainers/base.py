@@ -5,8 +5,9 @@ t = P-1 .. T-2: grow the table to ``known[t]`` (old rows bit-identical), update 
 (t = P-1: the shared pretraining on blocks 0..P-1), let the strategy maintain its memory,
 then test on block t+1. Update time (seconds, wall clock) covers growth, update and memory
 maintenance; ``examples`` counts the next-item targets that entered a training loss. A
-``last`` checkpoint after every block holds the model, the strategy memory, the generator
-and global RNG states and the per-block records, so a resumed stream is bit-identical.
+``last`` checkpoint (a ``TrainState``: its ``epoch`` is the last block trained on) after every
+block holds the model, the item count, the strategy memory, the generator and global RNG
+states and the per-block records, so a resumed stream is bit-identical.
 At the end the table is grown to all ``info.num_items`` items so ``model.pt`` matches the
 dataset (rows of items first seen in the last block are untrained initial rows).
 
@@ -35,10 +36,10 @@ from torch import nn
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
 from pk.core.io import atomic_write_bytes
-from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.torch_helpers import make_optimizer, to_device
+from pk.core.train_state import TrainState
 from pk_iurs.data import batches, num_rows
-from pk_iurs.growth import item_count, set_item_count
+from pk_iurs.models.growth import item_count, set_item_count
 
 
 def clone_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -88,6 +89,18 @@ def write_npz(path: Any, arrays: Mapping[str, torch.Tensor]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+class LossOf(nn.Module):
+    """``forward(batch) = inner.loss(batch)``, so ``torch.func.functional_call`` can swap in weights
+    (the meta-learning strategies, SML and ASMG)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.inner.loss(batch)
+
+
 class StreamTrainer(ABC):
     """Base of every strategy (see the module docstring). Subclasses override ``update``
     (block t >= P) and optionally ``after_update`` (memory upkeep, also run after the
@@ -105,15 +118,15 @@ class StreamTrainer(ABC):
     # -- shared training loop -------------------------------------------------------
     def train_rows(self, model: nn.Module, data: Any, rows: dict[str, torch.Tensor], epochs: int, run: RunHandle,
                    loss_fn: Any = None, params: Any = None, lr: float | None = None) -> dict[str, int]:
-        """``epochs`` shuffled passes over ``rows`` with a fresh Adam over ``params`` (default:
+        """``epochs`` shuffled passes over ``rows`` with a fresh optimizer over ``params`` (default:
         the model's) at ``lr`` (default ``config.lr``); ``loss_fn(batch)`` defaults to
         ``model.loss``. An empty ``rows`` changes nothing. Returns examples, steps, epochs."""
         cfg = self.config
         cost = {"examples": 0, "steps": 0, "epochs": 0}
         if num_rows(rows) == 0 or epochs <= 0:
             return cost
-        opt = make_optimizer("adam", params if params is not None else model.parameters(), cfg.lr if lr is None else lr,
-                             cfg.weight_decay)
+        opt = make_optimizer(cfg.optimizer, params if params is not None else model.parameters(),
+                             cfg.lr if lr is None else lr, cfg.weight_decay)
         shuffle = run.generator("shuffle")
         model.train()
         for _ in range(epochs):
@@ -151,24 +164,21 @@ class StreamTrainer(ABC):
         cfg = self.config
         P, T = data.pretrain_blocks, data.num_blocks
         grow = run.generator("grow")
+        state = TrainState(model)  # epoch = the last block trained on; a fresh optimizer per block
+        state.epoch = P - 2
         records: list[dict[str, float]] = []
         examples: dict[str, torch.Tensor] = {}
-        first = P - 1
         ckpt = run.latest_checkpoint()
         if ckpt is not None:
-            set_item_count(model, int(ckpt["items"]))
-            model.load_state_dict(ckpt["model"])
-            self.load_state_dict(ckpt["strategy"])
-            grow.set_state(ckpt["grow"])
-            run.generator("shuffle").set_state(ckpt["shuffle"])
-            run.generator("memory").set_state(ckpt["memory"])
-            restore_rng_state(ckpt["rng"])
-            records, first = list(ckpt["records"]), int(ckpt["block"]) + 1
-            examples = dict(ckpt.get("examples", {}))
-            run.echo(f"resumed after block {first - 1}")
+            set_item_count(model, int(ckpt["extra"]["items"]))  # the saved table's size, before loading it
+            state.load_state_dict(ckpt, run)
+            self.load_state_dict(state.extra["strategy"])
+            records, examples = list(state.extra["records"]), dict(state.extra["examples"])
+            run.echo(f"resumed after block {state.epoch}")
         else:
             set_item_count(model, data.known[P - 1], cfg.init, cfg.init_std, grow)
             self.on_start(model, data, run)
+        first = state.start_epoch
         for t in run.progress(range(first, T - 1), total=T - 1 - first, description="blocks"):
             started = time.perf_counter()
             added = set_item_count(model, data.known[t], cfg.init, cfg.init_std, grow) if t > P - 1 else 0
@@ -185,12 +195,10 @@ class StreamTrainer(ABC):
                       "known_items": float(data.known[t]), **metrics, "test_examples": float(n)}
             records.append(record)
             run.log(t + 1, "stream", **record)
-            run.save_checkpoint({
-                "model": model.state_dict(), "items": item_count(model), "strategy": self.state_dict(),
-                "grow": grow.get_state(), "shuffle": run.generator("shuffle").get_state(),
-                "memory": run.generator("memory").get_state(), "rng": capture_rng_state(), "block": t,
-                "step": t + 1, "records": records, "examples": examples,
-            })
+            state.epoch, state.step = t, t + 1
+            state.extra = {"items": item_count(model), "strategy": self.state_dict(), "records": records,
+                           "examples": examples}
+            state.save(run)
         set_item_count(model, int(data.info.num_items), cfg.init, cfg.init_std, grow)
         run.artifact_path("stream.json").write_text(json.dumps({
             "strategy": type(self).__name__, "metric": cfg.metric, "ks": self.ks, "pretrain_blocks": P,

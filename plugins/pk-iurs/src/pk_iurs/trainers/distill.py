@@ -11,8 +11,8 @@ from pk_seqrec.models.encoder import next_item_loss
 from torch import nn
 
 from pk.core.contracts import RunHandle
-from pk_iurs.memory import kd_loss
 from pk_iurs.trainers.base import StreamTrainer
+from pk_iurs.trainers.memory import kd_loss
 
 
 def hidden_states(model: nn.Module, seq: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ from torch import nn
 from pk.core.contracts import RunHandle
 from pk.core.torch_helpers import to_device
 from pk_iurs.data import batches, num_rows
-from pk_iurs.memory import ewc_penalty
 from pk_iurs.trainers.base import StreamTrainer
+from pk_iurs.trainers.memory import ewc_penalty
 
 
 class EWCTrainer(StreamTrainer):

@@ -13,9 +13,9 @@ from torch import nn
 from pk.core.contracts import RunHandle
 from pk.core.torch_helpers import to_device
 from pk_iurs.data import concat_rows, num_rows
-from pk_iurs.memory import Reservoir, ader_lambda, herding, kd_loss
 from pk_iurs.trainers.base import StreamTrainer
 from pk_iurs.trainers.distill import ce_from_hidden, hidden_states
+from pk_iurs.trainers.memory import Reservoir, ader_lambda, herding, kd_loss
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from torch import nn
 
 from pk.core.contracts import RunHandle
 from pk_iurs.data import num_rows
-from pk_iurs.trainers.base import StreamTrainer
+from pk_iurs.trainers.base import LossOf, StreamTrainer
 
 
 class Transfer(nn.Module):
@@ -48,17 +48,6 @@ class Transfer(nn.Module):
         return out
 
 
-class _LossOf(nn.Module):
-    """``forward(batch) = inner.loss(batch)``, so ``torch.func.functional_call`` can swap in weights."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.inner.loss(batch)
-
-
 class SMLTrainer(StreamTrainer):
     """SML (see ``SMLConfig``). Memory: W_{t-2} (``older``), Ŵ_{t-1} (``tuned``), Θ."""
 
@@ -90,7 +79,7 @@ class SMLTrainer(StreamTrainer):
             return cost
         # (1) meta step: f(W_{t-2}, Ŵ_{t-1}) should do well on block t, the block after Ŵ_{t-1}'s data
         if self.tuned:
-            view = _LossOf(model)
+            view = LossOf(model)
             current = {n: p.detach() for n, p in model.named_parameters()}
 
             def meta_loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
