@@ -33,7 +33,7 @@ def test_cli_trains_ac_sasrec_with_both_losses(tmp_path: Path) -> None:
     state = ckpt["model"]
     assert any(".attack_query." in k for k in state) and any(".order." in k for k in state)
     assert not any(k.startswith("position_embedding") for k in state)
-    groups = ckpt["optimizers"][0]["param_groups"]
+    groups = ckpt["optimizers"]["0"]["param_groups"]
     assert [g["name"] for g in groups] == ["recommendation", "mask-generator"]
     assert groups[0]["lr"] == 0.005
 

@@ -41,6 +41,9 @@ class _Run:
     def latest_checkpoint(self) -> None:
         return None
 
+    def generator_states(self) -> dict[str, Any]:
+        return {name: g.get_state() for name, g in self._g.items()}
+
     def progress(self, it: Any, total: Any = None, description: str = "") -> Any:
         return it
 

@@ -72,7 +72,8 @@ def test_training_windows_tile_targets(n: int, max_len: int, mode: str) -> None:
         assert len(wins) <= 1 and (not wins or wins[0][1] == n)
 
 
-@given(seqs=st.dictionaries(st.integers(0, 20), st.lists(st.integers(0, 15), max_size=12), max_size=20), k=st.integers(1, 4))
+@given(seqs=st.dictionaries(st.integers(0, 20), st.lists(st.integers(0, 15), max_size=12), max_size=20),
+       k=st.integers(1, 4))
 def test_iterative_kcore_is_a_fixed_point(seqs: dict[int, list[int]], k: int) -> None:
     once = kcore_filter(seqs, k)
     assert kcore_filter(once, k) == once

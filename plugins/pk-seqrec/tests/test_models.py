@@ -38,7 +38,8 @@ def test_padding_never_changes_scores(items: list[int], extra: int) -> None:
     for model in _models():
         with torch.no_grad():
             base = model.predict({"seq": _left(items)})
-            more = model.predict({"seq": _left(items, L + extra)}) if not isinstance(model, (SASRec, BERT4Rec)) else None
+            more = (model.predict({"seq": _left(items, L + extra)})
+                    if not isinstance(model, (SASRec, BERT4Rec)) else None)
             right = model.predict({"seq": _right(items)})
         assert torch.allclose(base, right, atol=1e-5), type(model).__name__
         if more is not None:
@@ -51,7 +52,8 @@ def test_more_padding_leaves_transformer_scores_unchanged(items: list[int], extr
     torch.manual_seed(0)
     model = SASRec(N, L + extra, hidden=16, heads=2, inner=32).eval()
     with torch.no_grad():
-        assert torch.allclose(model.predict({"seq": _left(items)}), model.predict({"seq": _left(items, L + extra)}), atol=1e-5)
+        assert torch.allclose(model.predict({"seq": _left(items)}), model.predict({"seq": _left(items, L + extra)}),
+                              atol=1e-5)
 
 
 @given(items=st.lists(st.integers(1, N), min_size=L, max_size=L), t=st.integers(0, L - 2),
@@ -72,7 +74,8 @@ def test_all_position_loss_equals_prefix_losses() -> None:
     model = SASRec(N, L, hidden=16, heads=2, inner=32, dropout=0.0, attn_dropout=0.0).eval()
     items = [3, 7, 1, 9, 4, 4, 12]
     full = model.loss({"seq": _left(items[:-1]), "targets": _left(items[1:])})
-    prefix = torch.stack([model.loss({"seq": _left(items[:j]), "target": torch.tensor([items[j]])}) for j in range(1, len(items))])
+    prefix = torch.stack([model.loss({"seq": _left(items[:j]), "target": torch.tensor([items[j]])})
+                          for j in range(1, len(items))])
     assert torch.allclose(full, prefix.mean(), atol=1e-5)
 
 
@@ -148,7 +151,8 @@ def test_calibrator_seam_is_called_per_layer_and_owned() -> None:
     assert any(p is cal.sharpen for p in model.parameters()), "a Module calibrator must be a submodule"
     assert any(k.endswith("calibrator.sharpen") for k in model.state_dict())
     model.loss({"seq": _left([1, 2, 3]), "target": torch.tensor([4])}).backward()
-    assert [c[:2] for c in cal.calls] == [("adjust", 0), ("calibrate", 0), ("adjust", 1), ("calibrate", 1), ("adjust", 2), ("calibrate", 2)]
+    assert [c[:2] for c in cal.calls] == [("adjust", 0), ("calibrate", 0), ("adjust", 1), ("calibrate", 1),
+                                          ("adjust", 2), ("calibrate", 2)]
     assert cal.calls[0][2] == (1, 2, L, L)
     assert cal.sharpen.grad is not None and cal.sharpen.grad.abs() > 0
 

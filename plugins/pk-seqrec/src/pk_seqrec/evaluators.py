@@ -84,7 +84,8 @@ def ranking_scores(
             raise ValueError(f"split {split!r} batches carry no 'history'; cannot exclude history items")
         per = full_ranking_metrics(scores, batch["target"], ks, history=history)
         if sampled_negatives > 0:
-            per.update({f"sampled_{k}": v for k, v in _sampled(scores, batch["target"], ks, sampled_negatives, generator).items()})
+            sampled = _sampled(scores, batch["target"], ks, sampled_negatives, generator)
+            per.update({f"sampled_{k}": v for k, v in sampled.items()})
         for name, values in per.items():
             parts.setdefault(name, []).append(values.detach().double().cpu())
     if hasattr(model, "train"):
@@ -114,7 +115,8 @@ def save_scores(run: Any, split: str, per_example: Mapping[str, torch.Tensor]) -
         run.save_example_scores(split, {name: v.numpy() for name, v in per_example.items()})
 
 
-def _sampled(scores: torch.Tensor, target: torch.Tensor, ks: Sequence[int], n: int, generator: Any) -> dict[str, torch.Tensor]:
+def _sampled(scores: torch.Tensor, target: torch.Tensor, ks: Sequence[int], n: int,
+             generator: Any) -> dict[str, torch.Tensor]:
     """Target ranked among ``n`` uniform negatives (may hit the target; counted as a tie)."""
     num_items = scores.shape[1] - 1
     neg = torch.randint(1, num_items + 1, (scores.shape[0], n), generator=generator).to(scores.device)

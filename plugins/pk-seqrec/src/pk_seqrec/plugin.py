@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pk.core import hookimpl
+from pk.core.configs import EpochBudget, FileSource, OptimConfig
+from pk.core.hookspecs import Register
 
 DATA = "pk_seqrec.data.datasets"
 MODELS = "pk_seqrec.models"
@@ -22,7 +24,22 @@ MODEL_TASKS = (*TASKS, "streaming-next-item")
 
 # -- datasets --------------------------------------------------------------------------
 @dataclass
-class SyntheticSeqConfig:
+class SeqWindows:
+    """How each user's history becomes training rows of at most ``max_len`` items.
+    ``train_windows``: "all" (windows over each history, every position a target once),
+    "last" (newest window only) or "prefixes" (one row per target: RecBole's examples).
+    ``window_stride`` (1..max_len, "all" only): rows end every ``window_stride`` items and
+    each trains only the targets no newer row trained; 1 gives every target
+    min(max_len, its history) items of context, exactly RecBole's prefix examples (tested),
+    max_len tiles the history with disjoint windows (fewer rows, truncated context)."""
+
+    max_len: int = field(default=50, metadata={"ge": 1})
+    train_windows: Literal["all", "last", "prefixes"] = "all"
+    window_stride: int = field(default=1, metadata={"ge": 1})
+
+
+@dataclass
+class SyntheticSeqConfig(SeqWindows):
     """Seeded users whose items follow a latent Markov chain over item clusters, with
     Zipf popularity inside each cluster. ``follow`` is the probability of following the
     cluster chain's fixed successor (the sequential signal Pop cannot use)."""
@@ -35,51 +52,35 @@ class SyntheticSeqConfig:
     follow: float = field(default=0.9, metadata={"ge": 0, "le": 1})
     zipf: float = field(default=1.1, metadata={"ge": 0})
     max_len: int = field(default=20, metadata={"ge": 1})
-    train_windows: Literal["all", "last", "prefixes"] = "all"
-    window_stride: int = field(default=1, metadata={"ge": 1})
 
 
 @dataclass
-class ML100kConfig:
+class SeqFileConfig(SeqWindows, FileSource):
+    """A real interaction file cut into leave-one-out training windows (:class:`SeqWindows`);
+    ``kcore`` > 0 applies RecBole's iterative k-core on users and items."""
+
+    kcore: int = field(default=0, metadata={"ge": 0})
+
+
+@dataclass
+class ML100kConfig(SeqFileConfig):
     """RecBole atomic ml-100k (``ml-100k.inter``). Sequences by stable sort on (timestamp,
-    file line); ``kcore`` > 0 applies RecBole's iterative k-core on users and items.
-    ``train_windows``: "all" (windows over each history, every position a target once),
-    "last" (newest window only) or "prefixes" (one row per target: RecBole's examples).
-    ``window_stride`` (1..max_len, "all" only): rows end every ``window_stride`` items and
-    each trains only the targets no newer row trained; 1 gives every target
-    min(max_len, its history) items of context, exactly RecBole's prefix examples (tested),
-    max_len tiles the history with disjoint windows (fewer rows, truncated context)."""
-
-    source: str = "auto"
-    path: str = ""
-    kcore: int = field(default=0, metadata={"ge": 0})
-    max_len: int = field(default=50, metadata={"ge": 1})
-    train_windows: Literal["all", "last", "prefixes"] = "all"
-    window_stride: int = field(default=1, metadata={"ge": 1})
+    file line); windows and k-core as in :class:`SeqFileConfig`."""
 
 
 @dataclass
-class SeqLinesConfig:
-    """One line per user: ``user item item ...`` (oldest first), ICLRec/S3-Rec format.
-    ``train_windows`` and ``window_stride`` as for ml-100k."""
-
-    source: str = "auto"
-    path: str = ""
-    kcore: int = field(default=0, metadata={"ge": 0})
-    max_len: int = field(default=50, metadata={"ge": 1})
-    train_windows: Literal["all", "last", "prefixes"] = "all"
-    window_stride: int = field(default=1, metadata={"ge": 1})
+class SeqLinesConfig(SeqFileConfig):
+    """One line per user: ``user item item ...`` (oldest first), ICLRec/S3-Rec format;
+    windows and k-core as in :class:`SeqFileConfig`."""
 
 
 @dataclass
-class DigineticaPeriodsConfig:
+class DigineticaPeriodsConfig(FileSource):
     """ADER weekly session blocks ``period_0..16.txt``. Train on the ``train_periods``
     periods before the valid period ``test_period - 1``; test on ``test_period``. Each
     valid/test session predicts its last item; items unseen in training are dropped from
     valid/test sessions (ADER protocol)."""
 
-    source: str = "auto"
-    path: str = ""
     test_period: int = field(default=16, metadata={"ge": 2})
     train_periods: int = field(default=1, metadata={"ge": 1})
     max_len: int = field(default=50, metadata={"ge": 1})
@@ -148,7 +149,7 @@ class PopConfig:
 
 # -- trainer / evaluator ---------------------------------------------------------------
 @dataclass
-class NextItemTrainerConfig:
+class NextItemTrainerConfig(OptimConfig, EpochBudget):
     """Mini-batch next-item training; validation every ``eval_every`` epochs on full
     ranking; early stopping after ``patience`` evaluations without a better ``metric`` (0: never);
     the best-validation weights are restored. ``batch_size`` counts training rows (windows
@@ -162,12 +163,8 @@ class NextItemTrainerConfig:
     the last epoch was the best)."""
 
     max_epochs: int = field(default=50, metadata={"ge": 1})
-    max_steps: int = field(default=-1, metadata={"ge": -1})
     batch_size: int = field(default=256, metadata={"ge": 1})
     batch_targets: int = field(default=0, metadata={"ge": 0})
-    lr: float = field(default=1e-3, metadata={"gt": 0})
-    weight_decay: float = field(default=0.0, metadata={"ge": 0})
-    optimizer: str = "adam"
     grad_clip: float = field(default=0.0, metadata={"ge": 0})
     length_buckets: int = field(default=0, metadata={"ge": 0})
     patience: int = field(default=10, metadata={"ge": 0})
@@ -195,7 +192,7 @@ SASREC_PAPER = {"title": "Self-Attentive Sequential Recommendation", "year": 201
 
 
 @hookimpl
-def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_datasets(register: Register) -> None:
     register("synthetic-seq", f"{DATA}:build_synthetic_seq", config=SyntheticSeqConfig, tasks=TASKS,
              summary="Seeded Markov chain over item clusters with popularity skew (default, leave-one-out)")
     register("ml-100k", f"{DATA}:build_ml100k", config=ML100kConfig, tasks=TASKS,
@@ -211,13 +208,15 @@ def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_models(register: Register) -> None:
     register("sasrec", f"{MODELS}.sasrec:build_sasrec", config=SASRecConfig, tasks=MODEL_TASKS, paper=SASREC_PAPER,
-             summary="SASRec: causal self-attention next-item model (RecBole flavour)", tags=("baseline",), accepts=("calibrator",))
+             summary="SASRec: causal self-attention next-item model (RecBole flavour)", tags=("baseline",),
+             accepts=("calibrator",))
     register("bert4rec", f"{MODELS}.bert4rec:build_bert4rec", config=BERT4RecConfig, tasks=TASKS,
              summary="BERT4Rec: bidirectional encoder trained by cloze", tags=("baseline",),
-             paper={"title": "BERT4Rec: Sequential Recommendation with Bidirectional Encoder Representations from Transformer",
-                    "year": 2019, "url": "https://arxiv.org/abs/1904.06690"}, accepts=("calibrator",))
+             paper={"title": "BERT4Rec: Sequential Recommendation with Bidirectional Encoder Representations "
+                             "from Transformer", "year": 2019, "url": "https://arxiv.org/abs/1904.06690"},
+             accepts=("calibrator",))
     register("gru4rec", f"{MODELS}.gru4rec:build_gru4rec", config=GRU4RecConfig, tasks=MODEL_TASKS,
              summary="GRU4Rec: GRU over the item sequence, tied-embedding scores", tags=("baseline",),
              paper={"title": "Session-based Recommendations with Recurrent Neural Networks", "year": 2016,
@@ -227,12 +226,12 @@ def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_trainers(register: Register) -> None:
     register("next-item", "pk_seqrec.trainers.next_item:NextItemTrainer", config=NextItemTrainerConfig, tasks=TASKS,
              summary="Next-item training (CE/BPR), early stopping on valid NDCG@10, checkpoints and resume")
 
 
 @hookimpl
-def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_evaluators(register: Register) -> None:
     register("full-ranking", "pk_seqrec.evaluators:FullRankingEvaluator", config=FullRankingConfig, tasks=TASKS,
              summary="Full-ranking HR/NDCG/MRR@K (history exclusion switch; sampled metrics as a biased option)")

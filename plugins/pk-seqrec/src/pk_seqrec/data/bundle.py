@@ -194,9 +194,11 @@ def bundle_from_sequences(
         extra={"split": "leave-one-out", "padding": "left", "interactions": sum(map(len, seqs)), **dict(extra or {})},
     )
     return SeqBundle(
-        info=info, tensors=tensors, params={"max_len": max_len, "train_windows": train_windows, "window_stride": window_stride,
-                                     **dict(params or {})},
-        sequences=seqs, user_ids=raw_users, item_ids=list(item_ids) if item_ids is not None else [None, *range(1, num_items + 1)],
+        info=info, tensors=tensors,
+        params={"max_len": max_len, "train_windows": train_windows, "window_stride": window_stride,
+                **dict(params or {})},
+        sequences=seqs, user_ids=raw_users,
+        item_ids=list(item_ids) if item_ids is not None else [None, *range(1, num_items + 1)],
     )
 
 
@@ -237,4 +239,5 @@ def bundle_from_splits(
 def _check_ids(seqs: Sequence[Sequence[int]], num_items: int) -> None:
     for u, s in enumerate(seqs):
         if s and (min(s) < 1 or max(s) > num_items):
-            raise ValueError(f"sequence {u} has item ids outside 1..{num_items}; remap ids first (pk_seqrec.data.preprocess.remap_items)")
+            raise ValueError(f"sequence {u} has item ids outside 1..{num_items}; "
+                             "remap ids first (pk_seqrec.data.preprocess.remap_items)")

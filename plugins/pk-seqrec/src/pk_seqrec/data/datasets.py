@@ -58,7 +58,8 @@ def synthetic_sequences(
     next cluster is the current one's fixed successor, else a uniform cluster. Items are
     drawn inside the cluster with Zipf(``zipf``) popularity; no immediate repeats."""
     if num_items < num_clusters * 2 or not 0 <= follow <= 1 or min_len < 3 or max_seq_len < min_len:
-        raise ConfigError("synthetic-seq: need num_items >= 2*num_clusters, 0 <= follow <= 1, 3 <= min_len <= max_seq_len")
+        raise ConfigError("synthetic-seq: need num_items >= 2*num_clusters, 0 <= follow <= 1, "
+                          "3 <= min_len <= max_seq_len")
     g = torch.Generator().manual_seed(derive_seed(seed, "synthetic-seq"))
     perm = torch.randperm(num_items, generator=g) + 1
     clusters = [perm[c::num_clusters] for c in range(num_clusters)]
@@ -90,7 +91,8 @@ def build_synthetic_seq(config: Any, *, root: Any = None, seed: int = 0) -> SeqB
     )
     return bundle_from_sequences(
         seqs, p["num_items"], p["max_len"], train_windows=p["train_windows"], window_stride=_stride(p),
-        params={"dataset": "synthetic-seq", "seed": seed, **p}, extra={"source": "synthetic", "dataset": "synthetic-seq"},
+        params={"dataset": "synthetic-seq", "seed": seed, **p},
+        extra={"source": "synthetic", "dataset": "synthetic-seq"},
     )
 
 

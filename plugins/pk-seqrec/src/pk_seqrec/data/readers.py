@@ -53,7 +53,8 @@ def read_atomic_inter(path: Path) -> list[tuple[str, str, float]]:
             continue
         parts = line.split("\t")
         if len(parts) != len(names):
-            raise DataError(f"{path}:{line_no}: expected {len(names)} tab-separated fields, got {len(parts)}; fix that line")
+            raise DataError(f"{path}:{line_no}: expected {len(names)} tab-separated fields, got {len(parts)}; "
+                            "fix that line")
         try:
             ts = float(parts[it]) if it is not None else float(line_no)
         except ValueError:
@@ -83,7 +84,8 @@ def read_seq_lines(path: Path) -> tuple[list[str], list[list[int]]]:
         try:
             items = [int(x) for x in parts[1:]]
         except ValueError:
-            raise DataError(f"{path}:{line_no}: item ids must be integers (got {' '.join(parts[1:4])!r}...); fix that line") from None
+            raise DataError(f"{path}:{line_no}: item ids must be integers (got {' '.join(parts[1:4])!r}...); "
+                            "fix that line") from None
         if min(items) < 1:
             raise DataError(f"{path}:{line_no}: item ids must be >= 1 (0 is padding); fix that line")
         users.append(parts[0])

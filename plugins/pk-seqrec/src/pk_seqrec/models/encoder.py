@@ -60,7 +60,9 @@ class MultiHeadAttention(nn.Module):
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
         self.heads, self.head_dim = heads, hidden // heads
-        self.query, self.key, self.value = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
         self.attn_dropout = nn.Dropout(attn_dropout)
         self.out = nn.Linear(hidden, hidden)
         self.out_dropout = nn.Dropout(dropout)
@@ -110,7 +112,8 @@ class TransformerEncoder(nn.Module):
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 2, inner: int = 256, dropout: float = 0.5,
                  attn_dropout: float = 0.5, eps: float = 1e-12, calibrator: Any = None) -> None:
         super().__init__()
-        self.attention = nn.ModuleList(MultiHeadAttention(hidden, heads, dropout, attn_dropout, eps) for _ in range(layers))
+        self.attention = nn.ModuleList(MultiHeadAttention(hidden, heads, dropout, attn_dropout, eps)
+                                       for _ in range(layers))
         self.feed_forward = nn.ModuleList(FeedForward(hidden, inner, dropout, eps) for _ in range(layers))
         self.num_heads = heads
         self.calibrator = calibrator  # an nn.Module calibrator is registered as a submodule here

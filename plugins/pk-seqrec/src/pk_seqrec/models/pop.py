@@ -3,9 +3,10 @@
 ``counts`` [N + 1] is a buffer filled while training (``loss`` adds, when ``self.training``,
 each (user, position) of the batch once: every trained target in ``targets``, plus the
 user's first item in the row that trains position 1; rows may overlap, so ``seq`` items
-are not counted as such). One epoch gives ``SeqBundle.train_item_counts()``. Scores are ``exp(log_temperature) * log1p(counts)``:
-the one learned scalar (fitted by the cross-entropy of the popularity distribution) never
-changes the ranking, but gives ``loss`` a real gradient so any trainer can run it.
+are not counted as such). One epoch gives ``SeqBundle.train_item_counts()``. Scores are
+``exp(log_temperature) * log1p(counts)``: the one learned scalar (fitted by the
+cross-entropy of the popularity distribution) never changes the ranking, but gives ``loss``
+a real gradient so any trainer can run it.
 """
 
 from __future__ import annotations

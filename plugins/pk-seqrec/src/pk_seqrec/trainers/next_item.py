@@ -3,8 +3,9 @@
 Per epoch: shuffled training batches (order from ``run.generator("shuffle")``), one
 optimisation step each; full-ranking validation every ``eval_every`` epochs; early stop
 after ``patience`` validations without a better ``metric``; the best weights are restored.
-A ``last`` checkpoint after every epoch holds model, optimizers, generator and global RNG
-states and the best state, so ``pk train --resume`` ends bit-identical on CPU.
+A ``last`` checkpoint after every epoch (a :class:`pk.core.train_state.TrainState`: model,
+optimizers, the run's generators, global RNG states, counters and the best state) lets
+``pk train --resume`` end bit-identical on CPU.
 
 Multi-process: ``supports_distributed`` — each global batch is split across ranks
 (pk.core.distributed.rank_chunk, weighted by non-padding targets) and the loss goes through
@@ -28,8 +29,8 @@ from torch import nn
 from pk.core.contracts import RunHandle
 from pk.core.distributed import loss_module, rank_chunk, reduce_mean
 from pk.core.errors import ConfigError
-from pk.core.seed import capture_rng_state, restore_rng_state
 from pk.core.torch_helpers import make_optimizer, to_device
+from pk.core.train_state import TrainState
 from pk_seqrec.evaluators import means, ranking_scores, save_scores
 
 
@@ -104,18 +105,11 @@ class NextItemTrainer:
             raise ConfigError(f"{type(model).__name__} takes over its optimisation step; train it on one process")
         loss_fn = loss_module(model, run)
         shuffle = run.generator("shuffle")
-        start_epoch, step, bad, seconds = 0, 0, 0, 0.0
-        best: dict[str, Any] = {"value": -math.inf, "epoch": -1, "state": None}
-        ckpt = run.latest_checkpoint()
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            for opt, state in zip(optimizers, ckpt["optimizers"], strict=True):
-                opt.load_state_dict(state)
-            shuffle.set_state(ckpt["shuffle"])
-            restore_rng_state(ckpt["rng"])
-            start_epoch, step, bad, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["bad"], ckpt["best"]
-            seconds = float(ckpt.get("seconds", 0.0))
-            run.echo(f"resumed at epoch {start_epoch}")
+        state = TrainState(model, {str(i): opt for i, opt in enumerate(optimizers)}, bad=0, seconds=0.0)
+        state.best = {"value": -math.inf, "epoch": -1, "state": None}
+        state.restore(run)
+        start_epoch, step = state.start_epoch, state.step
+        bad, seconds, best = int(state.extra["bad"]), float(state.extra["seconds"]), state.best
         batch_rows = self._batch_rows(data, model)
         stopped = start_epoch >= cfg.max_epochs or (0 <= cfg.max_steps <= step) or 0 < cfg.patience <= bad
         epoch = start_epoch - 1
@@ -145,11 +139,9 @@ class NextItemTrainer:
                 else:
                     bad += 1
             stopped = 0 < cfg.patience <= bad or (0 <= cfg.max_steps <= step)
-            run.save_checkpoint({
-                "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                "shuffle": shuffle.get_state(), "rng": capture_rng_state(), "epoch": epoch, "step": step,
-                "bad": bad, "best": best, "seconds": seconds,
-            })
+            state.epoch, state.step, state.best = epoch, step, best
+            state.extra.update(bad=bad, seconds=seconds)
+            state.save(run)
             if stopped:
                 break
         if best["state"] is not None:
