@@ -60,14 +60,16 @@ class FakeRun:
 def _small_config() -> Any:
     from pk_iurs.plugin import StreamSyntheticConfig
 
-    return StreamSyntheticConfig(blocks=4, sessions_per_block=30, initial_items=40, new_items=8, num_clusters=6, max_len=10)
+    return StreamSyntheticConfig(blocks=4, sessions_per_block=30, initial_items=40, new_items=8, num_clusters=6,
+                                 max_len=10)
 
 
 def _small_model(stream: Any) -> Any:
     from pk_seqrec.models.sasrec import SASRec
 
     torch.manual_seed(0)
-    return SASRec(stream.info.num_items, stream.max_len, hidden=16, layers=1, heads=1, inner=32, dropout=0.1, attn_dropout=0.1)
+    return SASRec(stream.info.num_items, stream.max_len, hidden=16, layers=1, heads=1, inner=32, dropout=0.1,
+                  attn_dropout=0.1)
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ def test_bad_ml100k_files_are_one_line_data_errors(tmp_path: Path, case: str) ->
 def _periods(folder: Path, contents: dict[int, bytes]) -> Path:
     folder.mkdir()
     for k in range(3):
-        body = contents.get(k, "".join(f"{s} {i}\n{s} {i + 1}\n" for s in range(k * 10, k * 10 + 8) for i in (1, 3)).encode())
+        default = "".join(f"{s} {i}\n{s} {i + 1}\n" for s in range(k * 10, k * 10 + 8) for i in (1, 3))
+        body = contents.get(k, default.encode())
         (folder / f"period_{k}.txt").write_bytes(body)
     return folder
 
@@ -49,7 +50,8 @@ def _periods(folder: Path, contents: dict[int, bytes]) -> Path:
 @pytest.mark.parametrize("case,content,needle", [("empty period", b"", "period_1.txt: the file is empty"),
                                                  ("binary period", b"\x00\x01\x02", "period_1.txt:1:"),
                                                  ("blank lines only", b"\n\n\n", "period_1.txt: the file is empty")])
-def test_bad_diginetica_periods_are_one_line_data_errors(tmp_path: Path, case: str, content: bytes, needle: str) -> None:
+def test_bad_diginetica_periods_are_one_line_data_errors(tmp_path: Path, case: str, content: bytes,
+                                                         needle: str) -> None:
     folder = _periods(tmp_path / "digi", {1: content})
     with pytest.raises(DataError) as err:
         build_stream_diginetica(StreamDigineticaConfig(source="file", path=str(folder), last_period=2), seed=0)

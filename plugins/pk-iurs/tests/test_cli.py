@@ -57,7 +57,8 @@ def test_full_retrain_touches_more_examples_than_fine_tuning(tmp_path: Path) -> 
 
 def test_bad_period_range_is_one_line_config_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["train", "-c", "dataset.name=stream-diginetica", "-c", "dataset.source=file",
-                                   "-c", "dataset.first_period=5", "-c", "dataset.last_period=2", "-c", "model.name=sasrec",
+                                   "-c", "dataset.first_period=5", "-c", "dataset.last_period=2",
+                                   "-c", "model.name=sasrec",
                                    "-c", "trainer.name=iu-fine-tune", "--run-dir", str(tmp_path / "bad"), "--quiet"])
     from pk.core.errors import ConfigError
 

@@ -62,7 +62,8 @@ def test_reservoir_keeps_each_element_with_probability_capacity_over_n() -> None
         counts[torch.tensor(r.items)] += 1
     expected = trials * cap / n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
-    assert chi2 < 86.7, f"chi2={chi2:.1f} with 49 dof: inclusion is not uniform ({counts.min():.0f}..{counts.max():.0f} vs {expected:.0f})"
+    assert chi2 < 86.7, (f"chi2={chi2:.1f} with 49 dof: inclusion is not uniform "
+                         f"({counts.min():.0f}..{counts.max():.0f} vs {expected:.0f})")
     # a biased rule (keep the newest) must fail the same test
     biased = torch.zeros(n)
     biased[-cap:] = trials
@@ -97,7 +98,8 @@ def test_ewc_penalty_is_zero_with_zero_gradient_at_the_anchor_and_ignores_grown_
     assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in model.parameters())
     with torch.no_grad():
         model.item_embedding.weight[3] += 1.0
-    assert float(ewc_penalty(model, anchor, fisher)) == pytest.approx(0.5 * float(fisher["item_embedding.weight"][3].sum()), rel=1e-5)
+    expected = 0.5 * float(fisher["item_embedding.weight"][3].sum())
+    assert float(ewc_penalty(model, anchor, fisher)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_herding_picks_the_row_nearest_the_mean_first() -> None:
@@ -106,8 +108,9 @@ def test_herding_picks_the_row_nearest_the_mean_first() -> None:
     assert sorted(herding(feats, 3)) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("cls,cfg", [(S.FineTuneTrainer, FineTuneConfig), (S.ReservoirReplayTrainer, ReservoirReplayConfig), (S.EWCTrainer, EWCConfig),
-                                     (S.ASMGTrainer, ASMGConfig)])
+@pytest.mark.parametrize("cls,cfg", [(S.FineTuneTrainer, FineTuneConfig),
+                                     (S.ReservoirReplayTrainer, ReservoirReplayConfig),
+                                     (S.EWCTrainer, EWCConfig), (S.ASMGTrainer, ASMGConfig)])
 def test_update_on_an_empty_block_is_a_no_op(cls, cfg, tmp_path, small, model_for, fake_run) -> None:
     stream = build_stream_synthetic(small, seed=0)
     stream.ranges[2] = []  # block 2 loses every interaction
@@ -126,8 +129,8 @@ def test_update_on_an_empty_block_is_a_no_op(cls, cfg, tmp_path, small, model_fo
     assert torch.equal(model.predict(batch), scores)
 
 
-@pytest.mark.parametrize("cls,cfg", [(S.ReservoirReplayTrainer, ReservoirReplayConfig), (S.SMLTrainer, SMLConfig), (S.ADERTrainer, ADERConfig),
-                                     (S.ASMGTrainer, ASMGConfig)])
+@pytest.mark.parametrize("cls,cfg", [(S.ReservoirReplayTrainer, ReservoirReplayConfig), (S.SMLTrainer, SMLConfig),
+                                     (S.ADERTrainer, ADERConfig), (S.ASMGTrainer, ASMGConfig)])
 def test_resume_mid_stream_reproduces_the_uninterrupted_run(cls, cfg, tmp_path, small, model_for, fake_run) -> None:
     stream = build_stream_synthetic(small, seed=0)
     full_run = fake_run(tmp_path / "a")
@@ -136,6 +139,8 @@ def test_resume_mid_stream_reproduces_the_uninterrupted_run(cls, cfg, tmp_path, 
     cut = full_run.saved[1]  # after pretraining and one update
     resumed_model = model_for(build_stream_synthetic(small, seed=0))
     resumed_run = fake_run(tmp_path / "b", checkpoint=cut)
-    resumed = cls(cfg(pretrain_epochs=1, batch_size=32)).fit(resumed_model, build_stream_synthetic(small, seed=0), resumed_run)
+    resumed_stream = build_stream_synthetic(small, seed=0)
+    resumed = cls(cfg(pretrain_epochs=1, batch_size=32)).fit(resumed_model, resumed_stream, resumed_run)
     assert resumed == full
-    assert all(torch.equal(a, b) for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values(), strict=True))
+    pairs = zip(full_model.state_dict().values(), resumed_model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)

@@ -24,7 +24,8 @@ from pk_iurs.plugin import (
 def raw_streams(draw):
     """Random users with non-decreasing block indices and raw string items."""
     T = draw(st.integers(2, 5))
-    users = draw(st.lists(st.lists(st.tuples(st.integers(0, T - 1), st.integers(0, 12)), min_size=1, max_size=12), min_size=1, max_size=8))
+    users = draw(st.lists(st.lists(st.tuples(st.integers(0, T - 1), st.integers(0, 12)), min_size=1, max_size=12),
+                          min_size=1, max_size=8))
     seqs, blocks, events = [], [], []
     for u, evs in enumerate(users):
         evs = sorted(evs, key=lambda e: e[0])
@@ -78,8 +79,9 @@ def test_miss_rule_keeps_unknown_targets_and_counts_them_as_misses(small, model_
     assert miss_hr == pytest.approx(drop_hr * n_drop / n_miss)
 
 
-TRAINERS = [(S.FineTuneTrainer, FineTuneConfig), (S.FullRetrainTrainer, FullRetrainConfig), (S.ReservoirReplayTrainer, ReservoirReplayConfig),
-            (S.DistillTrainer, DistillConfig), (S.ADERTrainer, ADERConfig), (S.EWCTrainer, EWCConfig), (S.SMLTrainer, SMLConfig),
+TRAINERS = [(S.FineTuneTrainer, FineTuneConfig), (S.FullRetrainTrainer, FullRetrainConfig),
+            (S.ReservoirReplayTrainer, ReservoirReplayConfig), (S.DistillTrainer, DistillConfig),
+            (S.ADERTrainer, ADERConfig), (S.EWCTrainer, EWCConfig), (S.SMLTrainer, SMLConfig),
             (S.ASMGTrainer, ASMGConfig)]
 
 
@@ -97,7 +99,8 @@ def test_no_training_row_comes_from_an_untested_block(cls, cfg, tmp_path, small,
             if b >= stream.pretrain_blocks and b not in tested:
                 violations.append((b, max(tested, default=-1)))
 
-    orig_train, orig_rows, orig_inter, orig_test = stream.train_rows, stream.rows_for, stream.interactions, stream.test_rows
+    orig_train, orig_rows = stream.train_rows, stream.rows_for
+    orig_inter, orig_test = stream.interactions, stream.test_rows
 
     def train_rows(blocks):
         rows = orig_train(blocks)
@@ -118,7 +121,8 @@ def test_no_training_row_comes_from_an_untested_block(cls, cfg, tmp_path, small,
         tested.add(b)
         return orig_test(b)
 
-    stream.train_rows, stream.rows_for, stream.interactions, stream.test_rows = train_rows, rows_for, interactions, test_rows
+    stream.train_rows, stream.rows_for = train_rows, rows_for
+    stream.interactions, stream.test_rows = interactions, test_rows
     config = cfg(pretrain_epochs=1, batch_size=32)
     if hasattr(config, "fisher_samples"):
         config.fisher_samples = 20

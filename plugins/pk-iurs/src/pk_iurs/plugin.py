@@ -24,14 +24,15 @@ DATA = "pk_iurs.data"
 STRATEGIES = "pk_iurs.trainers"
 SURVEY = {"title": "Incremental Update for Neural Recommender Systems: A Survey", "year": 2023,
           "url": "https://arxiv.org/abs/2303.02851"}
-ADER = {"title": "ADER: Adaptively Distilled Exemplar Replay towards Continual Learning for Session-based Recommendation",
+ADER = {"title": "ADER: Adaptively Distilled Exemplar Replay towards Continual Learning for "
+                 "Session-based Recommendation",
         "year": 2020, "url": "https://arxiv.org/abs/2007.12000"}
 SPMF = {"title": "Streaming Ranking Based Recommender Systems", "year": 2018, "url": "https://doi.org/10.1145/3209978.3210016"}
 SML = {"title": "How to Retrain Recommender System? A Sequential Meta-Learning Method", "year": 2020,
        "url": "https://arxiv.org/abs/2005.13258"}
 EWC = {"title": "Overcoming catastrophic forgetting in neural networks", "year": 2017, "url": "https://arxiv.org/abs/1612.00796"}
-ASMG = {"title": "Learning an Adaptive Meta Model-Generator for Incrementally Updating Recommender Systems", "year": 2021,
-        "url": "https://github.com/danni9594/ASMG"}
+ASMG = {"title": "Learning an Adaptive Meta Model-Generator for Incrementally Updating Recommender Systems",
+        "year": 2021, "url": "https://github.com/danni9594/ASMG"}
 
 GE0, GE1, GE2, GT0 = {"ge": 0}, {"ge": 1}, {"ge": 2}, {"gt": 0}
 UNIT = {"ge": 0, "le": 1}
@@ -251,7 +252,8 @@ def pk_register_trainers(register: Register) -> None:
     register("iu-fine-tune", f"{STRATEGIES}:FineTuneTrainer", config=FineTuneConfig, tasks=TASKS, paper=SURVEY,
              summary="IU baseline: warm-started fine-tuning on the new block only", tags=("baseline",))
     register("iu-reservoir", f"{STRATEGIES}:ReservoirReplayTrainer", config=ReservoirReplayConfig, tasks=TASKS,
-             paper=SPMF, summary="Reservoir sample replay (SPMF): new block + score-weighted reservoir sample", tags=("method",))
+             paper=SPMF, summary="Reservoir sample replay (SPMF): new block + score-weighted reservoir sample",
+             tags=("method",))
     register("iu-distill", f"{STRATEGIES}:DistillTrainer", config=DistillConfig, tasks=TASKS, paper=SURVEY,
              summary="Knowledge distillation from the previous model on the new block (IncCTR-style)", tags=("method",))
     register("iu-ader", f"{STRATEGIES}:ADERTrainer", config=ADERConfig, tasks=TASKS, paper=ADER,
@@ -259,9 +261,11 @@ def pk_register_trainers(register: Register) -> None:
     register("iu-ewc", f"{STRATEGIES}:EWCTrainer", config=EWCConfig, tasks=TASKS, paper=EWC,
              summary="EWC: Fisher-weighted L2 towards the previous model (or plain L2)", tags=("method",))
     register("iu-sml", f"{STRATEGIES}:SMLTrainer", config=SMLConfig, tasks=TASKS, paper=SML,
-             summary="SML: meta-learned transfer of old and fine-tuned weights, trained on the next block", tags=("method",))
+             summary="SML: meta-learned transfer of old and fine-tuned weights, trained on the next block",
+             tags=("method",))
     register("iu-asmg", f"{STRATEGIES}:ASMGTrainer", config=ASMGConfig, tasks=TASKS, paper=ASMG,
-             summary="ASMG: GRU meta-generator over the last fine-tuned models, trained on each next block", tags=("method",))
+             summary="ASMG: GRU meta-generator over the last fine-tuned models, trained on each next block",
+             tags=("method",))
 
 
 @hookimpl

@@ -40,7 +40,8 @@ def _ms(values: list[float], digits: int = 4) -> str:
 def table(groups: dict[str, list[dict[str, Any]]], metric: str = "hr@20") -> str:
     first = next(iter(groups.values()))[0]
     blocks = [int(r["block"]) for r in first["records"]]
-    head = ["strategy", *[f"B{b}" for b in blocks], f"mean {metric}", "mean mrr@20", "update s (total)", "update examples", "n"]
+    head = ["strategy", *[f"B{b}" for b in blocks], f"mean {metric}", "mean mrr@20", "update s (total)",
+            "update examples", "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group, runs in groups.items():
         per_block = [[float(r["records"][i][metric]) for r in runs] for i in range(len(blocks))]
@@ -48,7 +49,8 @@ def table(groups: dict[str, list[dict[str, Any]]], metric: str = "hr@20") -> str
         mrr = [statistics.fmean(float(x["mrr@20"]) for x in r["records"]) for r in runs]
         secs = [sum(float(x["seconds"]) for x in r["records"] if not x["pretrain"]) for r in runs]
         examples = [sum(float(x["examples"]) for x in r["records"] if not x["pretrain"]) for r in runs]
-        row = [group, *[_ms(v, 3) for v in per_block], _ms(means), _ms(mrr), _ms(secs, 1), f"{statistics.fmean(examples):.0f}", str(len(runs))]
+        row = [group, *[_ms(v, 3) for v in per_block], _ms(means), _ms(mrr), _ms(secs, 1),
+               f"{statistics.fmean(examples):.0f}", str(len(runs))]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -61,7 +63,8 @@ def versus(batch_dirs: list[Path], baseline: str, metric: str = "eval.mean_hr@20
     from pk.core.comparison import comparison_rows, fmt_bootstrap, fmt_paired
     from pk.core.stats import fmt_p
 
-    lines = ["| strategy vs " + baseline + " | Δ " + metric + " [95% CI] | paired t p | bootstrap p per seed |", "|---|---|---|---|"]
+    lines = ["| strategy vs " + baseline + " | Δ " + metric + " [95% CI] | paired t p | bootstrap p per seed |",
+             "|---|---|---|---|"]
     for d in batch_dirs:
         spec, outcomes = read_batch(d)
         for group in sorted({o.run.group for o in outcomes} - {baseline}):
@@ -69,7 +72,8 @@ def versus(batch_dirs: list[Path], baseline: str, metric: str = "eval.mean_hr@20
             for row in comparison_rows(replace(spec, meta=meta), outcomes):
                 paired = row["paired"] or {}
                 p = fmt_p(paired["p"]) if paired.get("p") is not None else "n/a"
-                lines.append(f"| {group} | {fmt_paired(row)} | {p} | {fmt_bootstrap(row).removeprefix('p ') or 'n/a'} |")
+                boot = fmt_bootstrap(row).removeprefix("p ") or "n/a"
+                lines.append(f"| {group} | {fmt_paired(row)} | {p} | {boot} |")
     return "\n".join(lines)
 
 

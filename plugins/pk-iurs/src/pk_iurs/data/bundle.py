@@ -37,7 +37,8 @@ def _left_pad(rows: Sequence[Sequence[int]], width: int) -> torch.Tensor:
     return out
 
 
-def _rows(seq_rows: list[list[int]], tgt_rows: list[list[int]], users: list[int], tpos: list[int], width: int) -> dict[str, torch.Tensor]:
+def _rows(seq_rows: list[list[int]], tgt_rows: list[list[int]], users: list[int], tpos: list[int],
+          width: int) -> dict[str, torch.Tensor]:
     seq = _left_pad(seq_rows, width)
     targets = _left_pad(tgt_rows, width)
     return {
@@ -75,8 +76,9 @@ class StreamBundle:
     ``known[t]`` = number of items known after block t; ``pretrain_blocks`` = P; evaluated
     blocks are ``P .. num_blocks - 1``; ``unseen`` ("drop" | "miss") is the rule for test
     items unknown before their block; ``test_sample`` > 0 keeps a fixed random subset of that
-    many test examples per block (independent of the run seed; a CPU budget knob). Static splits for the DataBundle contract: ``train`` =
-    every interaction of blocks 0..T-2, ``test`` = block T-1 (what the last update is tested on).
+    many test examples per block (independent of the run seed; a CPU budget knob). Static
+    splits for the DataBundle contract: ``train`` = every interaction of blocks 0..T-2,
+    ``test`` = block T-1 (what the last update is tested on).
     """
 
     info: DatasetInfo
@@ -91,7 +93,8 @@ class StreamBundle:
 
     def __post_init__(self) -> None:
         if not 1 <= self.pretrain_blocks < self.num_blocks:
-            raise ConfigError(f"dataset: need 1 <= pretrain_blocks < blocks, got {self.pretrain_blocks} and {self.num_blocks}")
+            raise ConfigError(f"dataset: need 1 <= pretrain_blocks < blocks, got {self.pretrain_blocks} "
+                              f"and {self.num_blocks}")
         if self.unseen not in ("drop", "miss"):
             raise ConfigError(f"dataset.unseen must be 'drop' or 'miss', got {self.unseen!r}")
         self.ranges: list[list[tuple[int, int, int]]] = [[] for _ in range(self.num_blocks)]
@@ -100,8 +103,10 @@ class StreamBundle:
             start = 0
             for j in range(1, len(items) + 1):
                 if j == len(items) or blocks[j] != blocks[start]:
-                    if blocks[start] < 0 or blocks[start] >= self.num_blocks or (j < len(items) and blocks[j] < blocks[start]):
-                        raise DataError(f"sequence {u}: block indices must be non-decreasing in 0..{self.num_blocks - 1}")
+                    if (blocks[start] < 0 or blocks[start] >= self.num_blocks
+                            or (j < len(items) and blocks[j] < blocks[start])):
+                        raise DataError(f"sequence {u}: block indices must be non-decreasing in "
+                                        f"0..{self.num_blocks - 1}")
                     self.ranges[blocks[start]].append((u, start, j))
                     top[blocks[start]] = max(top[blocks[start]], max(items[start:j]))
                     start = j
@@ -191,7 +196,8 @@ class StreamBundle:
             seq = _left_pad(seqs, L)
             self._test_cache[b] = {
                 "seq": seq, "len": (seq != 0).sum(1), "target": torch.tensor(targets, dtype=torch.long).reshape(-1),
-                "user": torch.tensor(users, dtype=torch.long).reshape(-1), "tpos": torch.tensor(tpos, dtype=torch.long).reshape(-1),
+                "user": torch.tensor(users, dtype=torch.long).reshape(-1),
+                "tpos": torch.tensor(tpos, dtype=torch.long).reshape(-1),
                 "known": torch.full((len(targets),), known, dtype=torch.long),
             }
         return self._test_cache[b]
@@ -201,7 +207,8 @@ class StreamBundle:
         out, prev = [], 0
         for b in range(self.num_blocks):
             out.append({"block": b, "interactions": sum(e - s for _, s, e in self.ranges[b]),
-                        "sequences": len(self.ranges[b]), "known_items": self.known[b], "new_items": self.known[b] - prev})
+                        "sequences": len(self.ranges[b]), "known_items": self.known[b],
+                        "new_items": self.known[b] - prev})
             prev = self.known[b]
         return out
 
@@ -220,7 +227,8 @@ class StreamBundle:
             self.access_log[:] = log  # the static view is not part of the stream protocol
         return self._static[split]
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, generator: Any = None) -> Iterator[dict[str, Any]]:
+    def loader(self, split: str, batch_size: int, *, shuffle: bool = False,
+               generator: Any = None) -> Iterator[dict[str, Any]]:
         rows = self._split(split)
         if split == "train":
             yield from batches(self.info, rows, batch_size, shuffle=shuffle, generator=generator)
@@ -247,6 +255,7 @@ class StreamBundle:
         flat = [i for s in self.sequences for i in s]
         blocks = [b for s in self.block_of for b in s]
         lengths = [len(s) for s in self.sequences]
-        digest = tensor_fingerprint(sorted(self.params.items()), torch.tensor(flat), torch.tensor(blocks), torch.tensor(lengths))
+        digest = tensor_fingerprint(sorted(self.params.items()), torch.tensor(flat), torch.tensor(blocks),
+                                    torch.tensor(lengths))
         files = self.info.extra.get("files") or {}
         return " ".join([digest, *(f"{name}:sha256={sha}" for name, sha in files.items())])

@@ -31,9 +31,9 @@ def _params(config: Any) -> dict[str, Any]:
     return asdict(config) if is_dataclass(config) else dict(vars(config))
 
 
-def make_stream(raw_sequences: Sequence[Sequence[Any]], raw_blocks: Sequence[Sequence[int]], order: Sequence[tuple[int, int]],
-                num_blocks: int, *, pretrain_blocks: int, max_len: int, unseen: str, params: dict[str, Any],
-                extra: dict[str, Any]) -> StreamBundle:
+def make_stream(raw_sequences: Sequence[Sequence[Any]], raw_blocks: Sequence[Sequence[int]],
+                order: Sequence[tuple[int, int]], num_blocks: int, *, pretrain_blocks: int, max_len: int,
+                unseen: str, params: dict[str, Any], extra: dict[str, Any]) -> StreamBundle:
     """Remap raw item ids to 1..N by first appearance along ``order`` (a list of
     ``(sequence, position)`` in stream time order) and build the bundle."""
     mapping: dict[Any, int] = {}
@@ -44,7 +44,8 @@ def make_stream(raw_sequences: Sequence[Sequence[Any]], raw_blocks: Sequence[Seq
                        extra={"padding": "left", "blocks": num_blocks, "pretrain_blocks": pretrain_blocks,
                               "unseen_items": unseen, "interactions": sum(map(len, seqs)), **extra})
     bundle = StreamBundle(info=info, sequences=seqs, block_of=[list(b) for b in raw_blocks], num_blocks=num_blocks,
-                          pretrain_blocks=pretrain_blocks, unseen=unseen, params=params, test_sample=int(params.get("test_sample", 0)))
+                          pretrain_blocks=pretrain_blocks, unseen=unseen, params=params,
+                          test_sample=int(params.get("test_sample", 0)))
     info.extra["known_items"] = list(bundle.known)
     return bundle
 
@@ -65,7 +66,8 @@ def synthetic_stream(seed: int, config: Any) -> list[list[list[int]]]:
     p = _params(config)
     T, C = int(p["blocks"]), int(p["num_clusters"])
     if T < 2 or C < 2 or p["initial_items"] < 2 * C or p["min_len"] < 2 or p["max_seq_len"] < p["min_len"]:
-        raise ConfigError("stream-synthetic: need blocks >= 2, num_clusters >= 2, initial_items >= 2*num_clusters, 2 <= min_len <= max_seq_len")
+        raise ConfigError("stream-synthetic: need blocks >= 2, num_clusters >= 2, initial_items >= 2*num_clusters, "
+                          "2 <= min_len <= max_seq_len")
     g = torch.Generator().manual_seed(derive_seed(seed, "stream-synthetic"))
     total = p["initial_items"] + p["new_items"] * (T - 1)
     cluster_of = torch.cat([torch.randperm(p["initial_items"], generator=g) % C,
@@ -99,8 +101,9 @@ def synthetic_stream(seed: int, config: Any) -> list[list[list[int]]]:
 
 def build_stream_synthetic(config: Any, *, root: Any = None, seed: int = 0) -> StreamBundle:
     p = _params(config)
-    return _block_sessions(synthetic_stream(seed, config), pretrain_blocks=int(p["pretrain_blocks"]), max_len=int(p["max_len"]),
-                           unseen=p["unseen"], params={"dataset": "stream-synthetic", "seed": seed, **p},
+    return _block_sessions(synthetic_stream(seed, config), pretrain_blocks=int(p["pretrain_blocks"]),
+                           max_len=int(p["max_len"]), unseen=p["unseen"],
+                           params={"dataset": "stream-synthetic", "seed": seed, **p},
                            extra={"source": "synthetic", "dataset": "stream-synthetic"})
 
 
@@ -117,8 +120,8 @@ def _check_usable(bundle: StreamBundle, where: Path) -> StreamBundle:
     block a test example."""
     P = bundle.pretrain_blocks
     if not any(e - max(s, 1) > 0 for b in range(P) for _, s, e in bundle.ranges[b]):
-        raise DataError(f"{where}: the pretraining blocks 0..{P - 1} hold no training example (no sequence with two items); "
-                        "is the file truncated?")
+        raise DataError(f"{where}: the pretraining blocks 0..{P - 1} hold no training example "
+                        "(no sequence with two items); is the file truncated?")
     log = list(bundle.access_log)
     if all(int(bundle.test_rows(b)["target"].shape[0]) == 0 for b in bundle.evaluated_blocks):
         raise DataError(f"{where}: no evaluated block has a test example; is the file truncated?")
@@ -147,10 +150,11 @@ def build_stream_diginetica(config: Any, *, root: Any = None, seed: int = 0) -> 
         if not sessions:
             raise DataError(f"{path}: no sessions in this period file; is it truncated?")
         periods.append(sessions)
-    bundle = _block_sessions(periods, pretrain_blocks=int(config.pretrain_blocks), max_len=int(config.max_len), unseen=config.unseen,
+    bundle = _block_sessions(periods, pretrain_blocks=int(config.pretrain_blocks), max_len=int(config.max_len),
+                             unseen=config.unseen,
                              params={"dataset": "stream-diginetica", "sha256": files, **_params(config)},
-                             extra={"source": "file", "dataset": "stream-diginetica", "periods": list(range(first, last + 1)),
-                                    "files": files})
+                             extra={"source": "file", "dataset": "stream-diginetica",
+                                    "periods": list(range(first, last + 1)), "files": files})
     return _check_usable(bundle, Path(where))
 
 
@@ -165,7 +169,8 @@ def build_stream_ml100k(config: Any, *, root: Any = None, seed: int = 0) -> Stre
     digest = check_text_file(file)
     records = read_atomic_inter(file)
     if T > len(records):
-        raise DataError(f"{file}: {len(records)} interactions cannot fill {T} blocks; is the file truncated? (or lower dataset.blocks)")
+        raise DataError(f"{file}: {len(records)} interactions cannot fill {T} blocks; is the file truncated? "
+                        "(or lower dataset.blocks)")
     ranked = sorted(range(len(records)), key=lambda k: (records[k][2], k))  # stable: ties keep file order
     users: dict[str, int] = {}
     seqs: list[list[str]] = []
@@ -183,5 +188,6 @@ def build_stream_ml100k(config: Any, *, root: Any = None, seed: int = 0) -> Stre
     bundle = make_stream(seqs, blk, order, T, pretrain_blocks=int(config.pretrain_blocks), max_len=int(config.max_len),
                          unseen=config.unseen, params={"dataset": "stream-ml-100k", "file": file.name, "sha256": digest,
                                                        "size": file.stat().st_size, **_params(config)},
-                         extra={"source": "file", "dataset": "stream-ml-100k", "file": str(file), "files": {file.name: digest}})
+                         extra={"source": "file", "dataset": "stream-ml-100k", "file": str(file),
+                                "files": {file.name: digest}})
     return _check_usable(bundle, file)

@@ -99,7 +99,8 @@ class StreamingEvaluator:
         stored = _load_examples(run.artifact_path("stream-examples.npz"))
         if at_time and all(f"block{b}" in stored for b in blocks):
             per_time = [stored[f"block{b}"] for b in blocks]
-            if all(abs(float(p.double().mean()) - at_time[b]) < 1e-9 for p, b in zip(per_time, blocks, strict=True) if p.numel()):
+            if all(abs(float(p.double().mean()) - at_time[b]) < 1e-9
+                   for p, b in zip(per_time, blocks, strict=True) if p.numel()):
                 scores[f"mean_{self.metric}"] = block_weighted(per_time)
         if per_final:
             scores[f"final_mean_{self.metric}"] = block_weighted(per_final)

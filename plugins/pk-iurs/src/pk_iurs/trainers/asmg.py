@@ -58,7 +58,8 @@ class ParallelGRU(nn.Module):
         a = 1.0 / math.sqrt(hidden)
         self.u = nn.Parameter(torch.empty(3, positions, hidden).uniform_(-a, a))  # input -> z, r, candidate
         self.w = nn.Parameter(torch.empty(3, positions, hidden, hidden).uniform_(-a, a))  # hidden -> z, r, candidate
-        self.w_hy = nn.Parameter(torch.zeros(positions, hidden) if residual else torch.empty(positions, hidden).uniform_(-a, a))
+        self.w_hy = nn.Parameter(torch.zeros(positions, hidden) if residual
+                                 else torch.empty(positions, hidden).uniform_(-a, a))
         self.b_y = nn.Parameter(torch.zeros(positions))
         self.residual = residual
         self.hidden = hidden
@@ -124,7 +125,8 @@ class ModelGenerator(nn.Module):
         return outputs, first
 
 
-def align_window(window: Sequence[Mapping[str, torch.Tensor]], current: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+def align_window(window: Sequence[Mapping[str, torch.Tensor]],
+                 current: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     """Give every model of ``window`` the item rows of ``current``: a row an older model lacks
     takes the value of the first later model that has it, else ``current``'s."""
     rows = current[EMB].shape[0]
@@ -139,19 +141,24 @@ def align_window(window: Sequence[Mapping[str, torch.Tensor]], current: Mapping[
 
 def loss_weights(n: int, kind: str) -> list[float]:
     """The release's weights over the n outputs of a window: linear k/Σk, exp e^k/Σe^k, uniform."""
-    raw = [float(k + 1) for k in range(n)] if kind == "linear" else [math.exp(k + 1) for k in range(n)] if kind == "exp" else [1.0] * n
+    if kind == "linear":
+        raw = [float(k + 1) for k in range(n)]
+    else:
+        raw = [math.exp(k + 1) for k in range(n)] if kind == "exp" else [1.0] * n
     return [w / sum(raw) for w in raw]
 
 
-def meta_train(generator: ModelGenerator, window: Sequence[Mapping[str, torch.Tensor]], state: Mapping[str, torch.Tensor],
-               batch_lists: Sequence[Sequence[Any]], loss_of: Callable[[int, dict[str, torch.Tensor], Any], torch.Tensor],
-               weights: Sequence[float], optimizer: torch.optim.Optimizer) -> int:
+def meta_train(generator: ModelGenerator, window: Sequence[Mapping[str, torch.Tensor]],
+               state: Mapping[str, torch.Tensor], batch_lists: Sequence[Sequence[Any]],
+               loss_of: Callable[[int, dict[str, torch.Tensor], Any], torch.Tensor], weights: Sequence[float],
+               optimizer: torch.optim.Optimizer) -> int:
     """One pass: step i feeds batch ``batch_lists[k][i]`` to output k for every k; the loss is
     Σ_k weights[k] · ``loss_of(k, params_k, batch)``. Returns the number of steps."""
     steps = len(batch_lists[-1]) if batch_lists else 0
     for i in range(steps):
         outputs, _ = generator(window, state)
-        loss = sum(w * loss_of(k, outputs[k], batch_lists[k][i]) for k, w in enumerate(weights) if i < len(batch_lists[k]))
+        loss = sum(w * loss_of(k, outputs[k], batch_lists[k][i])
+                   for k, w in enumerate(weights) if i < len(batch_lists[k]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
         optimizer.step()
@@ -184,7 +191,8 @@ class ASMGTrainer(StreamTrainer):
             shapes = {n: p.shape for n, p in model.named_parameters() if n != EMB}
             with torch.random.fork_rng(devices=[]):  # fixed init, independent of the run's RNG stream
                 torch.manual_seed(0)
-                self.generator = ModelGenerator(int(model.item_embedding.weight.shape[1]), shapes, cfg.rnn_hidden, cfg.residual)
+                self.generator = ModelGenerator(int(model.item_embedding.weight.shape[1]), shapes, cfg.rnn_hidden,
+                                                cfg.residual)
             if self.generator_state:
                 self.generator.load_state_dict(self.generator_state)
         return self.generator
@@ -219,7 +227,8 @@ class ASMGTrainer(StreamTrainer):
             def loss_of(k: int, params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
                 keep = data.known[nexts[k]] + 1  # the items known after block j_k + 1
                 params = {**params, EMB: params[EMB][:keep]}
-                return torch.func.functional_call(view, {f"inner.{n}": v for n, v in params.items()}, (to_device(batch, run.device),))
+                return torch.func.functional_call(view, {f"inner.{n}": v for n, v in params.items()},
+                                                  (to_device(batch, run.device),))
 
             opt = make_optimizer("adam", gen.parameters(), cfg.meta_lr, 0.0)
             shuffle = run.generator("shuffle")

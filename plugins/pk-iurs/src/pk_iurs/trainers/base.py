@@ -71,7 +71,8 @@ def block_scores(model: nn.Module, data: Any, block: int, ks: list[int], batch_s
     return {name: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for name, v in parts.items()}
 
 
-def test_block(model: nn.Module, data: Any, block: int, ks: list[int], batch_size: int = 512, device: str = "cpu") -> dict[str, float]:
+def test_block(model: nn.Module, data: Any, block: int, ks: list[int], batch_size: int = 512,
+               device: str = "cpu") -> dict[str, float]:
     """Means of :func:`block_scores` plus ``test_examples`` (the number of test examples)."""
     per = block_scores(model, data, block, ks, batch_size, device)
     n = next(iter(per.values())).shape[0] if per else 0
@@ -112,7 +113,8 @@ class StreamTrainer(ABC):
         self.config = config
         kind, _, k = str(config.metric).partition("@")
         if kind not in ("hr", "ndcg", "mrr") or not k.isdigit() or int(k) not in list(config.ks):
-            raise ConfigError(f"trainer.metric must look like hr@20 with K in trainer.ks={list(config.ks)}, got {config.metric!r}")
+            raise ConfigError(f"trainer.metric must look like hr@20 with K in trainer.ks={list(config.ks)}, "
+                              f"got {config.metric!r}")
         self.ks = [int(x) for x in config.ks]
 
     # -- shared training loop -------------------------------------------------------
@@ -142,7 +144,8 @@ class StreamTrainer(ABC):
         return cost
 
     def pretrain(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, int]:
-        return self.train_rows(model, data, data.train_rows(range(data.pretrain_blocks)), self.config.pretrain_epochs, run)
+        rows = data.train_rows(range(data.pretrain_blocks))
+        return self.train_rows(model, data, rows, self.config.pretrain_epochs, run)
 
     @abstractmethod
     def update(self, model: nn.Module, data: Any, t: int, run: RunHandle) -> dict[str, int]:
@@ -160,7 +163,8 @@ class StreamTrainer(ABC):
     # -- the protocol ----------------------------------------------------------------
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
         if not hasattr(data, "test_rows") or not hasattr(data, "known"):
-            raise ConfigError("streaming trainers need a streaming dataset (stream-synthetic, stream-diginetica, stream-ml-100k)")
+            raise ConfigError("streaming trainers need a streaming dataset "
+                              "(stream-synthetic, stream-diginetica, stream-ml-100k)")
         cfg = self.config
         P, T = data.pretrain_blocks, data.num_blocks
         grow = run.generator("grow")
@@ -212,7 +216,8 @@ class StreamTrainer(ABC):
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
         """The final model on the last block (``test`` split only); saves ``examples-test.npz``."""
         if split != "test" or not hasattr(data, "test_rows"):
-            raise ConfigError(f"streaming trainers evaluate only the 'test' split of a streaming dataset, got {split!r}")
+            raise ConfigError(f"streaming trainers evaluate only the 'test' split of a streaming dataset, "
+                              f"got {split!r}")
         per = block_scores(model, data, data.num_blocks - 1, self.ks, self.config.eval_batch_size, run.device)
         n = next(iter(per.values())).shape[0]
         if hasattr(run, "save_example_scores") and n:

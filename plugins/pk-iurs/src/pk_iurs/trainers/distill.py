@@ -43,6 +43,7 @@ class DistillTrainer(StreamTrainer):
                 ht = hidden_states(teacher, batch["seq"])[keep]
             s_logits = h[keep] @ model.item_embedding.weight[1:old + 1].t()
             t_logits = ht @ teacher.item_embedding.weight[1:old + 1].t()
-            return (1 - cfg.lam) * ce_from_hidden(model, h, batch["targets"]) + cfg.lam * kd_loss(s_logits, t_logits, cfg.temperature)
+            return ((1 - cfg.lam) * ce_from_hidden(model, h, batch["targets"])
+                    + cfg.lam * kd_loss(s_logits, t_logits, cfg.temperature))
 
         return self.train_rows(model, data, data.train_rows([t]), cfg.epochs, run, loss_fn)

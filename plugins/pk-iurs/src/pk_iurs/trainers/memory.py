@@ -69,7 +69,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * t * t
 
 
-def ewc_penalty(model: nn.Module, anchor: Mapping[str, torch.Tensor], fisher: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def ewc_penalty(model: nn.Module, anchor: Mapping[str, torch.Tensor],
+                fisher: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """0.5 * sum F (theta - theta*)^2 over parameters present in ``anchor``; for a parameter
     that has grown along dim 0 only its first ``anchor`` rows are compared."""
     total = torch.zeros(())

@@ -29,7 +29,8 @@ class EWCTrainer(StreamTrainer):
         def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             return model.loss(batch) + lam * ewc_penalty(model, self.anchor, self.fisher)
 
-        return self.train_rows(model, data, data.train_rows([t]), self.config.epochs, run, loss_fn if self.anchor else None)
+        return self.train_rows(model, data, data.train_rows([t]), self.config.epochs, run,
+                               loss_fn if self.anchor else None)
 
     def after_update(self, model: nn.Module, data: Any, t: int, run: RunHandle) -> None:
         cfg = self.config

@@ -19,7 +19,8 @@ from pk_iurs.trainers.memory import Reservoir, ader_lambda, herding, kd_loss
 
 
 @torch.no_grad()
-def _target_scores(model: nn.Module, data: Any, rows: dict[str, torch.Tensor], device: str, batch_size: int = 512) -> torch.Tensor:
+def _target_scores(model: nn.Module, data: Any, rows: dict[str, torch.Tensor], device: str,
+                   batch_size: int = 512) -> torch.Tensor:
     """[R] the model's score of each row's target."""
     was = model.training
     model.eval()

@@ -30,7 +30,8 @@ class Transfer(nn.Module):
         self.names = [n for n in names if n != self.EMB]
         self.gates = nn.Parameter(torch.full((len(self.names),), -4.0))
 
-    def forward(self, old: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, old: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor],
+                current: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Combine ``old`` (W) and ``new`` (Ŵ) parameters; item rows missing from ``old`` use
         Ŵ's, rows missing from both use ``current``'s (the model's freshly grown rows)."""
         out: dict[str, torch.Tensor] = {}
@@ -39,7 +40,10 @@ class Transfer(nn.Module):
             out[name] = a * old[name] + (1 - a) * new[name]
         cur = current[self.EMB]
         w_new = new[self.EMB]
-        w_old = torch.cat([old[self.EMB], w_new[old[self.EMB].shape[0]:]]) if old[self.EMB].shape[0] < w_new.shape[0] else old[self.EMB][: w_new.shape[0]]
+        if old[self.EMB].shape[0] < w_new.shape[0]:
+            w_old = torch.cat([old[self.EMB], w_new[old[self.EMB].shape[0]:]])
+        else:
+            w_old = old[self.EMB][: w_new.shape[0]]
         norm = w_old.norm(dim=1, keepdim=True).clamp_min(1e-8)
         stack = torch.stack([w_old, w_new, w_old * w_new / norm], dim=1)  # [N, 3, H]
         rows = w_new + self.mlp(self.conv(stack).flatten(1))
@@ -86,7 +90,8 @@ class SMLTrainer(StreamTrainer):
                 params = transfer(self.older, self.tuned, current)
                 return torch.func.functional_call(view, {f"inner.{k}": v for k, v in params.items()}, (batch,))
 
-            c = self.train_rows(model, data, rows, cfg.meta_epochs, run, meta_loss, params=transfer.parameters(), lr=cfg.meta_lr)
+            c = self.train_rows(model, data, rows, cfg.meta_epochs, run, meta_loss, params=transfer.parameters(),
+                                lr=cfg.meta_lr)
             cost = {k: cost[k] + c[k] for k in cost}
         # (2) fine-tune Ŵ_t from W_{t-1}
         previous = {n: p.detach().clone() for n, p in model.named_parameters()}
