@@ -35,7 +35,7 @@ ENGINES = ("fedsim", "bridge-inprocess", "bridge-ray", "flower-fedavg")
 def mnist_bundle() -> Any:
     """TensorBundle with train = test = the 10,000 t10k images (the reference setup)."""
     import torch
-    from pk_fl.data.images import load_mnist_idx
+    from pk_fl.data.readers import load_mnist_idx
 
     from pk.core.base import TensorBundle
     from pk.core.contracts import DatasetInfo
@@ -66,6 +66,13 @@ class BenchRun:
         from pk.core.seed import derive_seed
 
         return self._gens.setdefault(name, torch.Generator().manual_seed(derive_seed(self.seed, name)))
+
+    def generator_states(self) -> dict[str, Any]:
+        return {name: g.get_state() for name, g in self._gens.items()}
+
+    def restore_generator_states(self, states: dict[str, Any]) -> None:
+        for name, state in states.items():
+            self.generator(name).set_state(state)
 
     def log(self, step: int, split: str = "train", **metrics: float) -> None:
         if split == "server":
@@ -102,8 +109,8 @@ def sim_config(rounds: int, participation: float = 1.0, num_clients: int = CLIEN
 
 def run_pk(rounds: int, aggregator_factory: Any, data: Any, cfg: Any = None, trainer_name: str = "fedsim") -> dict[str, Any]:
     import torch
-    from pk_fl.trainers.simulator import FedSimTrainer
     from pk_fl.trainers.flower import FlowerTrainer
+    from pk_fl.trainers.simulator import FedSimTrainer
 
     from pk.core.builtins.components import MLP
 

@@ -43,7 +43,7 @@ def test_synthesis_after_the_last_round_equals_unweighted_fedavg(tmp_path):
 def test_dynafed_run_synthesises_once_and_resumes_exactly(tmp_path):
     extra = [*DYNAFED, "-c", "aggregator.min_trajectory_length=4", "-c", "trainer.checkpoint_every=1"]
     full = train(tmp_path / "full", *extra)
-    state = load_tensors(tmp_path / "full" / "checkpoints" / "last.pt")["aggregator"]
+    state = load_tensors(tmp_path / "full" / "checkpoints" / "last.pt")["extra"]["aggregator"]
     assert state["synthesized"] and state["synthesis_round"] == 4 and len(state["trajectory"]) == 4
     assert len(state["matching_losses"]) == 5 and tuple(state["images"].shape) == (10, 1, 8, 8)
     assert full["metrics"] != train(tmp_path / "fedavg", "-c", "aggregator.name=fedavg")["metrics"]
@@ -64,7 +64,7 @@ def test_dynafed_run_synthesises_once_and_resumes_exactly(tmp_path):
     finally:
         Run.save_checkpoint = original  # type: ignore[method-assign]
     assert json.loads((tmp_path / "cut" / "result.json").read_text())["status"] == "interrupted"
-    assert load_tensors(tmp_path / "cut" / "checkpoints" / "last.pt")["round"] == 5
+    assert load_tensors(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 5  # rounds completed
     res = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "cut")])
     assert res.exit_code == 0, res.output
     resumed = json.loads((tmp_path / "cut" / "result.json").read_text())

@@ -58,7 +58,9 @@ def test_fedavg_equals_weighted_mean_and_is_scale_invariant(seed, m, scale):
     states = make_states(seed, m)
     weights = [float(i + 1) for i in range(m)]
     out, _ = FedAvg(SimpleNamespace(server_lr=1.0)).aggregate(states[0], as_updates(states, weights))
-    scaled, _ = FedAvg(SimpleNamespace(server_lr=1.0)).aggregate(states[0], as_updates(states, [w * scale for w in weights]))
+    scaled, _ = FedAvg(SimpleNamespace(server_lr=1.0)).aggregate(
+        states[0], as_updates(states, [w * scale for w in weights])
+    )
     for k in out:
         oracle = sum(s[k].double() * w for s, w in zip(states, weights)) / sum(weights)
         torch.testing.assert_close(out[k].double(), oracle, rtol=0, atol=1e-6)
@@ -71,7 +73,10 @@ def test_robust_rules_ignore_a_minority_of_huge_updates(name, seed, honest, magn
     states = make_states(seed, honest)
     attackers = max(1, honest // 4)  # well under a third of all clients
     g = torch.Generator().manual_seed(seed + 1)
-    bad = [{k: magnitude * torch.sign(torch.randn(v.shape, generator=g)) for k, v in states[0].items()} for _ in range(attackers)]
+    bad = [
+        {k: magnitude * torch.sign(torch.randn(v.shape, generator=g)) for k, v in states[0].items()}
+        for _ in range(attackers)
+    ]
     agg = ROBUST[name]()
     out, _ = agg.aggregate(states[0], as_updates(states + bad))
     for k in out:
@@ -148,7 +153,10 @@ def test_abavg_weights_are_proxy_accuracies_normalised():
     ctx, truth = linear_context()
     good = {"weight": truth.clone(), "bias": torch.zeros(3)}
     bad = {"weight": -truth.clone(), "bias": torch.zeros(3)}
-    mid = {"weight": truth + 1.5 * torch.randn(3, 4, generator=torch.Generator().manual_seed(5)), "bias": torch.zeros(3)}
+    mid = {
+        "weight": truth + 1.5 * torch.randn(3, 4, generator=torch.Generator().manual_seed(5)),
+        "bias": torch.zeros(3),
+    }
     agg = ABAVG(None, ctx)
     x, y = ctx.proxy_data["x"], ctx.proxy_data["y"]
     acc = [float(((x @ s["weight"].T).argmax(1) == y).double().mean()) for s in (good, mid, bad)]
@@ -168,7 +176,9 @@ def test_fltrust_zero_trust_for_opposed_updates_and_norm_clipping():
     ctx, truth = linear_context()
     glob = {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}
     agg = FLTrust(SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), ctx)
-    g0 = FLTrust(SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), linear_context()[0]).server_update(glob)
+    g0 = FLTrust(
+        SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), linear_context()[0]
+    ).server_update(glob)
     direction = {k: v.float() for k, v in g0.items()}
     honest = {k: glob[k] + direction[k] for k in glob}
     huge = {k: glob[k] + 1000.0 * direction[k] for k in glob}
@@ -179,8 +189,9 @@ def test_fltrust_zero_trust_for_opposed_updates_and_norm_clipping():
     for k in out:  # both trusted updates are rescaled to ||g0||: the result is global + g0
         torch.testing.assert_close(out[k].double(), (glob[k] + direction[k]).double(), rtol=1e-5, atol=1e-5)
     # nobody trusted: the global state comes back unchanged
-    out2, _ = FLTrust(SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), linear_context()[0]).aggregate(
-        glob, as_updates([opposed, opposed]))
+    out2, _ = FLTrust(
+        SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), linear_context()[0]
+    ).aggregate(glob, as_updates([opposed, opposed]))
     for k in out2:
         assert torch.equal(out2[k], glob[k])
 
@@ -192,7 +203,9 @@ def test_fltrust_drags_less_than_fedavg_under_sign_flip():
 
     ctx, _ = linear_context()
     glob = {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}
-    g0 = FLTrust(SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), linear_context()[0]).server_update(glob)
+    g0 = FLTrust(
+        SimpleNamespace(server_epochs=3, server_lr=0.5, server_batch_size=32), linear_context()[0]
+    ).server_update(glob)
     honest = [{k: glob[k] + g0[k].float() * (1 + 0.1 * i) for k in glob} for i in range(3)]
     flipped = [{k: glob[k] - 5.0 * g0[k].float() for k in glob} for _ in range(2)]
     ups = as_updates(honest + flipped)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from pk_fl.data.images import load_cifar10_binary, load_digits_csv, load_mnist_idx
+from pk_fl.data.readers import load_cifar10_binary, load_digits_csv, load_mnist_idx
 
 from pk.cli.main import cli
 from pk.core.errors import DataError
@@ -22,8 +22,12 @@ from pk.core.paths import shared_data_dir
 
 def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, magic: int = 2051) -> None:
     n, r, c = images.shape
-    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">IIII", magic, n, r, c) + images.tobytes()))
-    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes()))
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">IIII", magic, n, r, c) + images.tobytes())
+    )
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes())
+    )
 
 
 def test_idx_round_trip_and_bad_magic(tmp_path):
@@ -110,12 +114,27 @@ def test_cli_median_resists_sign_flip_where_fedavg_fails(tmp_path):
     assert set(np.unique(per_example["accuracy"])) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize("override", [
-    "trainer.participation=0", "trainer.rounds=0", "trainer.rounds=-1", "trainer.num_clients=0", "trainer.local_epochs=-1",
-    "trainer.batch_size=0", "trainer.lr=-0.1", "trainer.lr=nan", "trainer.lr=inf", "trainer.malicious_fraction=1.0",
-    "trainer.alpha=0", "trainer.proxy_samples=-1", "dataset.num_test=0", "dataset.num_samples=0",
-    "aggregator.name=trimmed-mean", "aggregator.name=krum",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "trainer.participation=0",
+        "trainer.rounds=0",
+        "trainer.rounds=-1",
+        "trainer.num_clients=0",
+        "trainer.local_epochs=-1",
+        "trainer.batch_size=0",
+        "trainer.lr=-0.1",
+        "trainer.lr=nan",
+        "trainer.lr=inf",
+        "trainer.malicious_fraction=1.0",
+        "trainer.alpha=0",
+        "trainer.proxy_samples=-1",
+        "dataset.num_test=0",
+        "dataset.num_samples=0",
+        "aggregator.name=trimmed-mean",
+        "aggregator.name=krum",
+    ],
+)
 def test_cli_bad_config_is_one_line_exit_2(tmp_path, override):
     """Range checks at resolve time (no torch): every out-of-range budget/size/rate field is
     exit 2 with one line naming the field (the two aggregator rows pair with a bad value below)."""
@@ -141,7 +160,7 @@ def cifar_arrays(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def test_cifar10_npz_folder_loads_any_file_in_the_format(tmp_path):
     """``dataset.path`` to a folder with train.npz/test.npz (HWC uint8); catches a loader that
     only knows the binary batches (the old one) or that forgets the HWC -> CHW transpose."""
-    from pk_fl.data.images import load_cifar10
+    from pk_fl.data.readers import load_cifar10
 
     x, y = cifar_arrays(40)
     tx, ty = cifar_arrays(20, 1)
@@ -165,7 +184,7 @@ def test_cifar10_npz_folder_loads_any_file_in_the_format(tmp_path):
 ])
 def test_cifar10_npz_bad_files_are_data_errors(tmp_path, case, match):
     """Each broken file gives a DataError naming the file (none gives a raw numpy/zip error)."""
-    from pk_fl.data.images import load_cifar10
+    from pk_fl.data.readers import load_cifar10
 
     x, y = cifar_arrays(10)
     tx, ty = cifar_arrays(5, 1)
@@ -198,7 +217,7 @@ def test_cifar10_python_batches_load_without_running_code(tmp_path):
     import os
     import pickle
 
-    from pk_fl.data.images import load_cifar10, read_cifar10_python
+    from pk_fl.data.readers import load_cifar10, read_cifar10_python
 
     rng = np.random.default_rng(2)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:

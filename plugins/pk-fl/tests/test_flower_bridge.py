@@ -49,7 +49,9 @@ class FakeGrid:
 def replies_for(messages: list[Message], states: list[dict[str, torch.Tensor]], sizes: list[int]) -> list[Message]:
     out = []
     for msg, s, n in zip(messages, states, sizes):
-        content = RecordDict({"arrays": ArrayRecord(s), "metrics": MetricRecord({"num-examples": n, "client_loss": float(n)})})
+        content = RecordDict(
+            {"arrays": ArrayRecord(s), "metrics": MetricRecord({"num-examples": n, "client_loss": float(n)})}
+        )
         out.append(Message(content=content, reply_to=msg))
     return out
 
@@ -161,12 +163,15 @@ def test_deployment_with_superlink_and_supernodes_matches_fedsim(tmp_path):
     home, out = tmp_path / "flwr-home", tmp_path / "out"
     home.mkdir()
     link = _free_port()
-    (home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{link}"\n'
-                                      "insecure = true\n")
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
+    )
     cfg = tmp_path / "pk.toml"
-    cfg.write_text('[run]\nseed = 0\nthreads = 1\n[dataset]\nname = "synthetic-images"\nnum_samples = 600\n'
-                   '[model]\nname = "mlp"\nhidden = [16]\n[trainer]\nname = "fedsim"\nrounds = 2\nnum_clients = 3\nlr = 0.1\n'
-                   'attack = "lie"\nmalicious_fraction = 0.34\nplot = false\ncheckpoint_every = 0\n[aggregator]\nname = "krum"\n')
+    cfg.write_text(
+        '[run]\nseed = 0\nthreads = 1\n[dataset]\nname = "synthetic-images"\nnum_samples = 600\n'
+        '[model]\nname = "mlp"\nhidden = [16]\n[trainer]\nname = "fedsim"\nrounds = 2\nnum_clients = 3\nlr = 0.1\n'
+        'attack = "lie"\nmalicious_fraction = 0.34\nplot = false\ncheckpoint_every = 0\n[aggregator]\nname = "krum"\n'
+    )
     app = write_app(tmp_path / "app")
     env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
            "OMP_NUM_THREADS": "1"}
@@ -184,8 +189,21 @@ def test_deployment_with_superlink_and_supernodes_matches_fedsim(tmp_path):
         for pid in range(3):
             start("flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link}", "--port", str(_free_port()),
                   "--node-config", f"partition-id={pid} num-partitions=3", log=f"node{pid}.log")
-        res = subprocess.run([str(bin_dir / "flwr"), "run", str(app), "local", "--stream", "--run-config",
-                              f'pk-config="{cfg}" out-dir="{out}"'], env=env, capture_output=True, text=True, timeout=900)
+        res = subprocess.run(
+            [
+                str(bin_dir / "flwr"),
+                "run",
+                str(app),
+                "local",
+                "--stream",
+                "--run-config",
+                f'pk-config="{cfg}" out-dir="{out}"',
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert (out / "result.json").is_file(), res.stdout[-3000:] + res.stderr[-3000:]
     finally:
         for p in procs:  # each process leads its own session: end it and whatever it spawned
@@ -199,7 +217,16 @@ def test_deployment_with_superlink_and_supernodes_matches_fedsim(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
     deployed = json.loads((out / "result.json").read_text())
-    fedsim = train(tmp_path / "fedsim", "-c", "trainer.name=fedsim", "-c", "aggregator.name=krum", "-c", "trainer.attack=lie",
-                   "-c", "trainer.malicious_fraction=0.34")
+    fedsim = train(
+        tmp_path / "fedsim",
+        "-c",
+        "trainer.name=fedsim",
+        "-c",
+        "aggregator.name=krum",
+        "-c",
+        "trainer.attack=lie",
+        "-c",
+        "trainer.malicious_fraction=0.34",
+    )
     assert deployed["metrics"] == fedsim["metrics"]
     assert sorted(deployed["partitions"]) == ["0", "1", "2"]

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from pk_fl.plugin import FedSimConfig, SyntheticImagesConfig
-from pk_fl.trainers.simulator import META_KEYS, FedSimTrainer, client_meta
+from pk_fl.trainers.rounds import META_KEYS, client_meta
+from pk_fl.trainers.simulator import FedSimTrainer
 
 from pk.core.builtins.components import FedAvg
 
@@ -43,8 +44,9 @@ def test_fedsim_hands_aggregators_no_malicious_flag(fake_run, attack):
     from pk.core.builtins.components import MLP
 
     model = MLP(data.info.num_features, 10, [8], 0.0, "relu")
-    cfg = dataclasses.replace(FedSimConfig(), rounds=2, num_clients=5, attack=attack, malicious_fraction=0.4, plot=False,
-                              checkpoint_every=0)
+    cfg = dataclasses.replace(
+        FedSimConfig(), rounds=2, num_clients=5, attack=attack, malicious_fraction=0.4, plot=False, checkpoint_every=0
+    )
     spy: dict[str, SpyAggregator] = {}
 
     def build(**kwargs: Any) -> SpyAggregator:

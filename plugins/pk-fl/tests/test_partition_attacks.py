@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from pk_fl.trainers.attacks import poison_labels, poison_updates
 from pk_fl.data.partition import partition, sinkhorn_balance
-from pk_fl.trainers.simulator import malicious_ids, sample_clients
+from pk_fl.trainers.attacks import poison_labels, poison_updates
+from pk_fl.trainers.rounds import malicious_ids, sample_clients
 
 METHODS = ("iid", "dirichlet", "dynafed-dirichlet", "shards")
 
@@ -72,7 +72,10 @@ def test_label_attacks():
 
 def test_model_attacks():
     glob = {"w": torch.zeros(3), "n": torch.tensor(5)}
-    states = [{"w": torch.tensor([1.0, 2.0, 3.0]), "n": torch.tensor(6)}, {"w": torch.tensor([3.0, 2.0, 1.0]), "n": torch.tensor(6)}]
+    states = [
+        {"w": torch.tensor([1.0, 2.0, 3.0]), "n": torch.tensor(6)},
+        {"w": torch.tensor([3.0, 2.0, 1.0]), "n": torch.tensor(6)},
+    ]
     flipped = poison_updates(glob, states, "sign-flip", scale=2.0)
     assert torch.equal(flipped[0]["w"], torch.tensor([-2.0, -4.0, -6.0]))
     assert torch.equal(flipped[0]["n"], torch.tensor(6))  # integer buffers untouched

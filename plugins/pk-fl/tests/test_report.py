@@ -23,8 +23,20 @@ def fake_batch(tmp_path, accs: dict[str, list[float]], cell: str = "attack=lie")
             (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in [
                 {"step": 1, "split": "train", "malicious_weight": 0.5 if arm == "fedavg" else 0.0},
                 {"step": 1, "split": "server", "accuracy": acc}]))
-            lines.append(json.dumps({"name": arm, "group": f"{arm}[{cell}]", "seed": seed, "pair": f"s{seed}", "stem": "x",
-                                     "status": "completed", "run_dir": str(run_dir), "metrics": {"test.accuracy": acc}}))
+            lines.append(
+                json.dumps(
+                    {
+                        "name": arm,
+                        "group": f"{arm}[{cell}]",
+                        "seed": seed,
+                        "pair": f"s{seed}",
+                        "stem": "x",
+                        "status": "completed",
+                        "run_dir": str(run_dir),
+                        "metrics": {"test.accuracy": acc},
+                    }
+                )
+            )
     (tmp_path / "batch.json").write_text(json.dumps({"name": "t", "meta": {}}))
     (tmp_path / "batch.jsonl").write_text("\n".join(lines))
     return str(tmp_path)
@@ -48,4 +60,6 @@ def test_split_group_and_curves(tmp_path):
     assert split_group("fedavg") == ("fedavg", "")
     d = fake_batch(tmp_path, {"fedavg": [0.2, 0.4], "krum": [0.3, 0.5]})
     curves = round_curves(d)["attack=lie"]
-    assert curves["fedavg"]["malicious_weight"] == [(1, 0.5)] and curves["krum"]["accuracy"] == [(1, pytest.approx(0.4))]
+    assert curves["fedavg"]["malicious_weight"] == [(1, 0.5)] and curves["krum"]["accuracy"] == [
+        (1, pytest.approx(0.4))
+    ]

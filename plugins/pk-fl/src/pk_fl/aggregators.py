@@ -164,7 +164,10 @@ class Krum:
         tiebreak = flat.sum(1)
         ranked = sorted(range(len(active)), key=lambda i: (float(scores[i]), float(tiebreak[i])))
         chosen = ranked[: min(self.multi, len(active))]
-        out = {key: _cast(stack_key(updates, [active[i] for i in chosen], key).mean(0), ref) for key, ref in global_state.items()}
+        out = {
+            key: _cast(stack_key(updates, [active[i] for i in chosen], key).mean(0), ref)
+            for key, ref in global_state.items()
+        }
         local = [0.0] * len(active)
         for i in chosen:
             local[i] = 1.0 / len(chosen)
@@ -187,8 +190,10 @@ def proxy_tensors(context: Any, who: str) -> tuple[torch.Tensor, torch.Tensor]:
     proxy = getattr(context, "proxy_data", None)
     if isinstance(proxy, Mapping) and "x" in proxy and "y" in proxy and len(proxy["y"]) > 0:
         return proxy["x"], proxy["y"]
-    raise ConfigError(f"aggregator {who} needs server proxy data (ServerContext.proxy_data); run it under trainer fedsim "
-                      "with trainer.proxy_samples > 0 and a dataset that has a valid split")
+    raise ConfigError(
+        f"aggregator {who} needs server proxy data (ServerContext.proxy_data); run it under trainer fedsim "
+        "with trainer.proxy_samples > 0 and a dataset that has a valid split"
+    )
 
 
 def _server_module(context: Any, who: str) -> torch.nn.Module:

@@ -1,4 +1,8 @@
-"""pk-fl registrations and config dataclasses (stdlib + pk.core only; no torch here)."""
+"""pk-fl registrations and config dataclasses (stdlib + pk.core only; no torch here).
+
+Bases other FL plugins inherit: :class:`ImageFileConfig` (an image dataset read from files,
+with a seeded synthetic stand-in) and :class:`FedSimConfig` (a federated simulation).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pk.core import hookimpl
+from pk.core.configs import FileSource, OptimConfig
+from pk.core.hookspecs import Register
 
 FL_BASE_PAPER = {
     "title": "Communication-Efficient Learning of Deep Networks from Decentralized Data",
@@ -28,31 +34,37 @@ class SyntheticImagesConfig:
 
 
 @dataclass
-class MnistConfig:
-    """MNIST idx(.gz) files; default the shared t10k split (10,000): 8,000 train / 500 valid
-    (server proxy pool) / 1,500 test, by a seeded permutation."""
+class ImageFileConfig(FileSource):
+    """An image dataset read from files: ``source`` auto | file | download | synthetic ("auto"
+    falls back to ``synthetic_samples`` seeded synthetic images when no file is found; no
+    official download is known), ``path`` the files; ``num_valid`` images carved off for
+    validation."""
 
-    source: str = "auto"
-    path: str = ""
-    split_prefix: str = "t10k"
+    source: Literal["auto", "file", "download", "synthetic"] = "auto"
     num_valid: int = field(default=500, metadata={"ge": 0})
-    num_test: int = field(default=1500, metadata={"ge": 1})
     synthetic_samples: int = field(default=2000, metadata={"ge": 20})
 
 
 @dataclass
-class DigitsConfig:
+class MnistConfig(ImageFileConfig):
+    """MNIST idx(.gz) files; default the shared t10k split (10,000): 8,000 train / 500 valid
+    (server proxy pool) / 1,500 test, by a seeded permutation."""
+
+    split_prefix: Literal["t10k", "train"] = "t10k"
+    num_test: int = field(default=1500, metadata={"ge": 1})
+
+
+@dataclass
+class DigitsConfig(ImageFileConfig):
     """scikit-learn digits (1,797 8x8 images, pixels / 16)."""
 
-    source: str = "auto"
-    path: str = ""
     num_valid: int = field(default=200, metadata={"ge": 0})
     num_test: int = field(default=360, metadata={"ge": 1})
     synthetic_samples: int = field(default=1797, metadata={"ge": 20})
 
 
 @dataclass
-class Cifar10Config:
+class Cifar10Config(ImageFileConfig):
     """CIFAR-10 from ``path`` (or the shared ``cifar10-dev`` slice): a folder with ``train.npz`` and
     ``test.npz`` (``x`` uint8 N x 32 x 32 x 3, ``y`` int in 0..9), the binary batches
     (``data_batch_1..5.bin``, ``test_batch.bin``) or the python batches (``data_batch_1..5``,
@@ -60,8 +72,6 @@ class Cifar10Config:
     the training images, test is the test file. ``num_train`` > 0 keeps that many training
     images (a seeded subset) for small CPU runs."""
 
-    source: str = "auto"
-    path: str = ""
     num_valid: int = field(default=1000, metadata={"ge": 0})
     num_train: int = field(default=0, metadata={"ge": 0})
     synthetic_samples: int = field(default=1200, metadata={"ge": 20})
@@ -79,7 +89,7 @@ class CNNConfig:
 
 # -- trainer -----------------------------------------------------------------------------
 @dataclass
-class FedSimConfig:
+class FedSimConfig(OptimConfig):
     """In-process federated simulation (one trainer run = ``rounds`` server rounds).
 
     Clients: ``num_clients`` shards of the train split from ``partition``; each round
@@ -99,15 +109,15 @@ class FedSimConfig:
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = field(default=0.05, metadata={"gt": 0})
     momentum: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
-    weight_decay: float = field(default=0.0, metadata={"ge": 0})
     persistent_client_optimizer: bool = False
     proximal_mu: float = field(default=0.0, metadata={"ge": 0})
     weighting: Literal["examples", "uniform"] = "examples"
-    partition: Literal["iid", "dirichlet", "dynafed-dirichlet", "shards"] = field(default="iid", metadata={"protocol": True})
+    partition: Literal["iid", "dirichlet", "dynafed-dirichlet", "shards"] = field(
+        default="iid", metadata={"protocol": True})
     alpha: float = field(default=0.5, metadata={"gt": 0, "protocol": True})
     shards_per_client: int = field(default=2, metadata={"ge": 1, "protocol": True})
-    attack: Literal["none", "label-flip", "all-to-one", "sign-flip", "scale", "gaussian", "lie", "lie-own"] = field(
-        default="none", metadata={"protocol": True})
+    attack: Literal["none", "label-flip", "all-to-one", "sign-flip", "scale", "gaussian", "lie",
+                    "lie-own"] = field(default="none", metadata={"protocol": True})
     malicious_fraction: float = field(default=0.0, metadata={"ge": 0, "lt": 1, "protocol": True})
     attack_scale: float = field(default=5.0, metadata={"protocol": True})
     attack_sigma: float = field(default=1.0, metadata={"ge": 0, "protocol": True})
@@ -176,20 +186,23 @@ class FLTrustConfig:
 
 
 @hookimpl
-def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_datasets(register: Register) -> None:
     mod = "pk_fl.data.images"
     register("synthetic-images", f"{mod}:build_synthetic_images", config=SyntheticImagesConfig,
-             summary="Seeded synthetic image classification (template + noise), the FL default", tasks=("classification",))
+             summary="Seeded synthetic image classification (template + noise), the FL default",
+             tasks=("classification",))
     register("mnist", f"{mod}:build_mnist", config=MnistConfig,
-             summary="MNIST from idx(.gz) files (default: shared mnist_t10k), 1x28x28, 10 classes", tasks=("classification",))
+             summary="MNIST from idx(.gz) files (default: shared mnist_t10k), 1x28x28, 10 classes",
+             tasks=("classification",))
     register("sklearn-digits", f"{mod}:build_sklearn_digits", config=DigitsConfig,
              summary="scikit-learn 8x8 digits from digits.csv.gz, 1x8x8, 10 classes", tasks=("classification",))
     register("cifar10", f"{mod}:build_cifar10", config=Cifar10Config,
-             summary="CIFAR-10 from train/test.npz, the binary or the python batches (numpy-only unpickler), 3x32x32", tasks=("classification",))
+             summary="CIFAR-10 from train/test.npz, the binary or the python batches (numpy-only unpickler), "
+                     "3x32x32", tasks=("classification",))
 
 
 @hookimpl
-def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_models(register: Register) -> None:
     register("cnn", "pk_fl.models.cnn:build_cnn", config=CNNConfig,
              summary="Dynafed ConvNet: conv3x3 + instance norm + ReLU + avgpool blocks, linear head",
              tasks=("classification",),
@@ -198,7 +211,7 @@ def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_trainers(register: Register) -> None:
     register("fedsim", "pk_fl.trainers.simulator:FedSimTrainer", config=FedSimConfig,
              summary="In-process federated simulator: sampling, local epochs, attacks, any aggregator, resume",
              tasks=("classification",), paper=FL_BASE_PAPER, accepts=("aggregator",))
@@ -208,7 +221,7 @@ def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_aggregators(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_aggregators(register: Register) -> None:
     mod = "pk_fl.aggregators"
     register("median", f"{mod}:CoordinateMedian", config=MedianConfig, tags=("robust",),
              summary="Coordinate-wise median (Yin et al. 2018)",

@@ -85,7 +85,9 @@ def arm_rows(batch_dir: str, baseline: str, metric: str, extras: Sequence[str] =
     return out
 
 
-def markdown(rows_by_cell: dict[str, list[dict[str, Any]]], baseline: str, metric: str, extras: Sequence[str] = ()) -> str:
+def markdown(
+    rows_by_cell: dict[str, list[dict[str, Any]]], baseline: str, metric: str, extras: Sequence[str] = ()
+) -> str:
     """The tables as Markdown, one per cell."""
     lines = []
     for cell, rows in rows_by_cell.items():
@@ -97,10 +99,20 @@ def markdown(rows_by_cell: dict[str, list[dict[str, Any]]], baseline: str, metri
         lines.append("|" + "---|" * len(head))
         for r in rows:
             p = r.get("paired")
-            delta = f"{_fmt(p['mean'], sign=True)} [{_fmt(p['low'], sign=True)}, {_fmt(p['high'], sign=True)}]" if p else "—"
+            delta = (
+                f"{_fmt(p['mean'], sign=True)} [{_fmt(p['low'], sign=True)}, {_fmt(p['high'], sign=True)}]"
+                if p
+                else "—"
+            )
             boot = "{}/{}/{}".format(*r["bootstrap"]) if r.get("bootstrap") else "—"
-            cols = [r["arm"], f"{_fmt(r['mean'])} ± {_fmt(r['std'])} (n={r['n']})", delta, _fmt_p(p["p"]) if p else "—", boot,
-                    *[_fmt(r.get(e), 3) for e in extras]]
+            cols = [
+                r["arm"],
+                f"{_fmt(r['mean'])} ± {_fmt(r['std'])} (n={r['n']})",
+                delta,
+                _fmt_p(p["p"]) if p else "—",
+                boot,
+                *[_fmt(r.get(e), 3) for e in extras],
+            ]
             lines.append("| " + " | ".join(cols) + " |")
     return "\n".join(lines)
 

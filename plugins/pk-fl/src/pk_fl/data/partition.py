@@ -24,6 +24,16 @@ def _check(labels: np.ndarray, num_clients: int) -> None:
         raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
 
 
+def _dirichlet_setup(labels: Sequence[int] | np.ndarray, num_clients: int, alpha: float,
+                     seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """Checked labels and the seeded generator of a Dirichlet partitioner."""
+    labels = np.asarray(labels)
+    _check(labels, num_clients)
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    return labels, np.random.default_rng(seed)
+
+
 def iid_partition(labels: Sequence[int] | np.ndarray, num_clients: int, seed: int) -> list[np.ndarray]:
     labels = np.asarray(labels)
     _check(labels, num_clients)
@@ -31,13 +41,10 @@ def iid_partition(labels: Sequence[int] | np.ndarray, num_clients: int, seed: in
     return [np.sort(part) for part in np.array_split(order, num_clients)]
 
 
-def dirichlet_partition(labels: Sequence[int] | np.ndarray, num_clients: int, alpha: float, seed: int) -> list[np.ndarray]:
+def dirichlet_partition(labels: Sequence[int] | np.ndarray, num_clients: int, alpha: float,
+                        seed: int) -> list[np.ndarray]:
     """Per-client Dirichlet(alpha) class mixes; client sizes differ by at most one."""
-    labels = np.asarray(labels)
-    _check(labels, num_clients)
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    rng = np.random.default_rng(seed)
+    labels, rng = _dirichlet_setup(labels, num_clients, alpha, seed)
     classes = np.unique(labels)
     pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
     sizes = [len(p) for p in np.array_split(np.arange(len(labels)), num_clients)]
@@ -71,13 +78,10 @@ def sinkhorn_balance(matrix: np.ndarray, max_iter: int = 1000) -> np.ndarray:
     return x
 
 
-def dynafed_dirichlet_partition(labels: Sequence[int] | np.ndarray, num_clients: int, alpha: float, seed: int) -> list[np.ndarray]:
+def dynafed_dirichlet_partition(labels: Sequence[int] | np.ndarray, num_clients: int, alpha: float,
+                                seed: int) -> list[np.ndarray]:
     """Dynafed's rebalanced per-class Dirichlet split (indices kept in dataset order)."""
-    labels = np.asarray(labels)
-    _check(labels, num_clients)
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    rng = np.random.default_rng(seed)
+    labels, rng = _dirichlet_setup(labels, num_clients, alpha, seed)
     num_classes = int(labels.max()) + 1
     fractions = rng.dirichlet([alpha] * num_clients, size=num_classes)
     # a class column of exact zeros would divide by zero; Dirichlet samples are positive but may underflow
@@ -91,7 +95,9 @@ def dynafed_dirichlet_partition(labels: Sequence[int] | np.ndarray, num_clients:
     return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
 
 
-def shard_partition(labels: Sequence[int] | np.ndarray, num_clients: int, shards_per_client: int, seed: int) -> list[np.ndarray]:
+def shard_partition(
+    labels: Sequence[int] | np.ndarray, num_clients: int, shards_per_client: int, seed: int
+) -> list[np.ndarray]:
     """McMahan et al.'s pathological split: label-sorted shards dealt at random."""
     labels = np.asarray(labels)
     _check(labels, num_clients)
@@ -99,14 +105,19 @@ def shard_partition(labels: Sequence[int] | np.ndarray, num_clients: int, shards
     order = np.argsort(labels, kind="stable")
     shards = np.array_split(order, num_clients * shards_per_client)
     deal = rng.permutation(len(shards))
-    return [
-        np.sort(np.concatenate([shards[s] for s in deal[k * shards_per_client : (k + 1) * shards_per_client]])).astype(np.int64)
-        for k in range(num_clients)
-    ]
+    parts = [np.concatenate([shards[s] for s in deal[k * shards_per_client : (k + 1) * shards_per_client]])
+             for k in range(num_clients)]
+    return [np.sort(p).astype(np.int64) for p in parts]
 
 
 def partition(
-    labels: Sequence[int] | np.ndarray, num_clients: int, method: str, seed: int, *, alpha: float = 0.5, shards_per_client: int = 2
+    labels: Sequence[int] | np.ndarray,
+    num_clients: int,
+    method: str,
+    seed: int,
+    *,
+    alpha: float = 0.5,
+    shards_per_client: int = 2,
 ) -> list[np.ndarray]:
     """Dispatch on ``method`` ("iid" | "dirichlet" | "dynafed-dirichlet" | "shards")."""
     if method == "iid":

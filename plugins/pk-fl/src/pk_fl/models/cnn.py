@@ -54,7 +54,12 @@ def build_cnn(config: Any, info: DatasetInfo) -> ConvNet:
     """Build from ``info.extra["image_shape"]`` ([C, H, W]) and ``info.num_classes``."""
     shape = (info.extra or {}).get("image_shape")
     if not shape or len(shape) != 3 or not info.num_classes:
-        raise ConfigError("model cnn needs an image dataset (info.extra['image_shape'] = [C, H, W]); use model.name = \"mlp\" for flat features")
+        raise ConfigError(
+            "model cnn needs an image dataset (info.extra['image_shape'] = [C, H, W]); "
+            'use model.name = "mlp" for flat features'
+        )
     if config.norm not in ("instancenorm", "none"):
         raise ConfigError(f"model.norm must be \"instancenorm\" or \"none\", got {config.norm!r}")
-    return ConvNet((int(shape[0]), int(shape[1]), int(shape[2])), int(info.num_classes), config.width, config.depth, config.norm)
+    return ConvNet(
+        (int(shape[0]), int(shape[1]), int(shape[2])), int(info.num_classes), config.width, config.depth, config.norm
+    )

@@ -10,7 +10,7 @@ rounds with server-side evaluation through ``evaluate_fn``.
 ``backend``: "in-process" (a Grid whose nodes call the ClientApp in this process: Flower's
 ServerApp, strategy loop, Message/RecordDict round trips and ClientApp dispatch, without Ray)
 or "ray" (``flwr.simulation.run_simulation``, ClientApps in Ray actors). Deployment across
-processes (SuperLink + SuperNodes + ``flwr run``) uses :mod:`pk_fl.flower_app`. Not resumable
+processes (SuperLink + SuperNodes + ``flwr run``) uses :mod:`pk_fl.trainers.flower_deploy`. Not resumable
 (Flower keeps no pk checkpoint); a persistent client optimiser is refused (ClientApps are
 stateless).
 """
@@ -27,14 +27,9 @@ from torch import nn
 
 from pk.core.contracts import RunHandle
 from pk.core.errors import ConfigError
-from pk_fl.trainers.simulator import (
-    FedSimTrainer,
-    build_federation,
-    evaluate_examples,
-    fit_summary,
-    plot_history,
-    server_metrics,
-)
+from pk.core.torch_helpers import classification_metrics
+from pk_fl.trainers.rounds import fit_summary, plot_history
+from pk_fl.trainers.simulator import FedSimTrainer
 
 
 class FlowerTrainer(FedSimTrainer):
@@ -50,16 +45,11 @@ class FlowerTrainer(FedSimTrainer):
 
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
         from pk_fl.trainers import flower_bridge as flower
+        from pk_fl.trainers import flower_runtime
 
         cfg = self.config
         device = run.device
-        fed = build_federation(cfg, data, run.seed)
-        context = self.server_context(model, fed, data, run)
-        aggregator = run.build("aggregator", context=context)
-        if aggregator is None:
-            from pk.core.builtins.components import FedAvg
-
-            aggregator = FedAvg(None)
+        fed, aggregator = self.setup(model, data, run)
         template = copy.deepcopy(model).cpu()
         history: list[dict[str, float]] = []
         round_start = {"t": time.perf_counter()}
@@ -80,7 +70,7 @@ class FlowerTrainer(FedSimTrainer):
             model.load_state_dict(arrays.to_torch_state_dict())
             out = None
             if cfg.eval_every > 0 and (rnd == 0 or rnd % cfg.eval_every == 0 or rnd == cfg.rounds):
-                m = server_metrics(model, data, cfg.eval_split, cfg.eval_batch_size, device)
+                m = classification_metrics(model, data, cfg.eval_split, cfg.eval_batch_size, device)
                 run.log(rnd, "server", **m)
                 if rnd == 0:
                     history.append({"round": 0.0, "accuracy": m["accuracy"]})
@@ -90,18 +80,18 @@ class FlowerTrainer(FedSimTrainer):
             round_start["t"] = time.perf_counter()
             return out
 
-        with flower.quiet_flower():
+        with flower_runtime.quiet_flower():
             strategy = flower.make_fedsim_strategy(cfg, fed, aggregator, run.seed, on_round=on_round)
         initial = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         result: dict[str, Any] = {}
         server_app = flower.make_server_app(strategy, initial, cfg.rounds, cfg.num_clients, evaluate_fn, result)
         client_app = flower.make_client_app(cfg, fed, lambda: copy.deepcopy(template).to(device), run.seed, device)
         t0 = time.perf_counter()
-        with flower.quiet_flower():
+        with flower_runtime.quiet_flower():
             if cfg.backend == "ray":
-                flower.run_ray(server_app, client_app, cfg.num_clients, num_cpus=1.0)
+                flower_runtime.run_ray(server_app, client_app, cfg.num_clients, num_cpus=1.0)
             else:
-                flower.run_inprocess(server_app, client_app, cfg.num_clients, seed=run.seed)
+                flower_runtime.run_inprocess(server_app, client_app, cfg.num_clients, seed=run.seed)
         wall = time.perf_counter() - t0
         if "flower" not in result:
             raise RuntimeError("the Flower ServerApp ended without a result (see the flwr log above)")
@@ -112,9 +102,3 @@ class FlowerTrainer(FedSimTrainer):
                        "seconds_per_round": float(np.mean(round_seconds)) if round_seconds else float("nan")}
         run.artifact_path("timing.json").write_text(json.dumps(self.timing, indent=2))
         return fit_summary(cfg, fed, history, cfg.rounds, aggregator)
-
-    def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
-        metrics, per_example = evaluate_examples(model, data, split, self.config.eval_batch_size, run.device)
-        if hasattr(run, "save_example_scores"):
-            run.save_example_scores(split, per_example)
-        return metrics

@@ -14,11 +14,11 @@ Two levels:
 
 2. **pk's federated simulation as a Flower app** (``make_client_app``, ``make_server_app``,
    ``run_inprocess``, ``run_ray``; the trainer ``flower`` in :mod:`pk_fl.trainers.flower`). The
-   ClientApp wraps pk's client trainer (:func:`pk_fl.trainers.simulator.local_train`, label attacks
+   ClientApp wraps pk's client trainer (:func:`pk_fl.trainers.rounds.local_train`, label attacks
    included) and answers a ``query`` message with its partition id; the ServerApp builds the
    same partition, asks every node for its partition id, then runs :class:`FedSimStrategy`:
    the fedsim round (seeded client sample, model attacks, weights, the pk aggregator,
-   :func:`pk_fl.trainers.simulator.server_step`) with Flower doing the messaging. With the same config
+   :func:`pk_fl.trainers.rounds.server_step`) with Flower doing the messaging. With the same config
    and seed the result equals ``fedsim``'s (same derived RNG per round and client).
 
 flwr is imported only inside these functions and classes' factories.
@@ -26,11 +26,7 @@ flwr is imported only inside these functions and classes' factories.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import logging
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pk.core.errors import ConfigError
@@ -38,7 +34,8 @@ from pk.core.errors import ConfigError
 TRAIN_RECORD, CONFIG_RECORD, METRIC_RECORD = "arrays", "config", "metrics"
 
 
-def _flwr() -> Any:
+def load_flwr() -> Any:
+    """flwr's ``app``, ``clientapp``, ``serverapp`` and ``strategy`` modules (ConfigError without flwr)."""
     try:
         import flwr  # noqa: F401
         from flwr import app, clientapp, serverapp
@@ -76,8 +73,8 @@ def _weighted_metrics(metrics: list[Any], key: str) -> dict[str, float]:
 
 def make_strategy(aggregator: Any, **fedavg_kwargs: Any) -> Any:
     """A ``flwr.serverapp.strategy.FedAvg`` subclass instance that aggregates with ``aggregator``."""
-    app, _clientapp, _serverapp, strategy = _flwr()
-    ArrayRecord, MetricRecord = app.ArrayRecord, app.MetricRecord  # noqa: N806
+    app, _clientapp, _serverapp, strategy = load_flwr()
+    ArrayRecord, MetricRecord = app.ArrayRecord, app.MetricRecord
 
     class PkStrategy(strategy.FedAvg):  # type: ignore[misc, name-defined]
         """Flower FedAvg whose aggregation step is a pk aggregator."""
@@ -98,14 +95,18 @@ def make_strategy(aggregator: Any, **fedavg_kwargs: Any) -> Any:
             if not good:
                 return None, None
             if self.global_state is None:
-                raise ConfigError("aggregate_train was called before configure_train; the bridge needs the global model")
+                raise ConfigError(
+                    "aggregate_train was called before configure_train; the bridge needs the global model"
+                )
             updates, client_metrics = [], []
             for msg in good:
                 arrays = list(msg.content.array_records.values())
                 metrics = list(msg.content.metric_records.values())
                 if len(arrays) != 1 or len(metrics) != 1 or self.weighted_by_key not in metrics[0]:
-                    raise ConfigError(f"node {msg.metadata.src_node_id}: a reply needs one ArrayRecord and one MetricRecord "
-                                      f"with {self.weighted_by_key!r}")
+                    raise ConfigError(
+                        f"node {msg.metadata.src_node_id}: a reply needs one ArrayRecord and one MetricRecord "
+                        f"with {self.weighted_by_key!r}"
+                    )
                 n = float(metrics[0][self.weighted_by_key])
                 cid = str(msg.metadata.src_node_id)
                 updates.append((arrays[0].to_torch_state_dict(), n, {"client_id": cid, "num_examples": int(n)}))
@@ -133,13 +134,13 @@ def make_client_app(cfg: Any, fed: Any, build_model: Callable[[], Any], seed: in
     ``partition-id`` (checked against the node's own ``node_config["partition-id"]``); the reply
     holds the trained ArrayRecord and a MetricRecord with ``num-examples`` and ``client_loss``.
     A malicious partition (client behaviour) trains on poisoned labels for a label attack; model
-    attacks act in the server's attack layer (:func:`pk_fl.trainers.simulator.server_step`), because LIE
+    attacks act in the server's attack layer (:func:`pk_fl.trainers.rounds.server_step`), because LIE
     needs the round's benign updates. ``query`` messages are answered with the partition id.
     Clients are stateless (a persistent client optimiser is refused by the trainer)."""
-    app, clientapp, _serverapp, _strategy = _flwr()
+    app, clientapp, _serverapp, _strategy = load_flwr()
     from pk.core.seed import derive_seed
     from pk_fl.trainers.attacks import LABEL_ATTACKS
-    from pk_fl.trainers.simulator import local_train
+    from pk_fl.trainers.rounds import local_train
 
     client_app = clientapp.ClientApp()
     workers: dict[str, Any] = {}
@@ -161,17 +162,30 @@ def make_client_app(cfg: Any, fed: Any, build_model: Callable[[], Any], seed: in
         rnd = int(config["server-round"])
         global_state = msg.content[TRAIN_RECORD].to_torch_state_dict()
         label_attack = cfg.attack if pid in fed.malicious and cfg.attack in LABEL_ATTACKS else "none"
-        state, _opt, loss = local_train(cfg, worker(), global_state, fed.shards[pid], num_classes=fed.num_classes,
-                                        label_attack=label_attack, seed=derive_seed(seed, "fl-client", str(rnd), str(pid)),
-                                        device=device)
-        content = app.RecordDict({TRAIN_RECORD: app.ArrayRecord(state),
-                                  METRIC_RECORD: app.MetricRecord({"num-examples": int(fed.sizes[pid]), "client_loss": loss})})
+        state, _opt, loss = local_train(
+            cfg,
+            worker(),
+            global_state,
+            fed.shards[pid],
+            num_classes=fed.num_classes,
+            label_attack=label_attack,
+            seed=derive_seed(seed, "fl-client", str(rnd), str(pid)),
+            device=device,
+        )
+        content = app.RecordDict(
+            {
+                TRAIN_RECORD: app.ArrayRecord(state),
+                METRIC_RECORD: app.MetricRecord({"num-examples": int(fed.sizes[pid]), "client_loss": loss}),
+            }
+        )
         return app.Message(content=content, reply_to=msg)
 
     @client_app.query()
     def query(msg: Any, context: Any) -> Any:
         pid = node_partition(context)
-        content = app.RecordDict({METRIC_RECORD: app.MetricRecord({"partition-id": pid, "num-examples": int(fed.sizes[pid])})})
+        content = app.RecordDict(
+            {METRIC_RECORD: app.MetricRecord({"partition-id": pid, "num-examples": int(fed.sizes[pid])})}
+        )
         return app.Message(content=content, reply_to=msg)
 
     return client_app
@@ -182,7 +196,7 @@ def discover_partitions(grid: Any, expected: int, timeout: float = 600.0) -> dic
     message); return ``{partition: node}``."""
     import time
 
-    app, *_ = _flwr()
+    app, *_ = load_flwr()
     deadline = time.monotonic() + timeout
     nodes = list(grid.get_node_ids())
     while len(nodes) < expected:
@@ -210,10 +224,10 @@ def make_fedsim_strategy(cfg: Any, fed: Any, aggregator: Any, seed: int, *,
     sampled partition without examples sends nothing and contributes the global state, as in
     fedsim; a failed reply fails the run. ``on_round(rnd, metrics)`` receives the round's train
     metrics (client loss, malicious weight, ``agg_*``)."""
-    app, _clientapp, _serverapp, strategy = _flwr()
+    app, _clientapp, _serverapp, strategy = load_flwr()
     import numpy as np
 
-    from pk_fl.trainers.simulator import _clone_state, round_generator, sample_clients, server_step
+    from pk_fl.trainers.rounds import clone_state, round_generator, sample_clients, server_step
 
     class FedSimStrategy(strategy.FedAvg):  # type: ignore[misc, name-defined]
         """fedsim's round as a Flower strategy (see :func:`make_fedsim_strategy`)."""
@@ -231,8 +245,10 @@ def make_fedsim_strategy(cfg: Any, fed: Any, aggregator: Any, seed: int, *,
             if len(self.partitions) != cfg.num_clients:
                 raise RuntimeError(f"{len(self.partitions)} partitions known, trainer.num_clients = {cfg.num_clients}; "
                                    "start one node per client")
-            self.global_state = _clone_state(arrays.to_torch_state_dict())
-            self.sampled = sample_clients(cfg.num_clients, cfg.participation, round_generator(seed, "fl-sampling", server_round))
+            self.global_state = clone_state(arrays.to_torch_state_dict())
+            self.sampled = sample_clients(
+                cfg.num_clients, cfg.participation, round_generator(seed, "fl-sampling", server_round)
+            )
             messages = []
             for pid in self.sampled:
                 if fed.sizes[pid] == 0:
@@ -256,10 +272,21 @@ def make_fedsim_strategy(cfg: Any, fed: Any, aggregator: Any, seed: int, *,
                 losses.append(float(reply.content[METRIC_RECORD]["client_loss"]))
             expected = [pid for pid in self.sampled if fed.sizes[pid] > 0]
             if sorted(states) != expected:
-                raise RuntimeError(f"round {server_round}: replies from partitions {sorted(states)}, expected {expected}")
-            ordered = [states[pid] if pid in states else _clone_state(self.global_state) for pid in self.sampled]
+                raise RuntimeError(
+                    f"round {server_round}: replies from partitions {sorted(states)}, expected {expected}"
+                )
+            ordered = [states[pid] if pid in states else clone_state(self.global_state) for pid in self.sampled]
             new_state, self.agg_state, metrics, self.applied = server_step(
-                cfg, fed, aggregator, self.agg_state, self.global_state, self.sampled, ordered, rnd=server_round, seed=seed)
+                cfg,
+                fed,
+                aggregator,
+                self.agg_state,
+                self.global_state,
+                self.sampled,
+                ordered,
+                rnd=server_round,
+                seed=seed,
+            )
             metrics = {"client_loss": float(np.mean(losses)) if losses else 0.0, **metrics}
             if on_round is not None:
                 on_round(server_round, metrics)
@@ -276,7 +303,7 @@ def make_server_app(strategy: Any, initial_state: dict[str, Any], rounds: int, n
                     evaluate_fn: Callable[[int, Any], Any] | None = None, result: dict[str, Any] | None = None) -> Any:
     """A Flower ``ServerApp`` that learns the node -> partition map, then runs ``strategy``;
     the final ``flwr`` Result lands in ``result["flower"]`` when a dict is given."""
-    app, _clientapp, serverapp, _strategy = _flwr()
+    app, _clientapp, serverapp, _strategy = load_flwr()
     server_app = serverapp.ServerApp()
 
     @server_app.main()
@@ -288,125 +315,3 @@ def make_server_app(strategy: Any, initial_state: dict[str, Any], rounds: int, n
             result["flower"] = out
 
     return server_app
-
-
-@contextlib.contextmanager
-def quiet_flower(level: int = logging.ERROR) -> Iterator[None]:
-    """Flower logs every round at INFO; keep its logger at ``level`` inside the block."""
-    logger = logging.getLogger("flwr")
-    old = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
-
-
-class _TaskIdentityScope:
-    """Sets Flower's process-wide task identity (which message construction reads) as the
-    ServerApp runtime would, restoring it afterwards."""
-
-    def __init__(self, run_id: int) -> None:
-        self.run_id = run_id
-
-    def __enter__(self) -> None:
-        from flwr.supercore.task_identity import TaskIdentity
-
-        self.saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = self.run_id, 0, 1
-
-    def __exit__(self, *exc: Any) -> None:
-        from flwr.supercore.task_identity import TaskIdentity
-
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = self.saved
-
-
-def make_inprocess_grid(client_app: Any, num_nodes: int, *, seed: int = 0, run_id: int = 1) -> Any:
-    """A Flower ``Grid`` whose nodes run ``client_app`` in this thread: each message is handed to
-    the ClientApp with its node's ``Context`` (``node_config`` = ``{"partition-id", "num-partitions"}``,
-    a persistent ``state`` RecordDict), exactly as a SuperNode would, without Ray or sockets.
-    Node ids are seeded random 63-bit ints, as Flower's are random."""
-    app, _clientapp, serverapp, _strategy = _flwr()
-    import random
-
-    from flwr.supercore.run import Run
-
-    rng = random.Random(seed)
-    node_ids = sorted({rng.getrandbits(62) + 1 for _ in range(num_nodes)})
-    while len(node_ids) < num_nodes:  # pragma: no cover - collision of 62-bit draws
-        node_ids = sorted(set(node_ids) | {rng.getrandbits(62) + 1})
-    partitions = rng.sample(range(num_nodes), num_nodes)  # node order does not reveal the partition
-
-    class InProcessGrid(serverapp.Grid):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            self._run = Run.create_empty(run_id=run_id)
-            self.contexts = {
-                node: app.Context(run_id=run_id, node_id=node, node_config={"partition-id": pid, "num-partitions": num_nodes},
-                                  state=app.RecordDict(), run_config={})
-                for node, pid in zip(node_ids, partitions)
-            }
-            self._replies: dict[str, Any] = {}
-
-        def set_run(self, run: Any) -> None:
-            self._run = run
-
-        @property
-        def run(self) -> Any:
-            return self._run
-
-        def create_message(self, content: Any, message_type: str, dst_node_id: int, group_id: str,
-                           ttl: float | None = None) -> Any:
-            return app.Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-        def get_node_ids(self) -> Iterable[int]:
-            return list(self.contexts)
-
-        def push_messages(self, messages: Iterable[Any]) -> Iterable[str]:
-            ids = []
-            for msg in messages:
-                node = msg.metadata.dst_node_id
-                if node not in self.contexts:
-                    raise RuntimeError(f"message for unknown node {node}")
-                msg_id = str(uuid.uuid4())
-                msg.metadata.__dict__["_message_id"] = msg_id
-                # the node receives its own copy, as it would after (de)serialisation
-                received = app.Message(content=copy.deepcopy(msg.content), dst_node_id=node,
-                                       message_type=msg.metadata.message_type, group_id=msg.metadata.group_id)
-                received.metadata.__dict__["_message_id"] = msg_id
-                received.metadata.__dict__["_src_node_id"] = msg.metadata.src_node_id
-                self._replies[msg_id] = client_app(received, self.contexts[node])
-                ids.append(msg_id)
-            return ids
-
-        def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Any]:
-            return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
-
-        def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> Iterable[Any]:
-            return list(self.pull_messages(self.push_messages(messages)))
-
-    return InProcessGrid()
-
-
-def run_inprocess(server_app: Any, client_app: Any, num_nodes: int, *, seed: int = 0) -> None:
-    """Run ``server_app`` against ``num_nodes`` in-process nodes running ``client_app``."""
-    app, *_ = _flwr()
-    grid = make_inprocess_grid(client_app, num_nodes, seed=seed)
-    context = app.Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=app.RecordDict(), run_config={})
-    with _TaskIdentityScope(grid.run.run_id):
-        server_app(grid, context)
-
-
-def run_ray(server_app: Any, client_app: Any, num_nodes: int, *, num_cpus: float = 1.0) -> None:
-    """Flower's own simulation runtime (``flwr.simulation.run_simulation``, Ray backend): the
-    ClientApps run in Ray actors (other processes), the ServerApp in a thread of this one."""
-    try:
-        from flwr.simulation import run_simulation
-    except ImportError as exc:  # pragma: no cover - depends on the optional extra
-        raise ConfigError(f"trainer.backend = \"ray\" needs flwr[simulation]: {exc}") from None
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise ConfigError("trainer.backend = \"ray\" needs ray (pip install 'flwr[simulation]'); use backend = \"in-process\"")
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_nodes,
-                   backend_config={"client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": max(1, int(num_cpus)), "include_dashboard": False}})

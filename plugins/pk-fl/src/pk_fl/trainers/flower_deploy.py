@@ -38,7 +38,7 @@ def _setup(config_path: str) -> dict[str, Any]:
     from pk.core.plugins import get_registry
     from pk.core.runner import Components
     from pk.core.seed import seed_everything
-    from pk_fl.trainers.simulator import build_federation
+    from pk_fl.trainers.rounds import build_federation
 
     resolved = resolve(load_toml(Path(config_path)), get_registry())
     if resolved.run.threads:
@@ -87,8 +87,10 @@ def _main(grid: Grid, context: Context) -> None:
     from pk.core.contracts import ServerContext
     from pk.core.io import save_tensors
     from pk.core.seed import derive_seed
-    from pk_fl.trainers.flower_bridge import discover_partitions, make_fedsim_strategy, quiet_flower
-    from pk_fl.trainers.simulator import evaluate_examples, fit_summary
+    from pk.core.torch_helpers import classification_metrics
+    from pk_fl.trainers.flower_bridge import discover_partitions, make_fedsim_strategy
+    from pk_fl.trainers.flower_runtime import quiet_flower
+    from pk_fl.trainers.rounds import fit_summary
 
     s = _setup(str(context.run_config["pk-config"]))
     out_dir = Path(str(context.run_config["out-dir"]))
@@ -107,7 +109,7 @@ def _main(grid: Grid, context: Context) -> None:
     def evaluate_fn(rnd: int, arrays: Any) -> Any:
         model.load_state_dict(arrays.to_torch_state_dict())
         if cfg.eval_every > 0 and (rnd == 0 or rnd % cfg.eval_every == 0 or rnd == cfg.rounds):
-            m = evaluate_examples(model, data, cfg.eval_split, cfg.eval_batch_size, "cpu")[0]
+            m = classification_metrics(model, data, cfg.eval_split, cfg.eval_batch_size, "cpu")
             if rnd == 0:
                 history.append({"round": 0.0, "accuracy": m["accuracy"]})
             else:
@@ -120,16 +122,27 @@ def _main(grid: Grid, context: Context) -> None:
     strategy.partitions = discover_partitions(grid, cfg.num_clients)
     from flwr.app import ArrayRecord
 
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()}),
-                            num_rounds=cfg.rounds, evaluate_fn=evaluate_fn)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()}),
+        num_rounds=cfg.rounds,
+        evaluate_fn=evaluate_fn,
+    )
     model.load_state_dict(result.arrays.to_torch_state_dict())
     metrics = {f"fit.{k}": v for k, v in fit_summary(cfg, fed, history, cfg.rounds, aggregator).items()}
-    test, _ = evaluate_examples(model, data, "test", cfg.eval_batch_size, "cpu")
+    test = classification_metrics(model, data, "test", cfg.eval_batch_size, "cpu")
     metrics.update({f"test.{k}": v for k, v in test.items()})
     save_tensors(out_dir / "model.pt", {"model": model.state_dict()})
-    (out_dir / "result.json").write_text(json.dumps({"metrics": metrics, "history": history,
-                                                     "partitions": {str(k): str(v) for k, v in strategy.partitions.items()}},
-                                                    indent=2))
+    (out_dir / "result.json").write_text(
+        json.dumps(
+            {
+                "metrics": metrics,
+                "history": history,
+                "partitions": {str(k): str(v) for k, v in strategy.partitions.items()},
+            },
+            indent=2,
+        )
+    )
 
 
 PYPROJECT = """\
