@@ -8,8 +8,15 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from pk_eclsr.augment import crop, mask_items, random_augment, reorder, replacement_labels, substitution_positions
-from pk_eclsr.losses import cosine_info_nce, discriminator_loss, nt_xent
+from pk_eclsr.models.augment import (
+    crop,
+    mask_items,
+    random_augment,
+    reorder,
+    replacement_labels,
+    substitution_positions,
+)
+from pk_eclsr.models.losses import cosine_info_nce, discriminator_loss, nt_xent
 from pk_seqrec.models.encoder import position_ids
 
 N = 30
@@ -165,13 +172,16 @@ def _cosine_reference(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
 @given(st.integers(2, 6), st.integers(1, 5), st.floats(0.2, 2.0), seeds)
 def test_nt_xent_equals_brute_force(batch: int, dim: int, temperature: float, seed: int) -> None:
     g = _gen(seed)
-    z1, z2 = torch.randn(batch, dim, generator=g, dtype=torch.float64), torch.randn(batch, dim, generator=g, dtype=torch.float64)
-    assert float(nt_xent(z1, z2, temperature)) == pytest.approx(_nt_xent_reference(z1, z2, temperature), rel=1e-9, abs=1e-9)
+    z1 = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    z2 = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    assert float(nt_xent(z1, z2, temperature)) == pytest.approx(_nt_xent_reference(z1, z2, temperature),
+                                                               rel=1e-9, abs=1e-9)
 
 
 @given(st.integers(2, 6), st.integers(1, 5), st.floats(0.05, 2.0), seeds)
 def test_cosine_info_nce_equals_brute_force(batch: int, dim: int, temperature: float, seed: int) -> None:
     g = _gen(seed)
-    z1, z2 = torch.randn(batch, dim, generator=g, dtype=torch.float64), torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    z1 = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    z2 = torch.randn(batch, dim, generator=g, dtype=torch.float64)
     got = float(cosine_info_nce(z1, z2, temperature))
     assert got == pytest.approx(_cosine_reference(z1, z2, temperature), rel=1e-7, abs=1e-9)

@@ -35,7 +35,8 @@ def test_cli_trains_and_records_full_ranking_metrics(tmp_path: Path, model: str)
 
 def test_cli_bad_mask_ratio_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", *SMALL, "-c", "model.name=eclsr", "-c", "model.mask_ratio=1.5", "--run-dir", str(tmp_path / "r")])
+        main(["train", *SMALL, "-c", "model.name=eclsr", "-c", "model.mask_ratio=1.5",
+              "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
     assert "model.mask_ratio" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

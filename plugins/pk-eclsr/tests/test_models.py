@@ -142,7 +142,8 @@ def test_zero_auxiliary_weights_give_exactly_sasrecs_step() -> None:
     assert torch.equal(ours, theirs)
     ours.backward()
     theirs.backward()
-    torch.testing.assert_close(model.encoder.attention[1].value.weight.grad, sasrec.encoder.attention[1].value.weight.grad)
+    torch.testing.assert_close(model.encoder.attention[1].value.weight.grad,
+                               sasrec.encoder.attention[1].value.weight.grad)
 
 
 def test_contrastive_view_works_when_k_exceeds_the_batch_width() -> None:

@@ -21,6 +21,7 @@ from typing import Literal
 from pk_seqrec.plugin import EncoderConfig
 
 from pk.core import hookimpl
+from pk.core.hookspecs import Register
 
 MODELS = "pk_eclsr.models"
 TASKS = ("next-item",)
@@ -87,9 +88,10 @@ CL4SREC_PAPER = {"title": "Contrastive Learning for Sequential Recommendation", 
 
 
 @hookimpl
-def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_models(register: Register) -> None:
     register("eclsr", f"{MODELS}.eclsr:build_eclsr", config=ECLSRConfig, tasks=TASKS, paper=ECLSR_PAPER,
              summary="ECL-SR: SASRec + jointly trained BERT4Rec generator, conditional substitution "
                      "discriminator (the encoder itself) and dropout-view InfoNCE", accepts=("calibrator",))
     register("cl4srec", f"{MODELS}.cl4srec:build_cl4srec", config=CL4SRecConfig, tasks=TASKS, paper=CL4SREC_PAPER,
-             summary="CL4SRec-style SASRec: crop/mask/reorder views with in-batch NT-Xent", tags=("baseline",), accepts=("calibrator",))
+             summary="CL4SRec-style SASRec: crop/mask/reorder views with in-batch NT-Xent", tags=("baseline",),
+             accepts=("calibrator",))

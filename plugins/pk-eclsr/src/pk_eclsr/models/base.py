@@ -41,7 +41,8 @@ class MaskTokenSASRec(SASRec):
         """[N + 1, H]: the item table without the [MASK] row."""
         return self.item_embedding.weight[: self.num_items + 1]
 
-    def encode_embeddings(self, seq: torch.Tensor, item_emb: torch.Tensor, *, bidirectional: bool = False) -> torch.Tensor:
+    def encode_embeddings(self, seq: torch.Tensor, item_emb: torch.Tensor, *,
+                          bidirectional: bool = False) -> torch.Tensor:
         """The encoder on given input embeddings ``item_emb`` [B, L, H] laid out like ``seq``
         [B, L] (which sets positions and masks): + positions -> LayerNorm -> dropout ->
         Transformer (causal, or padding-only when ``bidirectional``) -> [B, L, H]."""

@@ -1,7 +1,7 @@
 """CL4SRec-style contrastive SASRec (the baseline family of ECL-SR).
 
 Step: ``h = encode(seq)``, L_rec = CE at every position with a target; two views of ``seq``
-(``augment.random_augment``: crop / mask / reorder, one per row), each encoded to the
+(``models.augment.random_augment``: crop / mask / reorder, one per row), each encoded to the
 newest position's hidden state z1, z2 [B, H]; L = L_rec + cl_weight * NT-Xent(z1, z2).
 Inference: the encoder only (``MaskTokenSASRec.predict``). ``batch_sequences`` > 0 asks
 pk-seqrec's next-item trainer for that many rows per batch (the in-batch negatives).
@@ -16,9 +16,9 @@ import torch
 
 from pk.core.contracts import DatasetInfo
 from pk.core.errors import ConfigError
-from pk_eclsr.augment import random_augment
-from pk_eclsr.losses import nt_xent
+from pk_eclsr.models.augment import random_augment
 from pk_eclsr.models.base import MaskTokenSASRec
+from pk_eclsr.models.losses import nt_xent
 
 
 class CL4SRec(MaskTokenSASRec):

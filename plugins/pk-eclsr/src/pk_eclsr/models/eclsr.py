@@ -3,7 +3,7 @@
 One training step on a pk-seqrec batch (``seq`` [B, L] left-padded, ``targets`` [B, L]):
 
 1. ``h = encode(seq)`` [B, L, H]; L_rec = CE at every position with a target.
-2. Substitution positions (``augment.substitution_positions``, "sample" or "prob").
+2. Substitution positions (``models.augment.substitution_positions``, "sample" or "prob").
 3. Generator (pk-seqrec BERT4Rec sharing the item table, trained jointly): L_gen = CE at
    the masked positions; each masked slot gets the generator's argmax item (padding
    excluded), chosen without gradient -> ``substituted``.
@@ -34,9 +34,9 @@ from torch.nn import functional as F
 
 from pk.core.contracts import DatasetInfo
 from pk.core.errors import ConfigError
-from pk_eclsr.augment import replacement_labels, substitution_positions
-from pk_eclsr.losses import cosine_info_nce, discriminator_loss
+from pk_eclsr.models.augment import replacement_labels, substitution_positions
 from pk_eclsr.models.base import MaskTokenSASRec
+from pk_eclsr.models.losses import cosine_info_nce, discriminator_loss
 
 
 def pool_recent(h: torch.Tensor, seq: torch.Tensor, k: int) -> torch.Tensor:
@@ -110,8 +110,8 @@ class ECLSR(MaskTokenSASRec):
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         terms = self.loss_terms(batch)
-        return sum((self.weights[name] * terms[name] for name in self.weights if name in terms and self.weights[name] != 0),
-                   start=terms["rec"] * 0.0)
+        return sum((self.weights[name] * terms[name] for name in self.weights
+                    if name in terms and self.weights[name] != 0), start=terms["rec"] * 0.0)
 
 
 def build_eclsr(config: Any, info: DatasetInfo, *, calibrator: Any = None, device: str = "cpu") -> ECLSR:

@@ -55,7 +55,8 @@ def crop(seq: torch.Tensor, ratio: float, generator: torch.Generator | None = No
     return pack_left(seq, keep)
 
 
-def mask_items(seq: torch.Tensor, ratio: float, mask_token: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def mask_items(seq: torch.Tensor, ratio: float, mask_token: int,
+               generator: torch.Generator | None = None) -> torch.Tensor:
     """Replace floor(ratio * n) uniformly chosen real items by ``mask_token``."""
     n = real_lengths(seq)
     count = torch.floor(n.double() * ratio).long()
