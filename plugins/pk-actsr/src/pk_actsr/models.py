@@ -105,7 +105,8 @@ class _Calibrated(ABC):
         """L_adv = -CE(O_adv) + w_mask * mean_l ||1 - M_l||_F (w_mask a constant; the norm
         measured on the reference's fixed batch shape, ``calibrator.mask_penalty``)."""
         masks = [session.masks[i] for i in sorted(session.masks)]
-        return -ce(self.adversarial_hidden(session)) + self.calibrator.mask_loss_weight * self.calibrator.mask_penalty(masks)
+        adversarial = -ce(self.adversarial_hidden(session))
+        return adversarial + self.calibrator.mask_loss_weight * self.calibrator.mask_penalty(masks)
 
     # -- optimisation (pk-seqrec next-item trainer extension point) ----------------------
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -122,7 +123,8 @@ class _Calibrated(ABC):
         self._grad_clip = float(getattr(trainer_config, "grad_clip", 0.0))
         return [make_optimizer(trainer_config.optimizer, groups, trainer_config.lr, trainer_config.weight_decay)]
 
-    def train_step(self, batch: Mapping[str, torch.Tensor], optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
+    def train_step(self, batch: Mapping[str, torch.Tensor],
+                   optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
         """One step: grads of L_cal w.r.t. the recommendation group, of L_adv w.r.t. the
         mask generator only, then a single optimizer step over both groups."""
         (optimizer,) = optimizers
@@ -163,7 +165,8 @@ class ACSASRec(_Calibrated, SASRec):
         self._setup_calibration(calibrator, hidden=first.query.in_features, heads=first.heads,
                                 layers=len(self.encoder.attention), seq_len=max_len, attn_dropout=first.attn_dropout.p)
 
-    def losses(self, batch: Mapping[str, torch.Tensor], with_adversary: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def losses(self, batch: Mapping[str, torch.Tensor],
+               with_adversary: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         seq = batch["seq"]
         adversary = with_adversary and self._has_adversary()
         hidden, session = self.encode_traced(seq, keep_trace=adversary)
@@ -199,7 +202,8 @@ class ACBERT4Rec(_Calibrated, BERT4Rec):
                                 layers=len(self.encoder.attention), seq_len=max_len + 1,
                                 attn_dropout=first.attn_dropout.p)
 
-    def losses(self, batch: Mapping[str, torch.Tensor], with_adversary: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def losses(self, batch: Mapping[str, torch.Tensor],
+               with_adversary: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         full, masked = self.cloze_batch(batch)  # cap from the model's length L + 1, not the batch width
         if not masked.any():
             return self.item_embedding.weight.sum() * 0.0, None
@@ -220,7 +224,8 @@ class ACBERT4Rec(_Calibrated, BERT4Rec):
 
 def _common(config: Any, info: DatasetInfo, name: str) -> dict[str, Any]:
     if not info.num_items or not info.max_len:
-        raise ConfigError(f"{name} needs a next-item dataset (info.num_items and info.max_len); pick a pk-seqrec dataset")
+        raise ConfigError(f"{name} needs a next-item dataset (info.num_items and info.max_len); "
+                          "pick a pk-seqrec dataset")
     return {"hidden": config.hidden, "layers": config.layers, "heads": config.heads, "inner": config.inner,
             "dropout": config.dropout, "attn_dropout": config.attn_dropout, "layer_norm_eps": config.layer_norm_eps,
             "init_std": config.init_std, "position_embedding": config.position_embedding,

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from pk_seqrec.plugin import EncoderConfig, NextItemTrainerConfig
+from pk_seqrec.plugin import BERT4RecConfig, EncoderConfig, NextItemTrainerConfig
 
 from pk.core import hookimpl
+from pk.core.hookspecs import Register
 
 CAL = "pk_actsr.calibrators"
 MODELS = "pk_actsr.models"
@@ -33,30 +34,37 @@ _TEST_SHAPES: dict[str, int] = {"hidden": 8, "heads": 2, "layers": 4, "gate_widt
 
 # -- calibrators -----------------------------------------------------------------------
 @dataclass
-class SpatialCalibratorConfig:
+class CalibratorSizes:
+    """What every AC-TSR stage shares: ``hidden``/``heads``/``layers`` = 0 take the host
+    model's sizes; ``init_std`` for the stage's Linear layers; ``enabled = false`` is the
+    neutral (plain attention) setting."""
+
+    enabled: bool = True
+    hidden: int = field(default=0, metadata={"ge": 0})
+    heads: int = field(default=0, metadata={"ge": 0})
+    layers: int = field(default=0, metadata={"ge": 0})
+    init_std: float = field(default=0.02, metadata={"gt": 0})
+
+
+@dataclass
+class SpatialCalibratorConfig(CalibratorSizes):
     """Order + distance terms added to the raw scores of every layer and head.
 
     E_order = o log p + (1 - o) log(1 - p), p = sigmoid(w_o [q_i; k_j] + b_o), o = [j > i];
     E_dist = -lambda^2 (log(|i - j| + 1) - w_d [q_i; k_j] - b_d)^2 / 2. Both are added
     BEFORE the 1/sqrt(d) scaling and have no loss of their own. ``separable`` computes the
     Linear(2d -> 1) on [q_i; k_j] as w_q q_i + w_k k_j (O(L) memory per row instead of a
-    materialised [B, h, L, L, 2d] tensor). ``hidden``/``heads``/``layers`` = 0 take the
-    host model's sizes; ``enabled = false`` is the neutral (plain attention) setting.
+    materialised [B, h, L, L, 2d] tensor). Sizes as in :class:`CalibratorSizes`.
     """
 
     use_order: bool = True
     use_distance: bool = True
     separable: bool = True
-    enabled: bool = True
-    hidden: int = field(default=0, metadata={"ge": 0})
-    heads: int = field(default=0, metadata={"ge": 0})
-    layers: int = field(default=0, metadata={"ge": 0})
-    init_std: float = field(default=0.02, metadata={"gt": 0})
     pk_test: ClassVar[dict[str, int]] = {k: v for k, v in _TEST_SHAPES.items() if k != "gate_width"}
 
 
 @dataclass
-class AdversarialCalibratorConfig:
+class AdversarialCalibratorConfig(CalibratorSizes):
     """Learned perturbation mask M = softmax(Q^ K^T / sqrt(d)) (Q^, K^ = two extra
     Linear(H, H) on the layer's projected query/key), calibrated attention
     softmax(A * exp(1 - M)) and a gate sigma(W_g q~_i) of width ``gate_width`` (0 = the host's
@@ -69,6 +77,8 @@ class AdversarialCalibratorConfig:
     attention length): entries a trimmed batch lacks count as the masked entries they are
     there (1 - M = 1). ``penalty_batch = 0`` takes the raw norm over the actual tensor.
     ``combine``: "gate" (released configs) or "fixed" (softmax(A + 0.5 A_cal)).
+    ``attn_dropout`` < 0 takes the host's attention dropout. Sizes as in
+    :class:`CalibratorSizes`.
     """
 
     mask_loss_weight: float = field(default=0.03, metadata={"ge": 0})
@@ -76,34 +86,15 @@ class AdversarialCalibratorConfig:
     gate_width: int = field(default=0, metadata={"ge": 0})
     penalty_batch: int = field(default=256, metadata={"ge": 0})
     penalty_len: int = field(default=0, metadata={"ge": 0})
-    enabled: bool = True
-    hidden: int = field(default=0, metadata={"ge": 0})
-    heads: int = field(default=0, metadata={"ge": 0})
-    layers: int = field(default=0, metadata={"ge": 0})
     attn_dropout: float = field(default=-1.0, metadata={"ge": -1, "lt": 1})
-    init_std: float = field(default=0.02, metadata={"gt": 0})
     pk_test: ClassVar[dict[str, int]] = dict(_TEST_SHAPES)
 
 
 @dataclass
-class ACTSRCalibratorConfig:
+class ACTSRCalibratorConfig(AdversarialCalibratorConfig, SpatialCalibratorConfig):
     """Both stages, as released (``two_level = true``): spatial scores -> softmax ->
     dropout -> adversarial calibration. Fields as in the two stage configs."""
 
-    use_order: bool = True
-    use_distance: bool = True
-    separable: bool = True
-    mask_loss_weight: float = field(default=0.03, metadata={"ge": 0})
-    combine: Literal["gate", "fixed"] = "gate"
-    gate_width: int = field(default=0, metadata={"ge": 0})
-    penalty_batch: int = field(default=256, metadata={"ge": 0})
-    penalty_len: int = field(default=0, metadata={"ge": 0})
-    enabled: bool = True
-    hidden: int = field(default=0, metadata={"ge": 0})
-    heads: int = field(default=0, metadata={"ge": 0})
-    layers: int = field(default=0, metadata={"ge": 0})
-    attn_dropout: float = field(default=-1.0, metadata={"ge": -1, "lt": 1})
-    init_std: float = field(default=0.02, metadata={"gt": 0})
     pk_test: ClassVar[dict[str, int]] = dict(_TEST_SHAPES)
 
 
@@ -119,12 +110,11 @@ class ACSASRecConfig(EncoderConfig):
 
 
 @dataclass
-class ACBERT4RecConfig(EncoderConfig):
+class ACBERT4RecConfig(BERT4RecConfig):
     """pk-seqrec's BERT4Rec with the AC-TSR calibrator (bidirectional: both order classes
     occur) and no absolute position embedding; L_adv on the masked positions."""
 
     position_embedding: bool = False
-    mask_ratio: float = field(default=0.2, metadata={"gt": 0, "le": 1})
 
 
 # -- trainer ---------------------------------------------------------------------------
@@ -143,7 +133,7 @@ class ACNextItemTrainerConfig(NextItemTrainerConfig):
 
 # -- registrations ---------------------------------------------------------------------
 @hookimpl
-def pk_register_calibrators(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_calibrators(register: Register) -> None:
     register("ac-spatial", f"{CAL}:SpatialCalibrator", config=SpatialCalibratorConfig, paper=PAPER,
              summary="AC-TSR spatial calibrator: learned order + distance terms on raw attention scores")
     register("ac-adversarial", f"{CAL}:AdversarialCalibrator", config=AdversarialCalibratorConfig, paper=PAPER,
@@ -153,14 +143,16 @@ def pk_register_calibrators(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_models(register: Register) -> None:
     register("ac-sasrec", f"{MODELS}:build_ac_sasrec", config=ACSASRecConfig, tasks=TASKS, paper=PAPER,
-             summary="AC-SASRec: pk-seqrec SASRec + AC-TSR calibrators, no position embedding, two-loss step", accepts=("calibrator",))
+             summary="AC-SASRec: pk-seqrec SASRec + AC-TSR calibrators, no position embedding, two-loss step",
+             accepts=("calibrator",))
     register("ac-bert4rec", f"{MODELS}:build_ac_bert4rec", config=ACBERT4RecConfig, tasks=TASKS, paper=PAPER,
-             summary="AC-BERT4Rec: pk-seqrec BERT4Rec + AC-TSR calibrators, no position embedding, two-loss step", accepts=("calibrator",))
+             summary="AC-BERT4Rec: pk-seqrec BERT4Rec + AC-TSR calibrators, no position embedding, two-loss step",
+             accepts=("calibrator",))
 
 
 @hookimpl
-def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
-    register("ac-next-item", "pk_actsr.trainer:ACNextItemTrainer", config=ACNextItemTrainerConfig, tasks=TASKS,
+def pk_register_trainers(register: Register) -> None:
+    register("ac-next-item", "pk_actsr.trainers:ACNextItemTrainer", config=ACNextItemTrainerConfig, tasks=TASKS,
              summary="next-item training with AC-TSR defaults (lr 1e-4, select on HR@10); resumable")
