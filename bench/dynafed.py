@@ -47,7 +47,7 @@ class Timed:
 def server_time(rounds: int) -> dict[str, Any]:
     import torch
     from fl_vs_flower import BenchRun
-    from pk_dynafed.aggregator import DEFAULTS, Dynafed
+    from pk_dynafed.aggregators import DEFAULTS, Dynafed
     from pk_fl.data.images import build_mnist
     from pk_fl.plugin import FedSimConfig, MnistConfig
     from pk_fl.trainers.simulator import FedSimTrainer

@@ -12,9 +12,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pk_dynafed.aggregator import DEFAULTS, Dynafed
-from pk_dynafed.dsa import FAMILIES, augment, parse_strategy
-from pk_dynafed.synthesis import FlatModel, kd_loss, matching_loss, matching_target, synthesize
+from pk_dynafed.aggregators import DEFAULTS, Dynafed
+from pk_dynafed.data.dsa import FAMILIES, augment, parse_strategy
+from pk_dynafed.data.synthesis import FlatModel, kd_loss, matching_loss, matching_target, synthesize
 from torch import nn
 from torch.nn import functional as F
 
@@ -36,7 +36,14 @@ def context(seed: int = 0) -> ServerContext:
 
 
 def config(**overrides: Any) -> SimpleNamespace:
-    small = {"min_trajectory_length": 5, "ipc": 2, "syn_steps": 4, "iterations": 6, "distill_iter": 3, "distill_lr": 1e-3}
+    small = {
+        "min_trajectory_length": 5,
+        "ipc": 2,
+        "syn_steps": 4,
+        "iterations": 6,
+        "distill_iter": 3,
+        "distill_lr": 1e-3,
+    }
     return SimpleNamespace(**{**DEFAULTS, **small, **overrides})
 
 
@@ -50,7 +57,9 @@ def toy_data(seed: int, n: int = 90) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def client_round(global_state: dict[str, torch.Tensor], seed: int, m: int = 3) -> list[tuple[dict[str, torch.Tensor], float, dict]]:
+def client_round(
+    global_state: dict[str, torch.Tensor], seed: int, m: int = 3
+) -> list[tuple[dict[str, torch.Tensor], float, dict]]:
     """``m`` clients, each a few SGD steps from ``global_state`` on its own toy data."""
     out = []
     for i in range(m):
@@ -182,7 +191,9 @@ def test_finetuning_changes_the_model_after_synthesis_only():
 
 def test_synthesis_beyond_the_last_round_is_unweighted_fedavg_bitwise():
     dyn = simulate(Dynafed(config(min_trajectory_length=100), context()), 6)
-    ref = simulate(SimpleNamespace(aggregate=lambda g, u, s=None: FedAvg(None).aggregate(g, [(a, 1.0, m) for a, _w, m in u])), 6)
+    ref = simulate(
+        SimpleNamespace(aggregate=lambda g, u, s=None: FedAvg(None).aggregate(g, [(a, 1.0, m) for a, _w, m in u])), 6
+    )
     for a, b in zip(dyn, ref):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -257,8 +268,12 @@ def test_noise_init_uses_the_datasets_per_channel_statistics():
     dataset's per-channel statistics in ``info.extra`` the initial images follow them, and an
     explicit per-channel config wins."""
     shape = (3, 6, 6)
-    info = DatasetInfo(task="classification", num_features=108, num_classes=CLASSES,
-                       extra={"image_shape": list(shape), "pixel_mean": [0.1, 0.5, 0.9], "pixel_std": [0.01, 0.02, 0.03]})
+    info = DatasetInfo(
+        task="classification",
+        num_features=108,
+        num_classes=CLASSES,
+        extra={"image_shape": list(shape), "pixel_mean": [0.1, 0.5, 0.9], "pixel_std": [0.01, 0.02, 0.03]},
+    )
 
     def ctx() -> ServerContext:
         return ServerContext(build_model=lambda: nn.Sequential(nn.Flatten(), nn.Linear(108, CLASSES)),
@@ -270,7 +285,9 @@ def test_noise_init_uses_the_datasets_per_channel_statistics():
     means, stds = images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
     torch.testing.assert_close(means, torch.tensor([0.1, 0.5, 0.9]), atol=0.01, rtol=0)
     torch.testing.assert_close(stds, torch.tensor([0.01, 0.02, 0.03]), atol=0.005, rtol=0)
-    own = Dynafed(config(ipc=20, iterations=0, min_trajectory_length=4, pixel_mean=[0.0, 0.0, 0.0], pixel_std=[1.0]), ctx())
+    own = Dynafed(
+        config(ipc=20, iterations=0, min_trajectory_length=4, pixel_mean=[0.0, 0.0, 0.0], pixel_std=[1.0]), ctx()
+    )
     own.trajectory = agg.trajectory
     assert abs(float(own.synthesize().images.mean()) - 0.0) < 0.05
     with pytest.raises(ConfigError, match="pixel_mean"):
@@ -294,7 +311,14 @@ def test_summary_reports_matching_progress_and_survives_a_state_round_trip():
     agg = Dynafed(config(min_trajectory_length=4, iterations=12), context())
     simulate(agg, 5)
     summary = agg.summary()
-    for key in ("matching_loss_start", "matching_loss_end", "syn_lr", "label_max_prob", "label_classes", "image_change"):
+    for key in (
+        "matching_loss_start",
+        "matching_loss_end",
+        "syn_lr",
+        "label_max_prob",
+        "label_classes",
+        "image_change",
+    ):
         assert key in summary
     assert summary["image_change"] > 0 and 1 <= summary["label_classes"] <= CLASSES
     buf = io.BytesIO()

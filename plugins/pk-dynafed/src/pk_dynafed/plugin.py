@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pk.core import hookimpl
+from pk.core.hookspecs import Register
 
 DYNAFED_PAPER = {
     "title": "DYNAFED: Tackling Client Data Heterogeneity with Global Dynamics",
@@ -69,7 +70,8 @@ class DynafedConfig:
 
 
 @hookimpl
-def pk_register_aggregators(register) -> None:  # type: ignore[no-untyped-def]
-    register("dynafed", "pk_dynafed.aggregator:Dynafed", config=DynafedConfig,
-             summary="Dynafed: unweighted FedAvg, then fine-tuning on pseudo data synthesised once from the global trajectory",
+def pk_register_aggregators(register: Register) -> None:
+    register("dynafed", "pk_dynafed.aggregators:Dynafed", config=DynafedConfig,
+             summary="Dynafed: unweighted FedAvg, then fine-tuning on pseudo data synthesised once from the "
+                     "global trajectory",
              paper=DYNAFED_PAPER, tags=("server-data-free",))

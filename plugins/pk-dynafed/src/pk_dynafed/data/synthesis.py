@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pk_dynafed.dsa import augment
+from pk_dynafed.data.dsa import augment
 
 
 def kd_loss(logits: torch.Tensor, label_logits: torch.Tensor) -> torch.Tensor:
@@ -111,8 +111,10 @@ def channel_vector(values: Sequence[float], input_shape: Sequence[int]) -> torch
     if vals.numel() == 1:
         return vals.reshape(())
     if len(input_shape) != 3 or vals.numel() != int(input_shape[0]):
-        raise ValueError(f"{vals.numel()} per-channel values do not fit input shape {list(input_shape)}; give one value "
-                         "or one per channel")
+        raise ValueError(
+            f"{vals.numel()} per-channel values do not fit input shape {list(input_shape)}; give one value "
+            "or one per channel"
+        )
     return vals.reshape(-1, 1, 1)
 
 
@@ -124,8 +126,9 @@ def synthesize(
     """Run ``cfg.iterations`` outer steps of trajectory matching on ``trajectory`` (length L).
 
     ``cfg`` carries the :class:`pk_dynafed.plugin.DynafedConfig` fields plus ``init_mean`` /
-    ``init_std`` (per-channel noise statistics; default ``pixel_mean`` / ``pixel_std``, else 0 / 1). Start indices are uniform in
-    ``[min_start_epoch, min(max_start_epoch, L - 1 - expert_epochs)]``. ``iterations = 0``
+    ``init_std`` (per-channel noise statistics; default ``pixel_mean`` / ``pixel_std``, else
+    0 / 1). Start indices are uniform in ``[min_start_epoch, min(max_start_epoch, L - 1 -
+    expert_epochs)]``. ``iterations = 0``
     returns the initial noise images and labels (the 0-iteration control).
     """
     length = len(trajectory)

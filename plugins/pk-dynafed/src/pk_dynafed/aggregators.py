@@ -6,7 +6,7 @@ Per ``aggregate(global_state, updates)`` call (one server round):
    next trajectory snapshot; the first call records w^0. Snapshots are flat float32 parameter
    vectors (buffers excluded, as in the reference).
 2. If D_syn does not exist yet and the buffer holds ``min_trajectory_length`` (L) snapshots
-   w^0..w^{L-1}, synthesise D_syn once (:func:`pk_dynafed.synthesis.synthesize`). With L = 25
+   w^0..w^{L-1}, synthesise D_syn once (:func:`pk_dynafed.data.synthesis.synthesize`). With L = 25
    this happens in round 25, so rounds 1..24 are plain averaging.
 3. Average: unweighted mean of the clients with positive weight (``average = "uniform"``,
    the reference) or the example-weighted mean, via pk-core's FedAvg (float64).
@@ -45,8 +45,8 @@ from torch import nn
 from pk.core.builtins.components import FedAvg
 from pk.core.errors import ConfigError
 from pk.core.torch_helpers import check_updates
-from pk_dynafed.dsa import augment, parse_strategy
-from pk_dynafed.synthesis import FlatModel, SyntheticSet, kd_loss, synthesize
+from pk_dynafed.data.dsa import augment, parse_strategy
+from pk_dynafed.data.synthesis import FlatModel, SyntheticSet, kd_loss, synthesize
 
 DEFAULTS: dict[str, Any] = {
     "average": "uniform", "min_trajectory_length": 25, "ipc": 15, "syn_steps": 20, "expert_epochs": 3,
@@ -66,10 +66,14 @@ def _config(config: Any) -> SimpleNamespace:
     positive = ("ipc", "syn_steps", "expert_epochs", "distill_batch")
     bad = [k for k in positive if int(getattr(cfg, k)) < 1]
     if bad or cfg.min_trajectory_length < cfg.expert_epochs + 1 + cfg.min_start_epoch:
-        raise ConfigError(f"aggregator dynafed: {', '.join(bad) or 'min_trajectory_length'} out of range; need ipc, syn_steps, "
-                          "expert_epochs, distill_batch >= 1 and min_trajectory_length >= min_start_epoch + expert_epochs + 1")
+        raise ConfigError(
+            f"aggregator dynafed: {', '.join(bad) or 'min_trajectory_length'} out of range; need ipc, syn_steps, "
+            "expert_epochs, distill_batch >= 1 and min_trajectory_length >= min_start_epoch + expert_epochs + 1"
+        )
     if cfg.iterations < 0 or cfg.distill_iter < 0 or not 1 <= cfg.least_ave_num <= cfg.max_ave_num:
-        raise ConfigError("aggregator dynafed: iterations and distill_iter must be >= 0 and 1 <= least_ave_num <= max_ave_num")
+        raise ConfigError(
+            "aggregator dynafed: iterations and distill_iter must be >= 0 and 1 <= least_ave_num <= max_ave_num"
+        )
     try:
         cfg.families = parse_strategy(cfg.dsa_strategy)
     except ValueError as exc:
@@ -108,7 +112,9 @@ class Dynafed:
         if self._flat is None:
             build = getattr(self.context, "build_model", None)
             if build is None:
-                raise ConfigError("aggregator dynafed needs a ServerContext with build_model (run it under trainer fedsim)")
+                raise ConfigError(
+                    "aggregator dynafed needs a ServerContext with build_model (run it under trainer fedsim)"
+                )
             self._module = build()
             self._flat = FlatModel(self._module)
         return self._flat
@@ -125,7 +131,9 @@ class Dynafed:
         return shape, classes
 
     # -- the server step --------------------------------------------------------------------
-    def aggregate(self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any], state: Any = None) -> tuple[dict[str, torch.Tensor], Any]:
+    def aggregate(
+        self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any], state: Any = None
+    ) -> tuple[dict[str, torch.Tensor], Any]:
         check_updates(updates)
         self.last_timing = {}
         self.last_metrics = {}
@@ -138,7 +146,9 @@ class Dynafed:
                 self.synthesis_round = self.rounds_seen
                 self.last_timing["synthesis_s"] = time.perf_counter() - t0
                 self.last_metrics = self.summary()
-        weights = [(1.0 if float(w) > 0 else 0.0) if self.cfg.average == "uniform" else float(w) for _s, w, _m in updates]
+        weights = [
+            (1.0 if float(w) > 0 else 0.0) if self.cfg.average == "uniform" else float(w) for _s, w, _m in updates
+        ]
         averaged, _ = FedAvg(None).aggregate(global_state, [(s, w, m) for (s, _w, m), w in zip(updates, weights)])
         total = sum(weights)
         self.last_client_weights = [w / total for w in weights]
@@ -172,7 +182,7 @@ class Dynafed:
         # the initial images again (same generator state) for the image-change diagnostic
         probe = torch.Generator().manual_seed(0)
         probe.set_state(gen_state)
-        from pk_dynafed.synthesis import init_synthetic
+        from pk_dynafed.data.synthesis import init_synthetic
 
         init_images, _ = init_synthetic(classes, self.cfg.ipc, shape, pixel_mean=mean, pixel_std=std, label_init=0.0,
                                         hard_label_scale=1.0, learn_labels=True, gen=probe)
@@ -250,5 +260,9 @@ class Dynafed:
         self._image_change = None if change < 0 else change
         self.synthetic = None
         if state["synthesized"]:
-            self.synthetic = SyntheticSet(state["images"].clone(), state["label_logits"].clone(), float(state["syn_lr"]),
-                                          [float(v) for v in state["matching_losses"]])
+            self.synthetic = SyntheticSet(
+                state["images"].clone(),
+                state["label_logits"].clone(),
+                float(state["syn_lr"]),
+                [float(v) for v in state["matching_losses"]],
+            )
