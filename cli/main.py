@@ -34,85 +34,13 @@ PLUGIN_COMMAND_GROUP = "pk.commands"
 def plugin_commands() -> dict[str, tuple[str, str]]:
     """Commands plugins declare in the ``pk.commands`` entry-point group (metadata only;
     honours PK_LOAD_PLUGINS / PK_DISABLE_PLUGINS). name -> (target, distribution)."""
+    from pk.core.entry_points import entry_points, is_selected
+
     out: dict[str, tuple[str, str]] = {}
-    for name, value, dist in entry_points(PLUGIN_COMMAND_GROUP):
-        if name not in COMMANDS and name not in out and is_selected(name, dist):
-            out[name] = (value, dist)
+    for ep in entry_points(PLUGIN_COMMAND_GROUP):
+        if ep.name not in COMMANDS and ep.name not in out and is_selected(ep.name, ep.dist):
+            out[ep.name] = (ep.value, ep.dist)
     return out
-
-
-def _env_names(var: str) -> list[str] | None:
-    value = os.environ.get(var)
-    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
-
-
-def is_selected(ep_name: str, dist: str) -> bool:
-    """:func:`pk.core.plugins.selected` without importing it (it imports pluggy and
-    importlib.metadata): PK_LOAD_PLUGINS allows, PK_DISABLE_PLUGINS blocks, by entry-point
-    or distribution name."""
-    allow, deny = _env_names("PK_LOAD_PLUGINS"), _env_names("PK_DISABLE_PLUGINS") or []
-    names = {ep_name, dist, dist.replace("-", "_")}
-    if allow is not None and not names & set(allow):
-        return False
-    return not names & set(deny)
-
-
-def entry_points(group: str) -> list[tuple[str, str, str]]:
-    """``(name, value, distribution)`` of the entry points in ``group``.
-
-    What ``importlib.metadata.entry_points(group=...)`` returns (distributions on sys.path,
-    the first of each normalised name wins), read straight from each ``entry_points.txt``:
-    importing importlib.metadata and parsing every distribution's metadata was most of
-    ``pk --help``'s time. The distribution's name comes from its METADATA/PKG-INFO."""
-    header = f"[{group}]"
-    seen: set[str] = set()
-    out: list[tuple[str, str, str]] = []
-    for folder in sys.path:
-        folder = folder or "."
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for entry in names:
-            if not entry.endswith((".dist-info", ".egg-info")):
-                continue
-            stem = entry.rsplit(".", 1)[0].partition("-")[0]
-            norm = stem.lower().replace("-", "_").replace(".", "_")
-            if norm in seen:
-                continue
-            seen.add(norm)
-            base = os.path.join(folder, entry)
-            try:
-                with open(os.path.join(base, "entry_points.txt"), encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError:
-                continue
-            if header not in text:
-                continue
-            dist = _dist_name(base) or stem
-            section = ""
-            for line in text.splitlines():
-                line = line.strip()
-                if line.startswith("["):
-                    section = line
-                elif section == header and "=" in line and not line.startswith(("#", ";")):
-                    name, _, value = line.partition("=")
-                    out.append((name.strip(), value.strip(), dist))
-    return out
-
-
-def _dist_name(base: str) -> str:
-    for meta in ("METADATA", "PKG-INFO"):
-        try:
-            with open(os.path.join(base, meta), encoding="utf-8") as fh:
-                for line in fh:
-                    if line.startswith("Name:"):
-                        return line[5:].strip()
-                    if not line.strip():
-                        break
-        except OSError:
-            continue
-    return ""
 
 
 class LazyGroup(click.Group):
@@ -132,7 +60,7 @@ class LazyGroup(click.Group):
             try:
                 module, _, attr = target.partition(":")
                 return getattr(importlib.import_module(module), attr)
-            except Exception as exc:  # noqa: BLE001 - a broken plugin command must not break pk
+            except Exception as exc:  # a broken plugin command must not break pk
                 from pk.core.errors import PluginError
 
                 raise PluginError(f"plugin command {cmd_name!r} ({target}) failed to load: {exc}") from exc
@@ -146,7 +74,8 @@ class LazyGroup(click.Group):
         extra = plugin_commands()
         if extra:
             with formatter.section("Plugin commands"):
-                formatter.write_dl([(name, f"(from {dist}; pk {name} --help)") for name, (_, dist) in sorted(extra.items())])
+                formatter.write_dl([(name, f"(from {dist}; pk {name} --help)")
+                                    for name, (_, dist) in sorted(extra.items())])
 
 
 def _print_version(verbose: bool) -> None:
@@ -161,7 +90,8 @@ def _print_version(verbose: bool) -> None:
             click.echo(f"  {info.distribution}=={info.version} ({info.module}){state}")
 
 
-@click.group(cls=LazyGroup, invoke_without_command=True, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, invoke_without_command=True, no_args_is_help=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="With --version: list plugins.")
 @click.option("--version", is_flag=True, help="Show the version and exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
@@ -205,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         from pk.core.errors import PkError
 
         if debug:

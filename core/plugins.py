@@ -14,13 +14,13 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
-from importlib import metadata
 from types import ModuleType
 from typing import Any
 
 import pluggy
 
 from pk.core import PROJECT_NAME, __version__, hookspecs
+from pk.core.entry_points import EntryPoint, entry_points, env_names, is_selected
 from pk.core.errors import PluginError, UsageError
 from pk.core.registry import KINDS, PluginInfo, Registration, Registry
 
@@ -28,33 +28,21 @@ ENTRY_POINT_GROUP = "pk.plugins"
 BUILTIN_MODULE = "pk.core.builtins.plugin"
 
 
-def _env_list(name: str) -> list[str] | None:
-    value = os.environ.get(name)
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
+def selected(ep: EntryPoint, dist: str) -> bool:
+    """Whether PK_LOAD_PLUGINS / PK_DISABLE_PLUGINS let this plugin load."""
+    return is_selected(ep.name, dist)
 
 
-def selected(ep: metadata.EntryPoint, dist: str) -> bool:
-    allow = _env_list("PK_LOAD_PLUGINS")
-    deny = _env_list("PK_DISABLE_PLUGINS") or []
-    names = {ep.name, dist, dist.replace("-", "_")}
-    if allow is not None and not names & set(allow):
-        return False
-    return not names & set(deny)
-
-
-def iter_entry_points() -> list[tuple[metadata.EntryPoint, str, str]]:
-    """Installed ``pk.plugins`` entry points as ``(entry point, distribution, version)``."""
+def iter_entry_points() -> list[tuple[EntryPoint, str, str]]:
+    """Installed ``pk.plugins`` entry points as ``(entry point, distribution, version)``,
+    sorted by entry-point name (the same distribution found twice on sys.path counts once)."""
     out = []
     seen = set()
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.metadata["Name"] if ep.dist is not None else ep.module.split(".")[0]
-        version = ep.dist.version if ep.dist is not None else "?"
-        if (ep.name, ep.value) in seen:  # the same dist found twice on sys.path
+    for ep in entry_points(ENTRY_POINT_GROUP):
+        if (ep.name, ep.value) in seen:
             continue
         seen.add((ep.name, ep.value))
-        out.append((ep, dist, version))
+        out.append((ep, ep.dist, ep.version))
     return sorted(out, key=lambda t: t[0].name)
 
 
@@ -121,7 +109,7 @@ def load_registry(
         )
     if entry_points:
         found = iter_entry_points()
-        allow = _env_list("PK_LOAD_PLUGINS") or []
+        allow = env_names("PK_LOAD_PLUGINS") or []
         known = {n for ep, dist, _ in found for n in (ep.name, dist, dist.replace("-", "_"))}
         missing = [name for name in allow if name not in known]
         if missing:

@@ -4,6 +4,7 @@ and the no-torch start-up guarantee."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -19,7 +20,8 @@ class Cfg:
 
 @hookimpl
 def pk_register_models(register):
-    register("fake-good-model", "pk.core.builtins.components:build_mlp", config=Cfg, summary="good", tasks=("classification",))
+    register("fake-good-model", "pk.core.builtins.components:build_mlp", config=Cfg, summary="good",
+             tasks=("classification",))
 """
 
 
@@ -36,7 +38,8 @@ def fake_site(tmp_path):
         "from pk.core import hookimpl\n@hookimpl\ndef pk_register_models(register):\n"
         "    register('fake-partial', 'json:loads', summary='x')\n    raise RuntimeError('boom in hook')\n",
     )
-    write_fake_plugin(site, "pk-fakespell", "fake_spell", "from pk.core import hookimpl\n@hookimpl\ndef pk_register_model(register):\n    pass\n")
+    write_fake_plugin(site, "pk-fakespell", "fake_spell",
+                      "from pk.core import hookimpl\n@hookimpl\ndef pk_register_model(register):\n    pass\n")
     return site
 
 
@@ -62,13 +65,15 @@ def test_broken_plugins_are_listed_and_isolated(fake_site):
 def test_broken_plugin_warning_and_strict_exit(fake_site):
     out = run_pk(["list"], env=_env(fake_site))
     assert out.returncode == 0
-    assert 'plugin pk-fakeimport 0.1 (entry point pk-fakeimport = fake_import) failed to load: ImportError' in out.stderr
+    assert ('plugin pk-fakeimport 0.1 (entry point pk-fakeimport = fake_import) failed to load: ImportError'
+            in out.stderr)
     strict = run_pk(["list", "--strict"], env=_env(fake_site))
     assert strict.returncode == 3
 
 
 def test_other_commands_work_beside_a_broken_plugin(fake_site, tmp_path):
-    out = run_pk(["train", "-c", "model.name=fake-good-model", "-c", "dataset.name=synthetic-classification", "-c", "trainer.name=supervised", "--dry-run"], env=_env(fake_site), cwd=tmp_path)
+    out = run_pk(["train", "-c", "model.name=fake-good-model", "-c", "dataset.name=synthetic-classification",
+                  "-c", "trainer.name=supervised", "--dry-run"], env=_env(fake_site), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert 'name = "fake-good-model"' in out.stdout
 
@@ -95,7 +100,8 @@ def test_startup_never_imports_torch(args):
     code = (
         "import sys\nsys.argv=['pk']+%r\nfrom pk.cli.main import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy=[m for m in ('torch','numpy','torch_geometric','pandas','hypothesis','transformers') if m in sys.modules]\n"
+        "heavy=[m for m in ('torch','numpy','torch_geometric','pandas','hypothesis','transformers')"
+        " if m in sys.modules]\n"
         "sys.stderr.write('HEAVY:'+','.join(heavy))\n" % args
     )
     import subprocess
@@ -103,7 +109,9 @@ def test_startup_never_imports_torch(args):
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY:" in out.stderr
-    assert out.stderr.split("HEAVY:")[-1].strip() == "", f"pk {' '.join(args)} imported {out.stderr.split('HEAVY:')[-1]}"
+    assert out.stderr.split("HEAVY:")[-1].strip() == "", (
+        f"pk {' '.join(args)} imported {out.stderr.split('HEAVY:')[-1]}"
+    )
 
 
 def test_version_verbose_lists_plugins():
@@ -129,3 +137,27 @@ def test_install_from_a_checkout_installs_local_bases_first():
     assert dist == "pk-transgnn"
     paths = [a for a in args if a != "-e"]
     assert [p.rsplit("/", 1)[-1] for p in paths] == ["pk-graph", "pk-transgnn"]
+
+
+def test_list_cache_follows_the_installed_plugins(fake_site, tmp_path):
+    """`pk list` answers from its cache only while nothing it depends on changed: the same
+    output cached or not, a plugin module's edit and a newly installed plugin show at once.
+    Catches a cache keyed on too little (stale components) or one that never hits."""
+    cache = tmp_path / "listing-cache"
+    env = _env(fake_site, PK_CACHE_DIR=str(cache))
+    first = run_pk(["list", "--json", "--all"], env=env)
+    assert first.returncode == 0, first.stderr
+    assert len(list((cache / "listing").glob("*.json"))) == 1
+    again = run_pk(["list", "--json", "--all"], env=env)
+    fresh = run_pk(["list", "--json", "--all"], env={**env, "PK_LIST_CACHE": "0"})
+    assert first.stdout == again.stdout == fresh.stdout
+
+    module = fake_site / "fake_good.py"
+    module.write_text(GOOD.replace("fake-good-model", "fake-renamed-model"))
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 10**9))
+    names = {c["name"] for c in json.loads(run_pk(["list", "--json"], env=env).stdout)["components"]}
+    assert "fake-renamed-model" in names and "fake-good-model" not in names
+
+    write_fake_plugin(fake_site, "pk-fakenew", "fake_new", GOOD.replace("fake-good-model", "fake-new-model"))
+    names = {c["name"] for c in json.loads(run_pk(["list", "--json"], env=env).stdout)["components"]}
+    assert "fake-new-model" in names

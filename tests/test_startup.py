@@ -3,13 +3,10 @@ the fast entry-point reader `pk --help` uses (timings live in bench/cli_startup.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 HEAVY = ("torch", "numpy", "optuna", "mlflow", "tensorboard", "sqlalchemy", "pandas")
 
@@ -47,33 +44,7 @@ def test_entry_point_reader_matches_importlib_metadata(group):
     duplicates a distribution or names it by its folder."""
     from importlib import metadata
 
-    from pk.cli.main import entry_points
+    from pk.core.entry_points import entry_points
 
-    want = sorted((e.name, e.value, e.dist.metadata["Name"]) for e in metadata.entry_points(group=group))
-    assert sorted(entry_points(group)) == want
-
-
-NAMES = st.sampled_from(["pk-seqrec", "pk_seqrec", "seqrec", "pk-fl", "other", " pk-seqrec ", ""])
-
-
-@given(allow=st.one_of(st.none(), st.lists(NAMES, max_size=3).map(",".join)),
-       deny=st.one_of(st.none(), st.lists(NAMES, max_size=3).map(",".join)),
-       ep=st.sampled_from(["seqrec", "fl", "dus"]), dist=st.sampled_from(["pk-seqrec", "pk-fl", "pk-solar"]))
-def test_command_selection_agrees_with_the_plugin_loader(allow, deny, ep, dist):
-    """PK_LOAD_PLUGINS / PK_DISABLE_PLUGINS pick plugin commands exactly as they pick
-    plugins (pk.core.plugins.selected)."""
-    from types import SimpleNamespace
-
-    from pk.cli.main import is_selected
-    from pk.core.plugins import selected
-
-    env = {k: v for k, v in (("PK_LOAD_PLUGINS", allow), ("PK_DISABLE_PLUGINS", deny)) if v is not None}
-    saved = {k: os.environ.pop(k, None) for k in ("PK_LOAD_PLUGINS", "PK_DISABLE_PLUGINS")}
-    os.environ.update(env)
-    try:
-        assert is_selected(ep, dist) == selected(SimpleNamespace(name=ep), dist)  # type: ignore[arg-type]
-    finally:
-        for k in ("PK_LOAD_PLUGINS", "PK_DISABLE_PLUGINS"):
-            os.environ.pop(k, None)
-            if saved[k] is not None:
-                os.environ[k] = saved[k]  # type: ignore[assignment]
+    want = sorted((e.name, e.value, e.dist.metadata["Name"], e.dist.version) for e in metadata.entry_points(group=group))
+    assert sorted((e.name, e.value, e.dist, e.version) for e in entry_points(group)) == want

@@ -8,7 +8,7 @@ import typing
 import click
 
 from pk.cli.output import print_json, print_table
-from pk.core.registry import KINDS
+from pk.core.registry import KINDS, Registry
 
 
 @click.command("list")
@@ -20,41 +20,42 @@ from pk.core.registry import KINDS
 @click.option("--catalogue", is_flag=True, help="Print registry.toml entries (provides, hooks) for the installed plugins.")
 def list_cmd(show_all: bool, as_json: bool, available: bool, kind: str | None, strict: bool, catalogue: bool) -> None:
     """List installed plugins, their components and any that failed to load."""
-    from pk.core.plugins import get_registry
+    if catalogue or available:
+        from pk.core.plugins import get_registry
 
-    registry = get_registry()
-    if catalogue:
-        _print_catalogue(registry)
+        if catalogue:
+            _print_catalogue(get_registry())
+        else:
+            _list_available(get_registry(), as_json)
         return
-    if available:
-        _list_available(registry, as_json)
-        return
-    regs = [r for r in registry if (show_all or r.distribution != "pk-core") and (kind is None or r.kind == kind)]
-    failures = registry.failures
+    from pk.core.listing import plugin_listing
+
+    listing = plugin_listing()
+    comps = [c for c in listing["components"]
+             if (show_all or c["distribution"] != "pk-core") and (kind is None or c["kind"] == kind)]
+    failures = listing["failed"]
     if as_json:
-        print_json(
-            {
-                "plugins": [p.as_dict() | {"traceback": None} for p in registry.plugins if show_all or not p.builtin],
-                "components": [r.as_dict() for r in regs],
-                "failed": [{"distribution": p.distribution, "version": p.version, "entry_point": p.name, "error": p.error} for p in failures],
-            }
-        )
+        print_json({
+            "plugins": [p for p in listing["plugins"] if show_all or not p["builtin"]],
+            "components": [{k: v for k, v in c.items() if k != "shown_name"} for c in comps],
+            "failed": [{k: v for k, v in f.items() if k != "module"} for f in failures],
+        })
     else:
-        rows = [(r.kind[:-1], r.name if len(registry.entries[r.kind][r.name]) == 1 else r.qualified_name, r.distribution, ",".join(r.tasks) or "-", r.summary) for r in regs]
+        rows = [(c["kind"][:-1], c["shown_name"], c["distribution"], ",".join(c["tasks"]) or "-", c["summary"])
+                for c in comps]
         if rows:
             print_table(None, ["kind", "name", "plugin", "tasks", "summary"], rows)
         else:
-            click.echo("no plugin components installed (`pk list --all` shows the built-ins; `pk list --available` what can be installed)")
-        for p in failures:
-            click.echo(
-                f"warning: plugin {p.distribution} {p.version} (entry point {p.name} = {p.module}) failed to load: {p.error}",
-                err=True,
-            )
+            click.echo("no plugin components installed (`pk list --all` shows the built-ins; "
+                       "`pk list --available` what can be installed)")
+        for f in failures:
+            click.echo(f"warning: plugin {f['distribution']} {f['version']} (entry point {f['entry_point']} = "
+                       f"{f['module']}) failed to load: {f['error']}", err=True)
     if strict and failures:
         raise click.exceptions.Exit(3)
 
 
-def _print_catalogue(registry) -> None:  # type: ignore[no-untyped-def]
+def _print_catalogue(registry: Registry) -> None:
     """registry.toml tables for the loaded plugins, merged over the current catalogue."""
     from pk.core.catalogue import load_catalogue
     from pk.core.config import toml_value
@@ -79,7 +80,7 @@ def _print_catalogue(registry) -> None:  # type: ignore[no-untyped-def]
         click.echo("")
 
 
-def _list_available(registry, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _list_available(registry: Registry, as_json: bool) -> None:
     from pk.core.catalogue import load_catalogue
 
     installed = {p.distribution: p.version for p in registry.plugins if not p.error}
