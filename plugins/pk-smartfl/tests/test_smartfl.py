@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pk_smartfl.aggregator import SmartFL, project_to_simplex
+from pk_smartfl.aggregators import SmartFL, project_to_simplex
 from torch import nn
 
 from pk.core.contracts import ServerContext
@@ -88,7 +88,9 @@ def test_zero_steps_is_fedavg(init, expected):
     out, _ = agg.aggregate(states[0], [(s, float(i + 1), {}) for i, s in enumerate(states)])
     assert agg.last_client_weights == pytest.approx(expected)
     for k in out:
-        torch.testing.assert_close(out[k].double(), sum(e * s[k].double() for e, s in zip(expected, states)), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            out[k].double(), sum(e * s[k].double() for e, s in zip(expected, states)), rtol=0, atol=1e-6
+        )
 
 
 def test_identical_clients_and_permutation():
@@ -100,7 +102,9 @@ def test_identical_clients_and_permutation():
     a, _ = a_agg.aggregate(states[0], [(s, 1.0, {}) for s in states])
     perm = [2, 0, 3, 1]
     b, _ = b_agg.aggregate(states[0], [(states[i], 1.0, {}) for i in perm])
-    assert [b_agg.last_client_weights[perm.index(i)] for i in range(4)] == pytest.approx(a_agg.last_client_weights, abs=1e-5)
+    assert [b_agg.last_client_weights[perm.index(i)] for i in range(4)] == pytest.approx(
+        a_agg.last_client_weights, abs=1e-5
+    )
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
 

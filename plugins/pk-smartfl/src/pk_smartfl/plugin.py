@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pk.core import hookimpl
+from pk.core.hookspecs import Register
 
 
 @dataclass
@@ -30,8 +31,8 @@ class SmartFLConfig:
 
 
 @hookimpl
-def pk_register_aggregators(register) -> None:  # type: ignore[no-untyped-def]
-    register("smartfl", "pk_smartfl.aggregator:SmartFL", config=SmartFLConfig, tags=("reconstructed",),
+def pk_register_aggregators(register: Register) -> None:
+    register("smartfl", "pk_smartfl.aggregators:SmartFL", config=SmartFLConfig, tags=("reconstructed",),
              summary="SmartFL (reconstructed): client weights optimised on a server proxy set (convex hull)",
              paper={"title": "Robust Federated Learning against both Data Heterogeneity and Poisoning Attack "
                              "via Aggregation Optimization", "year": 2022, "url": "https://arxiv.org/abs/2211.05554"})

@@ -53,8 +53,10 @@ def _proxy_tensors(proxy: Any) -> tuple[torch.Tensor, torch.Tensor]:
         split = "valid" if "valid" in proxy.splits else proxy.splits[0]
         batches = list(proxy.loader(split, 4096))
         return torch.cat([b["x"] for b in batches]), torch.cat([b["y"] for b in batches])
-    raise ConfigError("aggregator smartfl needs server proxy data (ServerContext.proxy_data); run it under trainer fedsim "
-                      "with trainer.proxy_samples > 0 and a dataset that has a valid split")
+    raise ConfigError(
+        "aggregator smartfl needs server proxy data (ServerContext.proxy_data); run it under trainer fedsim "
+        "with trainer.proxy_samples > 0 and a dataset that has a valid split"
+    )
 
 
 WEIGHT_PARAMS = ("softmax", "simplex", "exponentiated")
@@ -87,7 +89,9 @@ class SmartFL:
     def _module(self) -> nn.Module:
         if self._model is None:
             if self.context is None or self.context.build_model is None:
-                raise ConfigError("aggregator smartfl needs a ServerContext with build_model; run it under trainer fedsim")
+                raise ConfigError(
+                    "aggregator smartfl needs a ServerContext with build_model; run it under trainer fedsim"
+                )
             self._model = self.context.build_model()
             self._model.eval()
         return self._model
@@ -208,5 +212,7 @@ class SmartFL:
             full[i] = float(wk)
         self.last_client_weights = full
         first, best = self.last_proxy_loss
-        self.last_metrics = {"proxy_loss_start": first, "proxy_loss_end": best, "weight_max": max(full)} if first == first else {}
+        self.last_metrics = (
+            {"proxy_loss_start": first, "proxy_loss_end": best, "weight_max": max(full)} if first == first else {}
+        )
         return out, state
