@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pk.core.errors import DataError
+from pk.core.io import cache_lock
 from pk.core.paths import data_dir, shared_data_dir
 
 SOURCES = ("auto", "file", "download", "synthetic")
@@ -42,11 +43,16 @@ def download(remote: Remote, dest_dir: Path, timeout: float = 60.0) -> Path:
     """Download ``remote`` into ``dest_dir`` (atomically) and verify its sha256."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / remote.filename
+    with cache_lock(dest):
+        return _download_locked(remote, dest, timeout)
+
+
+def _download_locked(remote: Remote, dest: Path, timeout: float) -> Path:
     if dest.exists() and sha256_file(dest) == remote.sha256:
         return dest
     tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with urllib.request.urlopen(remote.url, timeout=timeout) as resp, open(tmp, "wb") as fh:  # noqa: S310
+        with urllib.request.urlopen(remote.url, timeout=timeout) as resp, open(tmp, "wb") as fh:
             shutil.copyfileobj(resp, fh)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -56,7 +62,8 @@ def download(remote: Remote, dest_dir: Path, timeout: float = 60.0) -> Path:
     digest = sha256_file(tmp)
     if digest != remote.sha256:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"{remote.url}: checksum mismatch (got {digest[:12]}…, want {remote.sha256[:12]}…); retry or use dataset.path")
+        raise DataError(f"{remote.url}: checksum mismatch (got {digest[:12]}…, want {remote.sha256[:12]}…); "
+                        "retry or use dataset.path")
     tmp.replace(dest)
     return dest
 
@@ -111,8 +118,14 @@ def locate(
 
 def writable_copy(src: Path, name: str) -> Path:
     """Copy a read-only folder into the cache (once) and return the copy, e.g. for PyG's
-    ``processed/`` files. Re-copies when the source's file list or sizes change."""
+    ``processed/`` files. Re-copies when the source's file list or sizes change; holds the
+    copy's cache lock while it checks and copies."""
     dest = data_dir() / "copies" / name
+    with cache_lock(dest):
+        return _copy_locked(src, dest)
+
+
+def _copy_locked(src: Path, dest: Path) -> Path:
     signature = sorted((str(p.relative_to(src)), p.stat().st_size) for p in src.rglob("*") if p.is_file())
     stamp = dest / ".pk-source"
     if stamp.exists() and stamp.read_text() == repr(signature):

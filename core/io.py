@@ -5,10 +5,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pk.core.errors import CheckpointError
+
+
+@contextmanager
+def cache_lock(path: Path, timeout: float = 600.0) -> Iterator[None]:
+    """Hold an inter-process lock on ``path`` (a file ``<path>.lock`` beside it) while a cache
+    entry is checked and built, so runs of ``pk batch --jobs`` or Ray workers that want the
+    same entry build it once and never read it half-made. Waits at most ``timeout`` seconds."""
+    import filelock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(path) + ".lock", timeout=timeout):
+        yield
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -58,7 +72,7 @@ def load_tensors(path: Path) -> Any:
         with warnings.catch_warnings():  # torch warns about legacy pickles before refusing them
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means corrupt
+    except Exception as exc:  # any unpickling failure means corrupt
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not a pk checkpoint ({first[:120]}); "

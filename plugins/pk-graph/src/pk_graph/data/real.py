@@ -17,6 +17,7 @@ from torch_geometric.data import Data
 
 from pk.core.datasource import locate, writable_copy
 from pk.core.errors import DataError
+from pk.core.io import cache_lock
 from pk.core.paths import data_dir
 
 PLANETOID_NAMES = ("Cora", "CiteSeer", "PubMed")
@@ -173,9 +174,11 @@ def load_planetoid(name: str = "Cora", *, source: str = "file", path: str = "",
     if raw is None:
         return None
     check_planetoid_raw(raw, name)
-    root = writable_root(raw, "planetoid", name)
     try:
-        data = Planetoid(str(root), name, split=split)[0]
+        with cache_lock(data_dir() / "copies" / "planetoid" / name):  # PyG writes processed/ on first use
+            data = Planetoid(str(writable_root(raw, "planetoid", name)), name, split=split)[0]
+    except DataError:
+        raise
     except Exception as exc:
         raise _pyg_error(name, raw, exc) from None
     check_planetoid_data(data, raw, name)
@@ -213,9 +216,11 @@ def load_tu(name: str, *, source: str = "file", path: str = "",
         if raw is None:
             return None
         check_tu_raw(raw, name)
-        root = writable_root(raw, "tu", name)
         try:
-            ds = TUDataset(str(root), name, use_node_attr=use_node_attr)
+            with cache_lock(data_dir() / "copies" / "tu" / name):  # PyG writes processed/ on first use
+                ds = TUDataset(str(writable_root(raw, "tu", name)), name, use_node_attr=use_node_attr)
+        except DataError:
+            raise
         except Exception as exc:
             raise _pyg_error(name, raw, exc) from None
         used = "file"
