@@ -37,10 +37,6 @@ class FakeRun:
     def generator_states(self) -> dict[str, Any]:
         return {name: g.get_state() for name, g in self._gens.items()}
 
-    def restore_generator_states(self, states: dict[str, Any]) -> None:
-        for name, state in states.items():
-            self.generator(name).set_state(state)
-
     def log(self, step: int, split: str = "train", **metrics: float) -> None:
         self.logs.append((step, split, dict(metrics)))
 
