@@ -79,7 +79,8 @@ def build_leaky(config, *, root=None, seed=0):
     good = build_synthetic_classification(SyntheticClassificationConfig(), seed=seed)
     tensors = dict(good.tensors)
     tensors["test"] = {k: torch.cat([v, good.tensors["train"][k][:5]]) for k, v in good.tensors["test"].items()}
-    return TensorBundle(info=DatasetInfo(task="classification", num_features=good.info.num_features, num_classes=good.info.num_classes), tensors=tensors)
+    return TensorBundle(info=DatasetInfo(task="classification", num_features=good.info.num_features,
+                                         num_classes=good.info.num_classes), tensors=tensors)
 
 
 class OutOfRangeEvaluator:
@@ -212,3 +213,55 @@ def make_eager_trainer():
 
 def EagerTrainer(config):
     return make_eager_trainer()(config)
+
+
+def build_tiny_seq(config, *, root=None, seed=0):
+    """12 users' left-padded item sequences (width 6, 1..6 real items) over 20 items."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 7, (12,), generator=g)
+    seq = torch.zeros(12, 6, dtype=torch.long)
+    for row, n in enumerate(lengths.tolist()):
+        seq[row, 6 - n:] = torch.randint(1, 21, (n,), generator=g)
+    split = {"seq": seq, "target": torch.randint(1, 21, (12,), generator=g)}
+    return TensorBundle(info=DatasetInfo(task="next-item", num_items=20, max_len=6),
+                        tensors={"train": split, "valid": split, "test": split})
+
+
+class BagOfItems(nn.Module):
+    """Scores = mean embedding of the real items: blind to padding (the good twin)."""
+
+    def __init__(self, num_items, width=8):
+        super().__init__()
+        self.emb = nn.Embedding(num_items + 1, width, padding_idx=0)
+
+    def state(self, seq):
+        real = (seq != 0).float().unsqueeze(-1)
+        return (self.emb(seq) * real).sum(1) / real.sum(1).clamp_min(1.0)
+
+    def predict(self, batch):
+        scores = self.state(batch["seq"]) @ self.emb.weight.T
+        return scores.index_fill(1, torch.tensor([0]), float("-inf"))
+
+    def loss(self, batch):
+        return nn.functional.cross_entropy(self.predict(batch)[:, 1:], batch["target"] - 1)
+
+
+class ColumnPositions(BagOfItems):
+    """Adds a position table indexed by the batch's column: more padding shifts every item."""
+
+    def __init__(self, num_items, width=8):
+        super().__init__(num_items, width)
+        self.pos = nn.Embedding(16, width)
+
+    def state(self, seq):
+        cols = torch.arange(seq.shape[1]).expand_as(seq)
+        real = (seq != 0).float().unsqueeze(-1)
+        return ((self.emb(seq) + self.pos(cols)) * real).sum(1) / real.sum(1).clamp_min(1.0)
+
+
+def build_bag_of_items(config, info):
+    return BagOfItems(info.num_items)
+
+
+def build_column_positions(config, info):
+    return ColumnPositions(info.num_items)

@@ -31,19 +31,26 @@ class EagerConfig:
 class BrokenPlugin:
     @hookimpl
     def pk_register_aggregators(self, register):
-        register("mutating-agg", "tests.broken_components:MutatingAggregator", config=Empty, summary="mutates its inputs")
-        register("order-agg", "tests.broken_components:FirstClientAggregator", config=Empty, summary="returns the first client")
-        register("lenient-agg", "tests.broken_components:LenientAggregator", config=Empty, summary="accepts empty rounds")
-        register("fake-robust-agg", "tests.broken_components:MeanClaimingRobust", config=Empty, summary="claims robustness")
+        register("mutating-agg", "tests.broken_components:MutatingAggregator", config=Empty,
+                 summary="mutates its inputs")
+        register("order-agg", "tests.broken_components:FirstClientAggregator", config=Empty,
+                 summary="returns the first client")
+        register("lenient-agg", "tests.broken_components:LenientAggregator", config=Empty,
+                 summary="accepts empty rounds")
+        register("fake-robust-agg", "tests.broken_components:MeanClaimingRobust", config=Empty,
+                 summary="claims robustness")
 
     @hookimpl
     def pk_register_calibrators(self, register):
-        register("leaky-cal", "tests.broken_components:LeakyCalibrator", config=Empty, summary="puts mass on masked keys")
+        register("leaky-cal", "tests.broken_components:LeakyCalibrator", config=Empty,
+                 summary="puts mass on masked keys")
 
     @hookimpl
     def pk_register_models(self, register):
-        register("noisy-mlp", "tests.broken_components:build_noisy", config=Empty, summary="random outputs", tasks=("classification",))
-        register("wrong-shape", "tests.broken_components:build_wrong_shape", config=Empty, summary="one logit", tasks=("classification",))
+        register("noisy-mlp", "tests.broken_components:build_noisy", config=Empty, summary="random outputs",
+                 tasks=("classification",))
+        register("wrong-shape", "tests.broken_components:build_wrong_shape", config=Empty, summary="one logit",
+                 tasks=("classification",))
         register("unused-param", "tests.broken_components:build_unused_parameter", config=Empty, summary="dead layer",
                  tasks=("classification",))
         register("batch-centred", "tests.broken_components:build_batch_centred", config=Empty, summary="rows leak",
@@ -52,6 +59,10 @@ class BrokenPlugin:
                  tasks=("node-classification",))
         register("neighbour-mean", "tests.broken_components:build_neighbour_mean", config=Empty, summary="good twin",
                  tasks=("node-classification",))
+        register("column-positions", "tests.broken_components:build_column_positions", config=Empty,
+                 summary="positions from the batch's left edge", tasks=("next-item",))
+        register("bag-of-items", "tests.broken_components:build_bag_of_items", config=Empty, summary="good twin",
+                 tasks=("next-item",))
 
     @hookimpl
     def pk_register_trainers(self, register):
@@ -60,13 +71,17 @@ class BrokenPlugin:
 
     @hookimpl
     def pk_register_datasets(self, register):
-        register("leaky-data", "tests.broken_components:build_leaky", config=Empty, summary="test overlaps train", tasks=("classification",))
+        register("leaky-data", "tests.broken_components:build_leaky", config=Empty, summary="test overlaps train",
+                 tasks=("classification",))
         register("tiny-graph", "tests.broken_components:build_tiny_graph", config=Empty, summary="a 12-node ring",
                  tasks=("node-classification",))
+        register("tiny-seq", "tests.broken_components:build_tiny_seq", config=Empty, summary="12 short sequences",
+                 tasks=("next-item",))
 
     @hookimpl
     def pk_register_evaluators(self, register):
-        register("bad-range", "tests.broken_components:OutOfRangeEvaluator", config=Empty, summary="accuracy 2.0", tasks=("classification",))
+        register("bad-range", "tests.broken_components:OutOfRangeEvaluator", config=Empty, summary="accuracy 2.0",
+                 tasks=("classification",))
 
 
 BROKEN = [
@@ -82,6 +97,7 @@ BROKEN = [
     ("models", "unused-param", "model_loss_backpropagates"),
     ("models", "batch-centred", "model_batch_independent"),
     ("models", "index-aware", "model_permutation_equivariant"),
+    ("models", "column-positions", "model_padding_invariant"),
     ("trainers", "eager", "trainer_zero_steps_leave_weights"),
 ]
 
@@ -97,11 +113,15 @@ def test_suite_catches_broken_component(pk_register_temp, kind, name, check_name
 def test_suite_passes_the_good_twin(pk_register_temp):
     """The same checks pass on the built-ins (so the failures above are not spurious)."""
     registry = pk_register_temp(BrokenPlugin(), name="broken", distribution="pk-broken")
-    for kind, name, check_name in [("aggregators", "fedavg", "aggregator_does_not_mutate"), ("calibrators", "identity", "calibrator_keeps_rows_stochastic"), ("models", "mlp", "model_is_deterministic"),
-                                   ("models", "mlp", "model_loss_backpropagates"), ("models", "mlp", "model_batch_independent"),
+    for kind, name, check_name in [("aggregators", "fedavg", "aggregator_does_not_mutate"),
+                                   ("calibrators", "identity", "calibrator_keeps_rows_stochastic"),
+                                   ("models", "mlp", "model_is_deterministic"),
+                                   ("models", "mlp", "model_loss_backpropagates"),
+                                   ("models", "mlp", "model_batch_independent"),
                                    ("trainers", "supervised", "trainer_zero_steps_leave_weights")]:
         check(Case(check_name, "pk-core", registry.get(kind, name)))
     check(Case("model_permutation_equivariant", "pk-broken", registry.get("models", "neighbour-mean")))
+    check(Case("model_padding_invariant", "pk-broken", registry.get("models", "bag-of-items")))
 
 
 GOOD_RECIPE = """[batch]

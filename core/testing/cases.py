@@ -14,7 +14,8 @@ CHECKS: dict[str, tuple[str, ...]] = {
     "plugin": ("entry_module_is_light", "recipes_are_valid"),
     "all": ("registration_is_valid",),
     "datasets": ("dataset_is_deterministic", "dataset_splits_are_disjoint", "dataset_batches_fit_info"),
-    "models": ("model_output_has_task_shape", "model_is_deterministic", "model_state_dict_round_trips", "model_loss_backpropagates"),
+    "models": ("model_output_has_task_shape", "model_is_deterministic", "model_state_dict_round_trips",
+               "model_loss_backpropagates"),
     "trainers": ("trainer_is_deterministic", "trainer_resume_is_exact", "trainer_zero_steps_leave_weights"),
     "aggregators": (
         "aggregator_fixed_point",
@@ -34,7 +35,7 @@ CHECKS: dict[str, tuple[str, ...]] = {
 TASK_CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
     "models": {
         "classification": ("model_batch_independent",),
-        "next-item": ("model_batch_independent",),
+        "next-item": ("model_batch_independent", "model_padding_invariant"),
         "node-classification": ("model_permutation_equivariant",),
     },
 }

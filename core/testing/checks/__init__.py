@@ -19,6 +19,7 @@ from pk.core.testing.checks.data_models import (
     model_is_deterministic,
     model_loss_backpropagates,
     model_output_has_task_shape,
+    model_padding_invariant,
     model_permutation_equivariant,
     model_state_dict_round_trips,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "model_loss_backpropagates",
     "model_batch_independent",
     "model_permutation_equivariant",
+    "model_padding_invariant",
     "trainer_is_deterministic",
     "trainer_resume_is_exact",
     "trainer_zero_steps_leave_weights",

@@ -79,7 +79,9 @@ def _check_task_shape(task: str, out: Any, batch: Any, info: Any) -> None:
 
     if task == "classification":
         n = batch["y"].shape[0]
-        assert tuple(out.shape) == (n, info.num_classes), f"classification output {tuple(out.shape)} != ({n}, {info.num_classes})"
+        assert tuple(out.shape) == (n, info.num_classes), (
+            f"classification output {tuple(out.shape)} != ({n}, {info.num_classes})"
+        )
     elif task.endswith("next-item") and out.dim() == 2:
         assert out.shape[-1] == info.num_items + 1, f"next-item output last dim {out.shape[-1]} != num_items+1"
         assert bool(torch.isneginf(out[:, 0]).all()), "next-item padding column 0 must be -inf"
@@ -172,7 +174,8 @@ def model_batch_independent(case: Case) -> None:
     parts = _stack(case, ("dataset",))
     data, model = _build_data_model(parts)
     batch = _first_batch(data, 6)
-    sizes = {v.shape[0] for v in batch.values() if hasattr(v, "shape") and v.dim() > 0} if isinstance(batch, dict) else set()
+    sizes = ({v.shape[0] for v in batch.values() if hasattr(v, "shape") and v.dim() > 0} if isinstance(batch, dict)
+             else set())
     if not isinstance(batch, dict) or len(sizes) != 1 or any(not hasattr(v, "shape") for v in batch.values()):
         pytest.skip("batches are not dicts of tensors sharing a batch dimension")
     model.eval()
@@ -182,6 +185,34 @@ def model_batch_independent(case: Case) -> None:
             alone = model.predict(_slice(batch, i))
             a, b = full[i : i + 1].double().nan_to_num(), alone.double().nan_to_num()
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), f"row {i}'s output changed with the rest of its batch"
+
+
+def model_padding_invariant(case: Case) -> None:
+    """Next-item models: more left padding (id 0) leaves the scores unchanged: the same items
+    scored with ``k`` fewer or more padding columns (k drawn) give the same output. Catches a
+    model that numbers positions from the batch's left edge instead of from the real items."""
+    import torch
+
+    parts = _stack(case, ("dataset",))
+    data, model = _build_data_model(parts)
+    batch = _first_batch(data, 6)
+    if not isinstance(batch, dict) or "seq" not in batch or batch["seq"].dim() != 2 or batch["seq"].shape[1] < 2:
+        pytest.skip("batches carry no [B, L] 'seq' of item ids")
+    seq = batch["seq"]
+    width = seq.shape[1]
+    model.eval()
+
+    @settings(max_examples=3, deadline=None)
+    @given(st.integers(1, width - 1))
+    def prop(k: int) -> None:
+        short = seq[:, k:]
+        padded = torch.cat([torch.zeros_like(seq[:, :k]), short], dim=1)
+        with torch.no_grad():
+            a = model.predict({**batch, "seq": short}).double().nan_to_num()
+            b = model.predict({**batch, "seq": padded}).double().nan_to_num()
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), f"{k} more padding columns changed the scores"
+
+    prop()
 
 
 def _permuted_graph(data: Any, perm: Any) -> Any:
