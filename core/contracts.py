@@ -117,6 +117,9 @@ class Aggregator(Protocol):
 
     ``kind`` is ``"weights"`` (updates are full state dicts) or ``"delta"``. Raises
     ``ValueError`` on no updates or a non-positive total weight; never mutates inputs.
+    Optional flags the contract suite reads: ``weighted`` (default True: scaling every
+    weight by one factor leaves the result unchanged) and ``robust`` (default False: True
+    promises the result stays within the benign clients' coordinate range).
     """
 
     kind: str
@@ -137,7 +140,8 @@ class Calibrator(Protocol):
     unmasked keys, exactly 0 on masked keys; ``neutral`` configs leave them unchanged.
     ``layer`` is the index of the host's attention layer (for per-layer parameters). A
     calibrator with learned parameters is an ``nn.Module`` owned by the host model.
-    Optional attributes the contract suite reads: ``num_heads``, ``max_len``.
+    Optional attributes the contract suite reads: ``num_heads``, ``max_len``, ``num_layers``
+    (default 1) and ``neutral`` (default False: True when this config must act as the identity).
     """
 
     def adjust_scores(self, scores: torch.Tensor, mask: torch.Tensor, *, layer: int = 0) -> torch.Tensor: ...
