@@ -73,7 +73,8 @@ def main() -> int:
         if rc != 0:
             failed.append(label)
     print("\nsuites failed: " + (", ".join(failed) if failed else "none"))
-    print(f"{totals.get('passed', 0)} passed, {totals.get('failed', 0) + totals.get('errors', 0)} failed, {totals.get('skipped', 0)} skipped")
+    print(f"{totals.get('passed', 0)} passed, {totals.get('failed', 0) + totals.get('errors', 0)} failed, "
+          f"{totals.get('skipped', 0)} skipped")
     return 1 if failed else 0
 
 

@@ -25,7 +25,8 @@ def main() -> int:
             (pkg / name).symlink_to(ROOT / name, target_is_directory=True)
         plugin_srcs = sorted(str(p.parent.parent) for p in ROOT.glob("plugins/*/src/*/plugin.py"))
         plugin_modules = [f"{Path(p).parent.name}.plugin" for p in sorted(ROOT.glob("plugins/*/src/*/plugin.py"))]
-        cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "-p", "pk.core", "-p", "pk.cli"]
+        cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+               "-p", "pk.core", "-p", "pk.cli"]
         for module in plugin_modules:
             cmd += ["-m", module]
         env = {**os.environ, "MYPYPATH": os.pathsep.join([tmp, *plugin_srcs])}

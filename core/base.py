@@ -43,7 +43,8 @@ class TensorBundle:
         first = next(iter(self.tensors[split].values()))
         return int(first.shape[0])
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, generator: Any = None) -> Iterator[dict[str, Any]]:
+    def loader(self, split: str, batch_size: int, *, shuffle: bool = False,
+               generator: Any = None) -> Iterator[dict[str, Any]]:
         import torch
 
         if split not in self.tensors:

@@ -1,10 +1,9 @@
 """``pk batch``: expand a batch file into runs, execute them, and summarise over seeds.
 
-A batch file has ``[batch]`` (name; optional paper/metric/baseline/method/metrics; ``pool``:
-matrix keys summarised together with the seeds, e.g. ``["dataset.fold"]`` for k-fold CV),
-``[defaults]`` (a config), ``[matrix]`` (dotted key -> list, Cartesian product) and
-``[[runs]]`` (``name`` plus ``overrides`` table or ``config`` file). Each run gets its own
-run dir ``<batch dir>/<name>[-matrix values]-s<seed>-<config hash>``; ``batch.jsonl`` and
+A batch file has ``[batch]`` (name; optional paper/metric/baseline/method/metrics; ``pool``: matrix keys summarised
+together with the seeds, e.g. ``["dataset.fold"]`` for k-fold CV), ``[defaults]`` (a config), ``[matrix]`` (dotted
+key -> list, Cartesian product) and ``[[runs]]`` (``name`` plus ``overrides`` table or ``config`` file). Each run
+gets its own run dir ``<batch dir>/<name>[-matrix values]-s<seed>-<config hash>``; ``batch.jsonl`` and
 ``summary.csv`` are rewritten atomically after every run, so an interrupted batch resumes.
 """
 
@@ -30,8 +29,8 @@ from pk.core.io import atomic_write_json, atomic_write_text
 from pk.core.registry import Registry
 from pk.core.run import read_result, utc_stamp
 
-META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description", "resources", "lower_is_better", "pool",
-             "unequal"}
+META_KEYS = {"name", "paper", "metric", "baseline", "method", "metrics", "description", "resources", "lower_is_better",
+             "pool", "unequal"}
 
 
 @dataclass
@@ -69,10 +68,12 @@ class Outcome:
     error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.run.as_dict(), "status": self.status, "run_dir": self.run_dir, "seconds": round(self.seconds, 3), "metrics": self.metrics, "error": self.error}
+        return {**self.run.as_dict(), "status": self.status, "run_dir": self.run_dir, "seconds": round(self.seconds, 3),
+                "metrics": self.metrics, "error": self.error}
 
 
-def split_settings(settings: Sequence[str], run_names: Iterable[str], where: str) -> tuple[list[str], dict[str, list[str]]]:
+def split_settings(settings: Sequence[str], run_names: Iterable[str],
+                   where: str) -> tuple[list[str], dict[str, list[str]]]:
     """Split ``-c`` settings into those for every run and those scoped to one run.
 
     ``RUN:section.key=value`` applies only to the ``[[runs]]`` entry named ``RUN`` (e.g.
@@ -111,23 +112,25 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
                matrix_axes: Sequence[str] = ()) -> BatchSpec:
     """Read and expand a batch file; every run's config is validated before any runs.
 
-    ``settings`` (``"section.key=value"``, as ``pk train -c``) apply to every run, last;
-    ``"RUN:section.key=value"`` only to run ``RUN``. ``matrix_axes`` (``"key=v1,v2"``)
-    replace or add a ``[matrix]`` axis. The declared baseline and method must share their
-    protocol and budget fingerprint (see :mod:`pk.core.budget`) in every matrix cell,
+    ``settings`` (``"section.key=value"``, as ``pk train -c``) apply to every run, last; ``"RUN:section.key=value"``
+    only to run ``RUN``. ``matrix_axes`` (``"key=v1,v2"``) replace or add a ``[matrix]`` axis. The declared baseline
+    and method must share their protocol and budget fingerprint (see :mod:`pk.core.budget`) in every matrix cell,
     except the keys the recipe lists under ``[batch] unequal`` with a reason."""
     path = Path(path)
     data = load_toml(path)
     unknown = set(data) - {"batch", "defaults", "matrix", "runs"}
     if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; a batch has [batch] [defaults] [matrix] [[runs]]")
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; "
+                          "a batch has [batch] [defaults] [matrix] [[runs]]")
     meta = dict(data.get("batch", {}))
     bad_meta = set(meta) - META_KEYS
     if bad_meta:
-        raise ConfigError(f"{path}: unknown [batch] key(s) {', '.join(sorted(bad_meta))}; valid: {', '.join(sorted(META_KEYS))}")
+        raise ConfigError(f"{path}: unknown [batch] key(s) {', '.join(sorted(bad_meta))}; "
+                          f"valid: {', '.join(sorted(META_KEYS))}")
     unequal = meta.get("unequal", {})
     if not isinstance(unequal, dict) or any(not isinstance(v, str) or not v.strip() for v in unequal.values()):
-        raise ConfigError(f"{path}: [batch] unequal maps a key to its reason, e.g. unequal = {{ \"trainer.max_epochs\" = \"why\" }}")
+        raise ConfigError(f"{path}: [batch] unequal maps a key to its reason, "
+                          f"e.g. unequal = {{ \"trainer.max_epochs\" = \"why\" }}")
     name = str(meta.get("name", path.stem))
     defaults = data.get("defaults", {})
     matrix = data.get("matrix", {})
@@ -138,7 +141,8 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
     keys = list(matrix)
     pooled = meta.get("pool", [])
     if not isinstance(pooled, list) or any(k not in matrix or k == "run.seed" for k in pooled):
-        raise ConfigError(f"{path}: [batch] pool must list [matrix] keys other than run.seed, e.g. pool = [\"dataset.fold\"]")
+        raise ConfigError(f"{path}: [batch] pool must list [matrix] keys other than run.seed, "
+                          "e.g. pool = [\"dataset.fold\"]")
     for i, entry in enumerate(runs):
         if "name" not in entry:
             raise ConfigError(f"{path}: [[runs]] entry {i + 1} has no name")
@@ -147,29 +151,34 @@ def load_batch(path: str | Path, registry: Registry, settings: Sequence[str] = (
     for entry in runs:
         extra = set(entry) - {"name", "overrides", "config"}
         if extra:
-            raise ConfigError(f"{path}: [[runs]] {entry['name']!r} has unknown key(s) {', '.join(sorted(extra))}; use overrides = {{...}} or config = \"file.toml\"")
+            raise ConfigError(f"{path}: [[runs]] {entry['name']!r} has unknown key(s) {', '.join(sorted(extra))}; "
+                              f"use overrides = {{...}} or config = \"file.toml\"")
         raw = deep_merge({}, defaults)
         if "config" in entry:
             raw = deep_merge(raw, load_toml(path.parent / entry["config"]))
         raw = deep_merge(raw, entry.get("overrides", {}))
         for combo in itertools.product(*(matrix[k] for k in keys)) if keys else [()]:
-            overrides = [f"{k}={json.dumps(v) if isinstance(v, str) else _toml_literal(v)}" for k, v in zip(keys, combo)]
+            overrides = [f"{k}={json.dumps(v) if isinstance(v, str) else _toml_literal(v)}"
+                         for k, v in zip(keys, combo)]
             run_raw = apply_overrides(raw, [*overrides, *common, *scoped.get(entry["name"], [])])
             try:
                 resolved = resolve(run_raw, registry)
             except PkError as exc:
                 raise type(exc)(f"{path}: run {entry['name']!r}: {exc}") from None
             seed = resolved.run.seed
-            labels = [f"{k.split('.')[-1]}={slug(v)}" for k, v in zip(keys, combo) if k != "run.seed" and k not in pooled]
+            labels = [f"{k.split('.')[-1]}={slug(v)}" for k, v in zip(keys, combo)
+                      if k != "run.seed" and k not in pooled]
             group = entry["name"] + (f"[{','.join(labels)}]" if labels else "")
             cell = [slug(v) for k, v in zip(keys, combo) if k != "run.seed"]
             stem = f"{slug(entry['name'])}{'-' + '-'.join(cell) if cell else ''}-s{seed}-{resolved.hash()}"
-            pair = ",".join([f"s{seed}", *(f"{k.split('.')[-1]}={slug(v)}" for k, v in zip(keys, combo) if k in pooled)])
+            pair = ",".join([f"s{seed}",
+                             *(f"{k.split('.')[-1]}={slug(v)}" for k, v in zip(keys, combo) if k in pooled)])
             planned.append(PlannedRun(entry["name"], group, seed, resolved, stem, pair))
     names = {p.name for p in planned}
     for role in ("baseline", "method"):
         if role in meta and meta[role] not in names:
-            raise ConfigError(f"{path}: [batch] {role} = {meta[role]!r} is not a run name; use one of {', '.join(sorted(names))}")
+            raise ConfigError(f"{path}: [batch] {role} = {meta[role]!r} is not a run name; "
+                              f"use one of {', '.join(sorted(names))}")
     stems = [p.stem for p in planned]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"{path}: two runs expand to the same config; give them different overrides or names")
@@ -303,9 +312,8 @@ def run_batch(
 ) -> list[Outcome]:
     """Execute the planned runs; completed runs with the same config are skipped on resume.
 
-    Runs go in-process one by one, or to ``pool`` (``submit(run, run_dir)`` /
-    ``result(handle)``): a subprocess pool when ``jobs > 1``, or a Ray pool.
-    """
+    Runs go in-process one by one, or to ``pool`` (``submit(run, run_dir)`` / ``result(handle)``): a subprocess pool
+    when ``jobs > 1``, or a Ray pool."""
     from pk.core.console import Reporter
     from pk.core.runner import train
 
@@ -313,7 +321,8 @@ def run_batch(
     runs = [r for r in spec.runs if not only or r.name in only or r.group in only]
     batch_dir.mkdir(parents=True, exist_ok=True)
     batch_dir = batch_dir.resolve()  # batch.jsonl records absolute run dirs
-    atomic_write_json(batch_dir / "batch.json", {"name": spec.name, "source": spec.source, "meta": spec.meta, "runs": [r.as_dict() for r in runs]})
+    atomic_write_json(batch_dir / "batch.json", {"name": spec.name, "source": spec.source, "meta": spec.meta,
+                                                 "runs": [r.as_dict() for r in runs]})
     outcomes: list[Outcome] = []
     todo: list[PlannedRun] = []
     for run in runs:
@@ -321,7 +330,8 @@ def run_batch(
         result = read_result(run_dir) if run_dir.exists() else None
         if result and result.get("status") == "completed":
             if resume:
-                outcomes.append(Outcome(run, "completed", str(run_dir), result.get("metrics", {}), result.get("seconds", 0.0)))
+                outcomes.append(Outcome(run, "completed", str(run_dir), result.get("metrics", {}),
+                                        result.get("seconds", 0.0)))
                 echo(f"skip {run.group} seed={run.seed}: completed in {run_dir.name}")
                 continue
             raise UsageError(f"{run_dir} already holds a completed run; use --resume or a new --out")
@@ -335,14 +345,17 @@ def run_batch(
         start = time.perf_counter()
         try:
             result = fn()
-            outcome = Outcome(run, "completed", str(run_dir), result.get("metrics", {}), float(result.get("seconds") or time.perf_counter() - start))
-        except (PkError, Exception) as exc:  # noqa: BLE001
-            outcome = Outcome(run, "failed", str(run_dir), {}, time.perf_counter() - start, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            outcome = Outcome(run, "completed", str(run_dir), result.get("metrics", {}),
+                              float(result.get("seconds") or time.perf_counter() - start))
+        except (PkError, Exception) as exc:
+            outcome = Outcome(run, "failed", str(run_dir), {}, time.perf_counter() - start,
+                              str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         outcomes.append(outcome)
         _record(batch_dir, outcomes, spec)
         shown = spec.meta.get("metric")
         metric = f" {shown}={outcome.metrics[shown]:.4f}" if shown in outcome.metrics else ""
-        echo(f"[{i}/{total}] {run.group} seed={run.seed}: {outcome.status} in {outcome.seconds:.1f}s{metric}{' — ' + outcome.error if outcome.error else ''}")
+        echo(f"[{i}/{total}] {run.group} seed={run.seed}: {outcome.status} in {outcome.seconds:.1f}s{metric}"
+             f"{' — ' + outcome.error if outcome.error else ''}")
         return outcome.status == "completed"
 
     if pool is None and jobs > 1:
@@ -351,7 +364,8 @@ def run_batch(
         quiet = reporter or Reporter("quiet")
 
         def run_here(run: PlannedRun) -> Callable[[], dict[str, Any]]:
-            return lambda: train(run.resolved, run_dir=batch_dir / run.stem, argv=["pk", "batch", spec.source], reporter=quiet)[1]
+            return lambda: train(run.resolved, run_dir=batch_dir / run.stem, argv=["pk", "batch", spec.source],
+                                 reporter=quiet)[1]
 
         for i, run in enumerate(todo, 1):
             if not finish(i, run, run_here(run)) and not continue_on_error:
@@ -379,7 +393,8 @@ def read_batch(batch_dir: str | Path) -> tuple[BatchSpec, list[Outcome]]:
     for line in (file.read_text().splitlines() if file.is_file() else []):
         d = json.loads(line)
         run = PlannedRun(d["name"], d["group"], d["seed"], None, d["stem"], d.get("pair", ""))  # type: ignore[arg-type]
-        outcomes.append(Outcome(run, d["status"], d["run_dir"], d.get("metrics", {}), d.get("seconds", 0.0), d.get("error", "")))
+        outcomes.append(Outcome(run, d["status"], d["run_dir"], d.get("metrics", {}), d.get("seconds", 0.0),
+                                d.get("error", "")))
     spec = BatchSpec(name=head.get("name", batch_dir.name), meta=head.get("meta", {}), runs=[o.run for o in outcomes],
                      source=head.get("source", ""))
     return spec, outcomes

@@ -50,7 +50,8 @@ def check_budgets(spec: BatchSpec) -> None:
                 continue
             raise ConfigError(
                 f"{spec.source}: baseline {base!r} and method {method!r} differ in {field_name} "
-                f"({fb.get(field_name, '<unset>')!r} vs {fm.get(field_name, '<unset>')!r}); give both arms one value, or declare "
+                f"({fb.get(field_name, '<unset>')!r} vs {fm.get(field_name, '<unset>')!r}); "
+                "give both arms one value, or declare "
                 f"[batch] unequal = {{ \"{field_name}\" = \"<reason>\" }}"
             )
 
@@ -136,7 +137,8 @@ def comparison_rows(spec: BatchSpec, outcomes: list[Outcome], *, bootstrap: bool
         row: dict[str, Any] = {
             "paper": meta.get("paper", spec.name) + (f" {cell}" if cell else ""), "recipe": spec.name, "metric": metric,
             "baseline": base, "method": method, "lower_is_better": lower,
-            "baseline_stats": stats.get(base + cell, {}).get(metric), "method_stats": stats.get(method + cell, {}).get(metric),
+            "baseline_stats": stats.get(base + cell, {}).get(metric),
+            "method_stats": stats.get(method + cell, {}).get(metric),
             "pairs": keys, "paired": None, "bootstrap": [],
             "epochs": {arm: _epochs(arms[arm][k] for k in keys) for arm in (base, method)},
             "unequal": dict(meta.get("unequal", {})), "cost_ratio": None,
@@ -183,7 +185,8 @@ def lower_is_better(metric: str) -> bool:
     import re
 
     words = set(re.split(r"[^a-z0-9]+", metric.rsplit(".", 1)[-1].lower()))
-    return bool(words & {"loss", "perplexity", "ppl", "forgetting", "fm", "seconds", "time", "error", "mse", "mae", "rmse"})
+    return bool(words & {"loss", "perplexity", "ppl", "forgetting", "fm", "seconds", "time", "error",
+                         "mse", "mae", "rmse"})
 
 
 def verdict(row: dict[str, Any]) -> str:

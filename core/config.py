@@ -176,7 +176,8 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
     return out
 
 
-def compose(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def compose(files: Iterable[str | Path] = (), overrides: Iterable[str] = (),
+            base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Raw (unvalidated) config from ``base``, files in order, then overrides."""
     cfg: dict[str, Any] = dict(base or {})
     for f in files:
@@ -263,8 +264,10 @@ def check_consumed(regs: Mapping[str, Registration], registry: Registry) -> None
         if any(section in regs[s].accepts for s in takers if s in regs):
             continue
         who = " or ".join(f"{s} {regs[s].name!r}" for s in takers if s in regs)
-        able = sorted(f"{s} {r.name}" for s in takers for r in registry if r.kind == SECTION_TO_KIND[s] and section in r.accepts)
-        hint = f"use a {' or '.join(takers)} that takes one ({', '.join(able)})" if able else "no installed component takes one"
+        able = sorted(f"{s} {r.name}" for s in takers for r in registry
+                      if r.kind == SECTION_TO_KIND[s] and section in r.accepts)
+        hint = (f"use a {' or '.join(takers)} that takes one ({', '.join(able)})" if able
+                else "no installed component takes one")
         raise ConfigError(
             f"{who} takes no {section}, so {section} = {regs[section].name!r} would be ignored; "
             f"remove [{section}] or {hint}"
@@ -306,7 +309,8 @@ def dumps_toml(data: Mapping[str, Any]) -> str:
     """Write a config (top-level scalars, then one table per section) as TOML, with
     tomli-w's escaping and arrays kept on one line. ``None`` values are left out (TOML has
     no null); they read back as their default."""
-    lines = [f"{toml_key(k)} = {toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, Mapping)]
+    lines = [f"{toml_key(k)} = {toml_value(v)}" for k, v in data.items()
+             if v is not None and not isinstance(v, Mapping)]
     for section, table in data.items():
         if isinstance(table, Mapping):
             lines += ["", f"[{toml_key(section)}]"] if lines else [f"[{toml_key(section)}]"]

@@ -21,7 +21,8 @@ from pk.core.errors import UsageError
 
 
 def launch(
-    resolved: Any, nproc: int, nnodes: int, rdzv_endpoint: str | None, run_dir: str | None, overrides: list[str], resume: bool = False
+    resolved: Any, nproc: int, nnodes: int, rdzv_endpoint: str | None, run_dir: str | None, overrides: list[str],
+    resume: bool = False,
 ) -> int:
     """Create the run dir (or reuse it with ``resume``), then run the workers through
     torch.distributed.run; returns the launcher's exit code."""
@@ -32,7 +33,8 @@ def launch(
     trainer = resolved.registrations["trainer"].load()
     if not getattr(trainer, "supports_distributed", False):
         raise UsageError(
-            f"trainer {resolved.data['trainer']['name']!r} does not support multi-process training; drop --nproc-per-node"
+            f"trainer {resolved.data['trainer']['name']!r} does not support multi-process training; "
+            "drop --nproc-per-node"
         )
     if nnodes > 1 and not rdzv_endpoint:
         raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
@@ -100,7 +102,8 @@ def loss_module(model: Any, run: Any) -> Any:
     return DistributedDataParallel(LossForward(model), device_ids=device_ids)
 
 
-def rank_chunk(batch: dict[str, Any], run: Any, terms: Callable[[dict[str, Any]], int] | None = None) -> tuple[dict[str, Any], float]:
+def rank_chunk(batch: dict[str, Any], run: Any,
+               terms: Callable[[dict[str, Any]], int] | None = None) -> tuple[dict[str, Any], float]:
     """This rank's contiguous share of a global batch and the loss scale ``W * n_r / N``
     that makes DDP's gradient average equal the gradient of the global mean loss.
 

@@ -199,7 +199,8 @@ def export_mlflow(target: str | Path, tracking_uri: str | None = None, experimen
             stamp = int(float(line.get("time") or 0.0) * 1000)
             for k, v in line.items():
                 if k not in SKIP and _num(v) and math.isfinite(v):
-                    metrics.append(Metric(mlflow_name(f"{line.get('split', 'train')}.{k}"), float(v), stamp, line["step"]))
+                    metrics.append(Metric(mlflow_name(f"{line.get('split', 'train')}.{k}"), float(v), stamp,
+                                          line["step"]))
         ended: Any = result.get("ended")
         end_ms = int(float(ended) * 1000) if _num(ended) else None
         last = max((m.step for m in metrics), default=0)

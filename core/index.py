@@ -63,7 +63,7 @@ def _sig(run_dir: str) -> str:
     return f"{st.st_mtime_ns}:{st.st_size}"
 
 
-def scan(root: str | Path, known: Mapping[str, Any] = {}) -> Iterator[tuple[str, int]]:  # noqa: B006 - read only
+def scan(root: str | Path, known: Mapping[str, Any] = {}) -> Iterator[tuple[str, int]]:  # read only
     """Run dirs (holding ``config.toml``) under ``root`` as ``(path relative to root, inode)``,
     at most three levels deep; a run dir is not searched further; hidden dirs, run-internal
     dirs and set-aside ``*.incomplete-*`` dirs are skipped. Names in ``known`` are taken
@@ -182,19 +182,23 @@ class RunIndex:
         from pk.core.config import config_hash
 
         cur = self.conn.execute(
-            "INSERT INTO runs (dir, name, sig, status, pid, host, model, dataset, trainer, seed, started, ended, seconds,"
-            " hash, config, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (dir, name, sig, status, pid, host, model, dataset, trainer, seed, started, ended,"
+            " seconds, hash, config, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (rel, os.path.basename(rel), sig,
-             live_status(str(result.get("status", "unknown")), result.get("pid"), result.get("host")) if result else "unknown",
-             result.get("pid"), result.get("host"), section_name(config, "model"), section_name(config, "dataset"), section_name(config, "trainer"),
+             live_status(str(result.get("status", "unknown")), result.get("pid"), result.get("host"))
+             if result else "unknown",
+             result.get("pid"), result.get("host"),
+             section_name(config, "model"), section_name(config, "dataset"), section_name(config, "trainer"),
              (config.get("run") or {}).get("seed") if isinstance(config.get("run"), Mapping) else None,
              started, as_number(result.get("ended")), as_number(result.get("seconds")), config_hash(config),
              json.dumps(config, default=str), json.dumps(result, default=str)),
         )
         rid = cur.lastrowid
         metrics = {k: v for k, v in (result.get("metrics") or {}).items() if as_number(v) is not None}
-        metrics.update({f"resources.{k}": v for k, v in (result.get("resources") or {}).items() if as_number(v) is not None})
-        self.conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?)", [(rid, k, as_number(v)) for k, v in metrics.items()])
+        metrics.update({f"resources.{k}": v for k, v in (result.get("resources") or {}).items()
+                        if as_number(v) is not None})
+        self.conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?)",
+                              [(rid, k, as_number(v)) for k, v in metrics.items()])
         rows = []
         for key, value in flatten(config).items():
             num = as_number(value)
@@ -284,7 +288,8 @@ class RunIndex:
         if since is not None:
             clauses.append("r.started >= ?")
             params.append(since)
-        sql = "SELECT r.id, r.dir, r.status, r.model, r.dataset, r.trainer, r.seed, r.seconds, r.started, r.hash FROM runs r"
+        sql = ("SELECT r.id, r.dir, r.status, r.model, r.dataset, r.trainer, r.seed, r.seconds, r.started, r.hash"
+               " FROM runs r")
         if clauses:
             sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
         sql += " ORDER BY r.started, r.name"
@@ -300,10 +305,11 @@ class RunIndex:
             chunk = ids[i:i + 900]
             marks = ",".join("?" * len(chunk))
             for rid, key, value in self.conn.execute(
-                    f"SELECT run, key, value FROM metrics WHERE run IN ({marks}) AND key NOT LIKE 'resources.%'", chunk):
+                    f"SELECT run, key, value FROM metrics WHERE run IN ({marks})"
+                    " AND key NOT LIKE 'resources.%'", chunk):
                 metrics[rid][key] = value
-        return [{"run_dir": self._abs(d), "status": st, "model": mo, "dataset": ds, "trainer": tr, "seed": seed, "seconds": secs,
-                 "started": started, "config_hash": h, "metrics": metrics[rid]}
+        return [{"run_dir": self._abs(d), "status": st, "model": mo, "dataset": ds, "trainer": tr, "seed": seed,
+                 "seconds": secs, "started": started, "config_hash": h, "metrics": metrics[rid]}
                 for rid, d, st, mo, ds, tr, seed, secs, started, h in rows]
 
     def find(self, ref: str) -> str:
@@ -311,16 +317,18 @@ class RunIndex:
         path = Path(ref)
         if (path / "config.toml").is_file():
             return str(path)
-        rows = [self._abs(r[0]) for r in self.conn.execute("SELECT dir FROM runs WHERE name = ? OR dir = ?", (ref, ref))]
+        rows = [self._abs(r[0])
+                for r in self.conn.execute("SELECT dir FROM runs WHERE name = ? OR dir = ?", (ref, ref))]
         if not rows:
-            rows = [self._abs(r[0]) for r in self.conn.execute("SELECT dir FROM runs WHERE name LIKE ? ESCAPE '\\'",
-                                                    (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",))]
+            rows = [self._abs(r[0]) for r in self.conn.execute(
+                "SELECT dir FROM runs WHERE name LIKE ? ESCAPE '\\'",
+                (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",))]
         if len(rows) == 1:
             return rows[0]
         if not rows:
             raise UsageError(f"no run {ref!r} under {self.root}; give a run dir or a name from `pk runs`")
-        raise UsageError(f"{ref!r} names {len(rows)} runs under {self.root} ({', '.join(Path(r).name for r in rows[:3])}, ...); "
-                         "give more of the name or the run dir")
+        raise UsageError(f"{ref!r} names {len(rows)} runs under {self.root} "
+                         f"({', '.join(Path(r).name for r in rows[:3])}, ...); give more of the name or the run dir")
 
     def record_of(self, run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(config, result) of an indexed run dir, else read from disk."""

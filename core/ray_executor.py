@@ -30,10 +30,11 @@ def _train_task(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         os.environ["PK_PARALLEL_JOBS"] = str(max(1, (os.cpu_count() or 1) // max(1, int(cpus))))
-    except Exception:  # noqa: BLE001 - outside a Ray worker
+    except Exception:  # outside a Ray worker
         pass
     try:
-        return train(resolve(config, get_registry()), run_dir=run_dir, argv=["pk", "batch", "--executor", "ray"], reporter=Reporter("quiet"))[1]
+        return train(resolve(config, get_registry()), run_dir=run_dir, argv=["pk", "batch", "--executor", "ray"],
+                     reporter=Reporter("quiet"))[1]
     except PkError as exc:  # keep the one-line message across the process boundary
         raise RuntimeError(str(exc)) from None
 
@@ -58,7 +59,7 @@ class RayPool:
     def result(self, handle: Any) -> dict[str, Any]:
         try:
             return self.ray.get(handle)
-        except Exception as exc:  # noqa: BLE001 - RayTaskError wraps the worker's exception
+        except Exception as exc:  # RayTaskError wraps the worker's exception
             cause = getattr(exc, "cause", None) or exc
             raise RunFailed(str(cause).strip().splitlines()[-1]) from None
 
@@ -77,4 +78,5 @@ def run_batch_ray(
     echo: Callable[[str], None] = lambda s: None,
 ) -> list[Outcome]:
     pool = RayPool(address, dict(spec.meta.get("resources", {})))
-    return run_batch(spec, batch_dir.resolve(), resume=resume, continue_on_error=continue_on_error, only=only, echo=echo, pool=pool)
+    return run_batch(spec, batch_dir.resolve(), resume=resume, continue_on_error=continue_on_error, only=only,
+                     echo=echo, pool=pool)

@@ -160,7 +160,8 @@ class Registry:
                 accepts = (accepts,)
             bad = sorted(set(accepts) - set(CONSUMABLE))
             if bad:
-                raise RegistrationError(f"{where}: accepts {bad} is not a component section; use {', '.join(CONSUMABLE)}")
+                raise RegistrationError(f"{where}: accepts {bad} is not a component section; "
+                                        f"use {', '.join(CONSUMABLE)}")
             if any(r.name == name and r.kind == kind for r in sink):
                 raise RegistrationError(f"{where}: registered twice by the same plugin")
             sink.append(

@@ -102,7 +102,7 @@ def environment(device: str) -> dict[str, Any]:
     }
     try:
         env["plugins"] = environment_lines()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         env["plugins"] = {"error": str(exc)}
     return env
 

@@ -47,7 +47,8 @@ def as_number(value: Any) -> float | None:
 
 
 # -- the where language ----------------------------------------------------------------
-_TOKEN = re.compile(r"""\s*(?:(?P<op><=|>=|!=|==|=|<|>|~)|(?P<paren>[()])|(?P<str>"[^"]*"|'[^']*')|(?P<word>[^\s()<>=!~"']+))""")
+_TOKEN = re.compile(r"""\s*(?:(?P<op><=|>=|!=|==|=|<|>|~)|(?P<paren>[()])"""
+                    r"""|(?P<str>"[^"]*"|'[^']*')|(?P<word>[^\s()<>=!~"']+))""")
 
 
 @dataclass
@@ -66,7 +67,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise UsageError(f"--where {text!r}: cannot read {text[pos:].strip()[:20]!r}; write e.g. \"test.accuracy > 0.5\"")
+            raise UsageError(f"--where {text!r}: cannot read {text[pos:].strip()[:20]!r}; "
+                             "write e.g. \"test.accuracy > 0.5\"")
         kind = m.lastgroup or ""
         out.append((kind, m.group(kind)))
         pos = m.end()
@@ -202,7 +204,8 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UsageError(f"--since {text!r}: give an age such as 30m, 12h, 2d, 1w or a date such as 2026-01-31") from None
+        raise UsageError(f"--since {text!r}: give an age such as 30m, 12h, 2d, 1w "
+                         "or a date such as 2026-01-31") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.timestamp()
@@ -214,7 +217,8 @@ def section_name(config: Mapping[str, Any], section: str) -> str:
     return str(table.get("name", "?")) if isinstance(table, Mapping) else "?"
 
 
-def compare(a: tuple[Mapping[str, Any], Mapping[str, Any]], b: tuple[Mapping[str, Any], Mapping[str, Any]]) -> dict[str, Any]:
+def compare(a: tuple[Mapping[str, Any], Mapping[str, Any]],
+            b: tuple[Mapping[str, Any], Mapping[str, Any]]) -> dict[str, Any]:
     """Config and metric differences of two runs given as (config, result).
 
     ``config``: ``{key: [a, b]}`` for every flattened config key whose values differ

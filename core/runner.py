@@ -224,7 +224,8 @@ def train(
         write_run_header(path, resolved, argv or sys.argv, overrides or [], device)
     seed_everything(run_cfg.seed, deterministic=run_cfg.deterministic)
     components = Components(resolved, device)
-    run = Run(path, resolved, device=device, resume=resume, builder=components.build, reporter=reporter, rank=rank, world_size=world_size)
+    run = Run(path, resolved, device=device, resume=resume, builder=components.build, reporter=reporter, rank=rank,
+              world_size=world_size)
     main = rank == 0
     started = time.time()
     started_cpu = time.process_time()
@@ -261,7 +262,8 @@ def train(
         evaluator = components.build("evaluator")
         eval_metrics = evaluator.evaluate(model, data, run) if evaluator is not None else {}
         if main:
-            save_tensors(path / "checkpoints" / MODEL_FILE, {"model": model.state_dict(), "_pk": {"config": resolved.data}})
+            save_tensors(path / "checkpoints" / MODEL_FILE,
+                         {"model": model.state_dict(), "_pk": {"config": resolved.data}})
     except KeyboardInterrupt:
         record(status="interrupted", ended=time.time())
         raise

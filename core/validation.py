@@ -41,7 +41,8 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
     if origin is typing.Literal:
         if value in args:
             return value
-        raise ConfigError(f"{where} must be one of {', '.join(repr(a) for a in args)}, got {value!r}{did_you_mean(str(value), [str(a) for a in args])}")
+        raise ConfigError(f"{where} must be one of {', '.join(repr(a) for a in args)}, got {value!r}"
+                          f"{did_you_mean(str(value), [str(a) for a in args])}")
     if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list ({_type_name(tp)}), got {value!r}")

@@ -27,16 +27,19 @@ def test_malformed_toml(runner, tmp_path):
 
 
 def test_unknown_component_suggests(runner):
-    out = invoke(runner, ["train", "-c", "model.name=mpl", "-c", "dataset.name=synthetic-classification", "-c", "trainer.name=supervised"])
+    out = invoke(runner, ["train", "-c", "model.name=mpl", "-c", "dataset.name=synthetic-classification",
+                          "-c", "trainer.name=supervised"])
     assert_one_line_error(out, 2, "unknown model 'mpl'", "did you mean 'mlp'")
 
 
 def test_unknown_config_key_suggests(runner):
-    assert_one_line_error(invoke(runner, ["train", *BASE, "-c", "trainer.max_epoch=3"]), 2, "trainer.max_epoch", "max_epochs")
+    assert_one_line_error(invoke(runner, ["train", *BASE, "-c", "trainer.max_epoch=3"]), 2,
+                          "trainer.max_epoch", "max_epochs")
 
 
 def test_wrong_type_in_override(runner):
-    assert_one_line_error(invoke(runner, ["train", *BASE, "-c", "trainer.max_epochs=ten"]), 2, "trainer.max_epochs", "integer")
+    assert_one_line_error(invoke(runner, ["train", *BASE, "-c", "trainer.max_epochs=ten"]), 2,
+                          "trainer.max_epochs", "integer")
 
 
 def test_unparseable_override(runner):
@@ -84,7 +87,8 @@ def test_corrupt_checkpoint(runner, tmp_path):
     ckpt = run_dir / "checkpoints" / "model.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     assert_one_line_error(invoke(runner, ["eval", str(run_dir)]), 2, "corrupt")
-    assert (run_dir / "result.json").exists() and json.loads((run_dir / "result.json").read_text())["status"] == "completed"
+    assert ((run_dir / "result.json").exists()
+            and json.loads((run_dir / "result.json").read_text())["status"] == "completed")
 
 
 def test_pickle_checkpoint_is_refused(runner, tmp_path):
@@ -119,9 +123,11 @@ def test_clashing_names_need_qualification(runner, pk_register_temp):
     class Plugin:
         @hookimpl
         def pk_register_models(self, register):
-            register("mlp", "pk.core.builtins.components:build_mlp", config=MLPConfig, summary="another mlp", tasks=("classification",))
+            register("mlp", "pk.core.builtins.components:build_mlp", config=MLPConfig, summary="another mlp",
+                     tasks=("classification",))
 
     pk_register_temp(Plugin(), distribution="pk-other")
     assert_one_line_error(invoke(runner, ["train", *BASE]), 2, "several plugins", "pk-core:mlp", "pk-other:mlp")
-    ok = invoke(runner, ["train", "-c", "model.name=pk-other:mlp", "-c", "dataset.name=synthetic-classification", "-c", "trainer.name=supervised", "--dry-run"])
+    ok = invoke(runner, ["train", "-c", "model.name=pk-other:mlp", "-c", "dataset.name=synthetic-classification",
+                         "-c", "trainer.name=supervised", "--dry-run"])
     assert ok.exit_code == 0, ok.output

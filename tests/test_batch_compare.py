@@ -163,5 +163,6 @@ def test_builder_missing_a_keyword_the_core_passes(runner, pk_register_temp):
 
     pk_register_temp(Plugin())
     out = invoke(runner, ["train", "-c", "model.name=liar", "-c", "dataset.name=synthetic-classification",
-                          "-c", "trainer.name=supervised", "-c", "calibrator.name=identity", "-c", "trainer.max_epochs=1"])
+                          "-c", "trainer.name=supervised", "-c", "calibrator.name=identity",
+                          "-c", "trainer.max_epochs=1"])
     one_line_error(out, "calibrator")

@@ -19,8 +19,8 @@ def test_list_all_shows_builtins_json(runner):
     out = invoke(runner, ["list", "--all", "--json"])
     assert out.exit_code == 0
     names = {(c["kind"], c["name"]) for c in json.loads(out.output)["components"]}
-    assert {("models", "mlp"), ("datasets", "synthetic-classification"), ("trainers", "supervised"), ("aggregators", "fedavg"),
-            ("calibrators", "identity"), ("evaluators", "accuracy")} <= names
+    assert {("models", "mlp"), ("datasets", "synthetic-classification"), ("trainers", "supervised"),
+            ("aggregators", "fedavg"), ("calibrators", "identity"), ("evaluators", "accuracy")} <= names
 
 
 def test_info_shows_config_fields(runner):
@@ -51,19 +51,22 @@ def test_train_then_eval(runner):
 
 def test_config_files_deep_merge_then_overrides(runner, tmp_path):
     a = tmp_path / "a.toml"
-    a.write_text('[model]\nname = "mlp"\nhidden = [8]\n[dataset]\nname = "synthetic-classification"\n[trainer]\nname = "supervised"\nlr = 0.1\n')
+    a.write_text('[model]\nname = "mlp"\nhidden = [8]\n[dataset]\nname = "synthetic-classification"\n'
+                 '[trainer]\nname = "supervised"\nlr = 0.1\n')
     b = tmp_path / "b.toml"
     b.write_text("[trainer]\nmax_epochs = 3\n")
     out = invoke(runner, ["train", str(a), "--config", str(b), "-c", "model.dropout=0.0", "--dry-run"])
     assert out.exit_code == 0, out.output
-    assert "hidden = [8]" in out.output and "lr = 0.1" in out.output and "max_epochs = 3" in out.output and "dropout = 0.0" in out.output
+    assert ("hidden = [8]" in out.output and "lr = 0.1" in out.output and "max_epochs = 3" in out.output
+            and "dropout = 0.0" in out.output)
 
 
 def test_batch_matrix_summary_and_resume(runner, tmp_path):
     batch = tmp_path / "b.toml"
     batch.write_text(
         '[batch]\nname = "t"\nmetric = "test.accuracy"\nbaseline = "small"\nmethod = "big"\n'
-        '[defaults]\ndataset = { name = "synthetic-classification", num_samples = 200 }\ntrainer = { name = "supervised", max_epochs = 1 }\n'
+        '[defaults]\ndataset = { name = "synthetic-classification", num_samples = 200 }\n'
+        'trainer = { name = "supervised", max_epochs = 1 }\n'
         '[matrix]\n"run.seed" = [0, 1]\n'
         '[[runs]]\nname = "small"\noverrides = { model = { name = "mlp", hidden = [4] } }\n'
         '[[runs]]\nname = "big"\noverrides = { model = { name = "mlp", hidden = [32] } }\n'
@@ -82,7 +85,8 @@ def test_batch_matrix_summary_and_resume(runner, tmp_path):
 
 def test_batch_dry_run_lists_expansion(runner, tmp_path):
     batch = tmp_path / "b.toml"
-    batch.write_text('[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\ntrainer={name="supervised"}\n[matrix]\n"run.seed"=[0,1,2]\n"trainer.lr"=[0.1,0.01]\n')
+    batch.write_text('[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\n'
+                     'trainer={name="supervised"}\n[matrix]\n"run.seed"=[0,1,2]\n"trainer.lr"=[0.1,0.01]\n')
     out = invoke(runner, ["batch", str(batch), "--dry-run", "--json"])
     assert out.exit_code == 0
     assert len(json.loads(out.output)) == 6
@@ -90,8 +94,10 @@ def test_batch_dry_run_lists_expansion(runner, tmp_path):
 
 def test_batch_set_overrides_every_run_last(runner, tmp_path):
     batch = tmp_path / "b.toml"
-    batch.write_text('[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\ntrainer={name="supervised", max_epochs=4}\n'
-                     '[matrix]\n"run.seed"=[0,1]\n[[runs]]\nname="a"\n[[runs]]\nname="b"\noverrides={trainer={max_epochs=9}}\n')
+    batch.write_text('[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\n'
+                     'trainer={name="supervised", max_epochs=4}\n'
+                     '[matrix]\n"run.seed"=[0,1]\n[[runs]]\nname="a"\n'
+                     '[[runs]]\nname="b"\noverrides={trainer={max_epochs=9}}\n')
     plain = json.loads(invoke(runner, ["batch", str(batch), "--dry-run", "--json"]).output)
     out = invoke(runner, ["batch", str(batch), "--dry-run", "--json", "-c", "trainer.max_epochs=2"])
     assert out.exit_code == 0, out.output
@@ -113,7 +119,8 @@ def test_batch_pool_summarises_matrix_key_with_seeds(runner, tmp_path):
     runs = json.loads(invoke(runner, ["batch", str(batch), "--dry-run", "--json"]).output)
     assert {r["group"] for r in runs} == {"a"} and len({r["stem"] for r in runs}) == 4
     batch.write_text(body)
-    assert {r["group"] for r in json.loads(invoke(runner, ["batch", str(batch), "--dry-run", "--json"]).output)} == {"a[lr=0.1]", "a[lr=0.01]"}
+    assert ({r["group"] for r in json.loads(invoke(runner, ["batch", str(batch), "--dry-run", "--json"]).output)}
+            == {"a[lr=0.1]", "a[lr=0.01]"})
     batch.write_text('[batch]\npool=["run.seed"]\n' + body)
     bad = invoke(runner, ["batch", str(batch), "--dry-run"])
     assert bad.exit_code == 2 and "pool must list [matrix] keys" in bad.output
@@ -140,7 +147,8 @@ def test_report_writes_pngs(runner):
 def test_batch_rejects_baseline_that_is_not_a_run(runner, tmp_path):
     batch = tmp_path / "b.toml"
     batch.write_text('[batch]\nmetric="test.accuracy"\nbaseline="a"\nmethod="typo"\n'
-                     '[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\ntrainer={name="supervised"}\n'
+                     '[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\n'
+                     'trainer={name="supervised"}\n'
                      '[[runs]]\nname="a"\n[[runs]]\nname="b"\noverrides={model={hidden=[8]}}\n')
     out = invoke(runner, ["batch", str(batch), "--dry-run"])
     assert out.exit_code == 2 and "method = 'typo' is not a run name" in out.output and "Traceback" not in out.output

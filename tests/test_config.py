@@ -24,7 +24,8 @@ scalars = st.one_of(
     st.booleans(),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12),
 )
-values = st.one_of(scalars, st.lists(st.integers(-100, 100), max_size=4), st.lists(st.text(alphabet="abc", max_size=3), max_size=3))
+values = st.one_of(scalars, st.lists(st.integers(-100, 100), max_size=4),
+                   st.lists(st.text(alphabet="abc", max_size=3), max_size=3))
 tables = st.dictionaries(keys, values, max_size=5)
 configs = st.dictionaries(keys, tables, max_size=4)
 
@@ -33,7 +34,8 @@ configs = st.dictionaries(keys, tables, max_size=4)
 def test_toml_writer_round_trips(cfg):
     back = tomllib.loads(dumps_toml(cfg))
     assert back == cfg or all(
-        (isinstance(v, float) and isinstance(back[s][k], float) and (math.isclose(v, back[s][k]) or v == back[s][k])) or back[s][k] == v
+        (isinstance(v, float) and isinstance(back[s][k], float) and (math.isclose(v, back[s][k]) or v == back[s][k]))
+        or back[s][k] == v
         for s, t in cfg.items() for k, v in t.items()
     )
 
@@ -74,7 +76,8 @@ def test_switching_component_keeps_shared_parameters_only():
     merged = deep_merge(base, {"trainer": {"name": "supervised"}})
     assert resolve(merged, reg).data["trainer"]["max_epochs"] == 3
     # ...and a parameter the new component lacks is dropped, not an error
-    cfg = apply_overrides({"model": {"name": "a", "width": 3}, "dataset": base["dataset"], "trainer": base["trainer"]}, ["model.name=mlp"])
+    cfg = apply_overrides({"model": {"name": "a", "width": 3}, "dataset": base["dataset"], "trainer": base["trainer"]},
+                          ["model.name=mlp"])
     assert "width" not in resolve(cfg, reg).data["model"]
     # an explicit unknown key on the new component is still an error
     with pytest.raises(ConfigError, match="width"):
@@ -85,7 +88,8 @@ def test_hash_ignores_out_dir_but_not_params():
     from pk.core.plugins import load_registry
 
     reg = load_registry(entry_points=False)
-    base = {"model": {"name": "mlp"}, "dataset": {"name": "synthetic-classification"}, "trainer": {"name": "supervised"}}
+    base = {"model": {"name": "mlp"}, "dataset": {"name": "synthetic-classification"},
+            "trainer": {"name": "supervised"}}
     a = resolve(base, reg)
     b = resolve(deep_merge(base, {"run": {"out_dir": "elsewhere"}}), reg)
     c = resolve(deep_merge(base, {"trainer": {"lr": 0.5}}), reg)
@@ -97,7 +101,8 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
     from pk.core.plugins import load_registry
 
     reg = load_registry(entry_points=False)
-    base = {"model": {"name": "mlp"}, "dataset": {"name": "synthetic-classification"}, "trainer": {"name": "supervised", "lr": 1}}
+    base = {"model": {"name": "mlp"}, "dataset": {"name": "synthetic-classification"},
+            "trainer": {"name": "supervised", "lr": 1}}
     assert resolve(base, reg).data["trainer"]["lr"] == 1.0
     with pytest.raises(ConfigError, match="integer"):
         resolve(deep_merge(base, {"trainer": {"max_epochs": True}}), reg)

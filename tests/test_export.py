@@ -19,7 +19,8 @@ def write_run(root: Path, name: str, lines: list[dict], *, status: str = "comple
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.toml").write_text(f'[run]\nseed = 0\n\n[model]\nname = "mlp"\nhidden = [8, 8]\n\n'
                                    f'[trainer]\nname = "supervised"\nlr = {lr!r}\n')
-    (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"step": 9, "split": "va')  # torn tail
+    # torn tail
+    (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"step": 9, "split": "va')
     result = {"status": status, "started": 1_700_000_000.0, "ended": 1_700_000_100.0, "pid": 1, "host": "x",
               "metrics": {"test.accuracy": 0.75, "test.ndcg@10": 0.125}, "resources": {"wall_seconds": 100.0}}
     (d / "result.json").write_text(json.dumps(result))

@@ -203,8 +203,8 @@ def test_runs_compare_config_and_metric_diff(runner):
     assert ambiguous.exit_code == 2 and "names 2 runs" in ambiguous.output
 
 
-@pytest.mark.parametrize(("args", "words"), [(["--where", "test.accuracy >>"], "--where"), (["--since", "soon"], "--since"),
-                                             (["--last", "-1"], "--last")])
+@pytest.mark.parametrize(("args", "words"), [(["--where", "test.accuracy >>"], "--where"),
+                                             (["--since", "soon"], "--since"), (["--last", "-1"], "--last")])
 def test_runs_bad_filters_exit_2_without_touching_runs(runner, args, words):
     write_run(Path("runs"), "x", metrics={"test.accuracy": 0.5})
     out = invoke(runner, ["runs", *args])

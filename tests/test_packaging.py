@@ -39,7 +39,8 @@ def test_pk_is_a_namespace_and_core_lives_in_core_folder():
 
 def test_no_toplevel_core_or_cli_imports():
     pattern = re.compile(r"^\s*(from|import)\s+(core|cli)(\.|\s|$)", re.M)
-    offenders = [str(p) for p in list((ROOT / "core").rglob("*.py")) + list((ROOT / "cli").rglob("*.py")) + list((ROOT / "plugins").rglob("*.py")) if pattern.search(p.read_text())]
+    offenders = [str(p) for p in list((ROOT / "core").rglob("*.py")) + list((ROOT / "cli").rglob("*.py"))
+                 + list((ROOT / "plugins").rglob("*.py")) if pattern.search(p.read_text())]
     assert not offenders, offenders
 
 
@@ -69,6 +70,7 @@ def test_registry_lists_every_plugin_folder_consistently():
         for reg in registry:
             if reg.distribution == entry["distribution"]:
                 provides.setdefault(reg.kind, []).append(reg.name)
-        assert {k: sorted(v) for k, v in provides.items()} == {k: sorted(v) for k, v in entry.get("provides", {}).items()}, (
+        assert ({k: sorted(v) for k, v in provides.items()}
+                == {k: sorted(v) for k, v in entry.get("provides", {}).items()}), (
             f"{short}: registry.toml 'provides' differs from what the plugin registers"
         )

@@ -98,11 +98,12 @@ def test_layout_check_catches_a_stray_module(tmp_path: Path) -> None:
 
 
 def test_plugin_py_check_catches_torch_and_helpers() -> None:
-    good = "from pk.core import hookimpl\nfrom pk_seqrec.plugin import SASRecConfig\n@hookimpl\ndef pk_register_models(r): ...\n"
+    good = ("from pk.core import hookimpl\nfrom pk_seqrec.plugin import SASRecConfig\n"
+            "@hookimpl\ndef pk_register_models(r): ...\n")
     assert plugin_py_problems(good) == []
     assert plugin_py_problems("import torch\n") == ["imports torch"]
-    assert plugin_py_problems("def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]\n    pass\n") == [
-        "has a `# type: ignore`"]
+    assert plugin_py_problems("def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]\n"
+                              "    pass\n") == ["has a `# type: ignore`"]
     assert plugin_py_problems("from pk_seqrec.models import x\ndef build(): ...\n") == [
         "imports pk_seqrec.models", "defines function build"]
 

@@ -67,12 +67,14 @@ def test_refuses_trainer_without_distributed_support(tmp_path, pk_register_temp)
     class Plugin:
         @hookimpl
         def pk_register_trainers(self, register):
-            register("single", "tests.test_scale_out:SingleProcessTrainer", config=Cfg, summary="x", tasks=("classification",))
+            register("single", "tests.test_scale_out:SingleProcessTrainer", config=Cfg, summary="x",
+                     tasks=("classification",))
 
     pk_register_temp(Plugin())
     from click.testing import CliRunner
 
-    out = invoke(CliRunner(), ["train", "-c", "model.name=mlp", "-c", "dataset.name=synthetic-classification", "-c", "trainer.name=single", "--nproc-per-node", "2"])
+    out = invoke(CliRunner(), ["train", "-c", "model.name=mlp", "-c", "dataset.name=synthetic-classification",
+                               "-c", "trainer.name=single", "--nproc-per-node", "2"])
     assert out.exit_code == 2 and "does not support multi-process" in out.output
 
 
@@ -88,7 +90,8 @@ set -e
 ip link set lo up
 export RAY_AUTH_MODE=disabled
 RAY="$1"; PK="$2"; BATCH="$3"
-"$RAY" start --head --node-ip-address=127.0.0.1 --port=36011 --num-cpus=2 --include-dashboard=false --disable-usage-stats >ray-start.log 2>&1
+"$RAY" start --head --node-ip-address=127.0.0.1 --port=36011 --num-cpus=2 \
+--include-dashboard=false --disable-usage-stats >ray-start.log 2>&1
 trap '"$RAY" stop --force >/dev/null 2>&1' EXIT
 "$PK" batch "$BATCH" --executor ray --address 127.0.0.1:36011 --out rb 2>first.err
 "$PK" batch "$BATCH" --executor ray --address 127.0.0.1:36011 --out rb --resume 2>second.err
@@ -106,14 +109,17 @@ def test_ray_batch_on_local_cluster(tmp_path):
     batch = tmp_path / "b.toml"
     batch.write_text(
         '[batch]\nname = "r"\nresources = { num_cpus = 1 }\n[defaults]\nmodel = { name = "mlp" }\n'
-        'dataset = { name = "synthetic-classification", num_samples = 200 }\ntrainer = { name = "supervised", max_epochs = 1 }\n'
+        'dataset = { name = "synthetic-classification", num_samples = 200 }\n'
+        'trainer = { name = "supervised", max_epochs = 1 }\n'
         '[matrix]\n"run.seed" = [0, 1]\n'
     )
     script = tmp_path / "ray.sh"
     script.write_text(RAY_SCRIPT)
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    out = subprocess.run(["unshare", "--net", "bash", str(script), ray_bin, PK, str(batch)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    logs = "".join((tmp_path / f).read_text()[-1500:] for f in ("ray-start.log", "first.err", "second.err") if (tmp_path / f).exists())
+    out = subprocess.run(["unshare", "--net", "bash", str(script), ray_bin, PK, str(batch)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    logs = "".join((tmp_path / f).read_text()[-1500:] for f in ("ray-start.log", "first.err", "second.err")
+                   if (tmp_path / f).exists())
     assert out.returncode == 0, out.stderr[-1500:] + logs
     lines = [json.loads(x) for x in (tmp_path / "rb/batch.jsonl").read_text().splitlines()]
     assert sorted(x["status"] for x in lines) == ["completed", "completed"]
@@ -140,7 +146,8 @@ def test_interrupted_batch_resumes_without_rerunning(runner, tmp_path, monkeypat
     monkeypatch.setattr(runner_mod, "train", flaky)
     first = invoke(runner, ["batch", str(batch), "--out", "bd"])
     assert first.exit_code == 130
-    done = [p for p in Path("bd").iterdir() if (p / "result.json").exists() and json.loads((p / "result.json").read_text())["status"] == "completed"]
+    done = [p for p in Path("bd").iterdir()
+            if (p / "result.json").exists() and json.loads((p / "result.json").read_text())["status"] == "completed"]
     assert len(done) == 1
     stamp = (done[0] / "result.json").stat().st_mtime_ns
     monkeypatch.setattr(runner_mod, "train", real)

@@ -24,8 +24,8 @@ from pk.cli.output import print_json, print_table
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (with --executor ray).")
 @click.option("--json", "as_json", is_flag=True)
-def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, settings, matrix_axes, out, executor, address,  # type: ignore[no-untyped-def]
-              as_json) -> None:
+def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only,  # type: ignore[no-untyped-def]
+              settings, matrix_axes, out, executor, address, as_json) -> None:
     """Run RECIPE (a batch .toml file, or PLUGIN:RECIPE such as pk-seqrec:quick).
 
     The recipe's declared baseline and method must share dataset, evaluator and training
@@ -71,11 +71,13 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only, set
         if executor == "ray":
             from pk.core.ray_executor import run_batch_ray
 
-            outcomes = run_batch_ray(spec, Path(bdir), address=address, resume=resume, continue_on_error=continue_on_error, only=only, echo=echo)
+            outcomes = run_batch_ray(spec, Path(bdir), address=address, resume=resume,
+                                     continue_on_error=continue_on_error, only=only, echo=echo)
         else:
             from pk.core.batch import run_batch
 
-            outcomes = run_batch(spec, Path(bdir), resume=resume, jobs=jobs, continue_on_error=continue_on_error, only=only, echo=echo)
+            outcomes = run_batch(spec, Path(bdir), resume=resume, jobs=jobs, continue_on_error=continue_on_error,
+                                 only=only, echo=echo)
         wanted = [r for r in spec.runs if not only or r.name in only or r.group in only]
         any_failed |= any(o.status != "completed" for o in outcomes) or len(outcomes) < len(wanted)
         results.append((spec, outcomes, bdir))
@@ -92,7 +94,8 @@ def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore
     if as_json:
         print_json(
             [
-                {"batch": s.name, "dir": str(d), "runs": [o.as_dict() for o in outs], "comparison": comparison_rows(s, outs)}
+                {"batch": s.name, "dir": str(d), "runs": [o.as_dict() for o in outs],
+                 "comparison": comparison_rows(s, outs)}
                 for s, outs, d in results
             ]
         )
@@ -100,7 +103,8 @@ def _print_summary(results, as_json: bool, quick: bool) -> None:  # type: ignore
     if not quick:
         for spec, outcomes, bdir in results:
             stats = summarise(outcomes)
-            metrics = spec.meta.get("metrics") or sorted({k for g in stats.values() for k in g if k.startswith("test.")})[:5]
+            metrics = (spec.meta.get("metrics")
+                       or sorted({k for g in stats.values() for k in g if k.startswith("test.")})[:5])
             rows = [(g, *(fmt_stat(stats[g].get(m)) for m in metrics)) for g in stats]
             over = " × ".join(["seeds", *spec.meta.get("pool", [])])
             print_table(f"{spec.name} (mean ± std over {over}) — {bdir}", ["run", *metrics], rows)

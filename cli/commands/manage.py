@@ -46,7 +46,8 @@ def _install_args(name: str, editable: bool) -> tuple[list[str], str]:
             root = checkout_root()
             if root is not None and entry.get("path") and (root / entry["path"]).is_dir():
                 folder = root / entry["path"]
-                return [*_local_bases(folder, entries, root, {entry["distribution"]}), "-e", str(folder)], entry["distribution"]
+                return ([*_local_bases(folder, entries, root, {entry["distribution"]}), "-e", str(folder)],
+                        entry["distribution"])
             return [entry["distribution"]], entry["distribution"]
     if editable or Path(name).is_dir():
         return (["-e", name] if editable else [name]), name
@@ -76,7 +77,8 @@ def install_cmd(names, upgrade, editable, pre, no_cache_dir, no_deps) -> None:  
             from pk.core.errors import did_you_mean
 
             hint = did_you_mean(name, sorted(k for k in known if k))
-            raise UsageError(f"{name!r} is not a known pk plugin{hint}; `pk list --available` lists them (pass a path or a pip spec for others)")
+            raise UsageError(f"{name!r} is not a known pk plugin{hint}; `pk list --available` lists them "
+                             "(pass a path or a pip spec for others)")
         extra, _ = _install_args(name, editable)
         args += extra
     rc = _pip(args)
@@ -96,7 +98,8 @@ def uninstall_cmd(names: tuple[str, ...], yes: bool) -> None:
 
     dists = []
     for name in names:
-        match = [e["distribution"] for e in load_catalogue() if name in (e["name"], e.get("distribution"), e.get("import"))]
+        match = [e["distribution"] for e in load_catalogue()
+                 if name in (e["name"], e.get("distribution"), e.get("import"))]
         dists.append(match[0] if match else name)
     if "pk-core" in dists:
         raise UsageError("refusing to uninstall pk-core with pk itself; use pip uninstall pk-core")
@@ -128,7 +131,8 @@ def check_cmd(names: tuple[str, ...], check_all: bool, keyword: str | None) -> N
         if not any(name in (p.distribution, p.name) for p in registry.plugins):
             from pk.core.errors import did_you_mean
 
-            raise UsageError(f"plugin {name!r} is not installed{did_you_mean(name, [p.distribution for p in registry.plugins])}")
+            raise UsageError(f"plugin {name!r} is not installed"
+                             f"{did_you_mean(name, [p.distribution for p in registry.plugins])}")
         broken = [p for p in registry.plugins if name in (p.distribution, p.name) and p.error]
         if broken:
             from pk.core.errors import PluginError
@@ -167,7 +171,8 @@ def doctor_cmd(as_json: bool) -> None:
     from pk.core.plugins import environment_lines, get_registry
 
     registry = get_registry()
-    report: dict = {"pk-core": __version__, "python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform()}
+    report: dict = {"pk-core": __version__, "python": sys.version.split()[0], "executable": sys.executable,
+                    "platform": platform.platform()}
     try:
         import torch
 
@@ -185,12 +190,15 @@ def doctor_cmd(as_json: bool) -> None:
             report[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             report[dist] = None
-    report["plugins"] = [{"distribution": p.distribution, "version": p.version, "module": p.module, "error": p.error} for p in registry.plugins]
-    report["duplicate_names"] = sorted({f"{r.kind[:-1]}:{r.name}" for r in registry if len(registry.entries[r.kind][r.name]) > 1})
+    report["plugins"] = [{"distribution": p.distribution, "version": p.version, "module": p.module, "error": p.error}
+                         for p in registry.plugins]
+    report["duplicate_names"] = sorted({f"{r.kind[:-1]}:{r.name}" for r in registry
+                                        if len(registry.entries[r.kind][r.name]) > 1})
     installed = {p.distribution for p in registry.plugins if not p.error}
     catalogue = load_catalogue()
     report["registry"] = str(catalogue_path())
-    report["registry_not_installed"] = sorted(e["distribution"] for e in catalogue if e["distribution"] not in installed)
+    report["registry_not_installed"] = sorted(e["distribution"] for e in catalogue
+                                              if e["distribution"] not in installed)
     report["installed_not_in_registry"] = sorted(installed - {e["distribution"] for e in catalogue} - {"pk-core"})
     import pk
 
@@ -206,11 +214,13 @@ def doctor_cmd(as_json: bool) -> None:
         if k == "plugins":
             click.echo("plugins:")
             for p in v:
-                click.echo(f"  {p['distribution']} {p['version']} ({p['module']})" + (f"  FAILED: {p['error']}" if p["error"] else ""))
+                click.echo(f"  {p['distribution']} {p['version']} ({p['module']})"
+                           + (f"  FAILED: {p['error']}" if p["error"] else ""))
         else:
             click.echo(f"{k}: {v}")
     if not report["pk_namespace_ok"]:
-        click.echo("warning: 'pk' resolves to a regular package (the unrelated PyPI project 'pk'?); pip uninstall pk", err=True)
+        click.echo("warning: 'pk' resolves to a regular package (the unrelated PyPI project 'pk'?); pip uninstall pk",
+                   err=True)
 
 
 @click.command("new-plugin")

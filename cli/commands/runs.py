@@ -28,7 +28,8 @@ STATES = ["completed", "failed", "interrupted", "running", "crashed", "pruned"]
 @click.option("--where", default=None, metavar="EXPR",
               help='Filter, e.g. "test.accuracy > 0.5 and trainer.lr <= 1e-3": metrics (fit./test./eval./resources.), '
                    "config keys (trainer.lr), status/model/dataset/trainer/seed/name; and, or, not, ( ); ~ = contains.")
-@click.option("--since", default=None, metavar="AGE|DATE", help="Only runs started within AGE (30m, 12h, 2d, 1w) or since DATE.")
+@click.option("--since", default=None, metavar="AGE|DATE",
+              help="Only runs started within AGE (30m, 12h, 2d, 1w) or since DATE.")
 @click.option("--last", type=int, default=0, help="Only the N most recent.")
 @click.option("--compare", nargs=2, default=None, metavar="A B",
               help="Config diff and metric diff of two runs (run dirs or names from pk runs).")
@@ -142,15 +143,16 @@ def _batch_chart(bfile: Path, out_dir: Path, plt) -> list[Path]:  # type: ignore
         for r in rows:
             p = r["paired"] or {}
             ci = f" [{p['low']:+.4f}, {p['high']:+.4f}]" if p.get("low") is not None else ""
-            click.echo(f"{r['paper']}: {r['metric']} {r['method']} − {r['baseline']} = {p.get('mean', float('nan')):+.4f}{ci}"
-                       f" (n={p.get('n', 0)}): {r['verdict']}")
+            click.echo(f"{r['paper']}: {r['metric']} {r['method']} − {r['baseline']} = "
+                       f"{p.get('mean', float('nan')):+.4f}{ci} (n={p.get('n', 0)}): {r['verdict']}")
     stats = summarise(outcomes)
     metrics = sorted({k for g in stats.values() for k in g if k.startswith("test.")})
     written = [csv_file] if rows else []
     for metric in metrics:
         groups = [g for g in stats if metric in stats[g]]
         fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(groups)), 3.2))
-        ax.bar(range(len(groups)), [stats[g][metric][0] for g in groups], yerr=[stats[g][metric][1] for g in groups], capsize=4)
+        ax.bar(range(len(groups)), [stats[g][metric][0] for g in groups], yerr=[stats[g][metric][1] for g in groups],
+               capsize=4)
         ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
         ax.set_ylabel(metric)
         ax.set_title(bfile.parent.name)

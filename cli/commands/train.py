@@ -17,17 +17,22 @@ def _reporter(as_json: bool, quiet: bool):  # type: ignore[no-untyped-def]
 
 @click.command("train")
 @click.argument("configs", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--config", "-C", "extra_configs", multiple=True, type=click.Path(dir_okay=False), help="TOML config file (repeatable, deep-merged in order).")
-@click.option("-c", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override, value parsed as TOML (repeatable).")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config (defaults included) and exit; imports no torch.")
+@click.option("--config", "-C", "extra_configs", multiple=True, type=click.Path(dir_okay=False),
+              help="TOML config file (repeatable, deep-merged in order).")
+@click.option("-c", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override, value parsed as TOML (repeatable).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the resolved config (defaults included) and exit; imports no torch.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Explicit run directory (must be new or empty).")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run from its last checkpoint.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue an interrupted run from its last checkpoint.")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True, help="Processes per node (torchrun, DDP).")
 @click.option("--nnodes", type=int, default=1, show_default=True, help="Number of nodes for torchrun.")
 @click.option("--rdzv-endpoint", default=None, help="HOST:PORT rendezvous for multi-node runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def train_cmd(configs, extra_configs, overrides, dry_run, run_dir, resume_dir, nproc_per_node, nnodes, rdzv_endpoint, as_json, quiet) -> None:  # type: ignore[no-untyped-def]
+def train_cmd(configs, extra_configs, overrides, dry_run, run_dir, resume_dir,  # type: ignore[no-untyped-def]
+              nproc_per_node, nnodes, rdzv_endpoint, as_json, quiet) -> None:
     """Train from CONFIGS (TOML) and -c overrides; writes a new run dir under runs/."""
     from pk.core.config import compose, dumps_toml, resolve
     from pk.core.plugins import get_registry
@@ -59,7 +64,8 @@ def train_cmd(configs, extra_configs, overrides, dry_run, run_dir, resume_dir, n
     if nproc_per_node > 1 or nnodes > 1:
         from pk.core.distributed import launch
 
-        rc = launch(resolved, nproc_per_node, nnodes, rdzv_endpoint, resume_dir or run_dir, list(overrides), resume=bool(resume_dir))
+        rc = launch(resolved, nproc_per_node, nnodes, rdzv_endpoint, resume_dir or run_dir, list(overrides),
+                    resume=bool(resume_dir))
         raise click.exceptions.Exit(1 if rc else 0)
     from pk.core.runner import train
 
@@ -82,7 +88,8 @@ def train_cmd(configs, extra_configs, overrides, dry_run, run_dir, resume_dir, n
 @click.command("eval")
 @click.argument("target", type=click.Path())
 @click.option("--split", default="test", show_default=True)
-@click.option("-c", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override, e.g. -c evaluator.name=accuracy.")
+@click.option("-c", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override, e.g. -c evaluator.name=accuracy.")
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(target: str, split: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Evaluate TARGET (a run dir or checkpoint .pt) on --split."""

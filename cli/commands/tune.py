@@ -11,7 +11,8 @@ from pk.cli.output import print_json, print_table
 @click.argument("recipe", required=False)
 @click.option("--trials", type=int, default=None, help="Trials per arm (overrides [tune] trials for every arm).")
 @click.option("--resume", is_flag=True, help="Continue the latest (or --out) tune: only missing trials run.")
-@click.option("--then-batch", is_flag=True, help="Then rerun each arm's best config over the recipe's seeds and compare.")
+@click.option("--then-batch", is_flag=True,
+              help="Then rerun each arm's best config over the recipe's seeds and compare.")
 @click.option("-c", "--set", "settings", multiple=True, metavar="[RUN:]KEY=VALUE",
               help="Override a config key in every run (RUN:KEY=VALUE: only run RUN), as in pk batch.")
 @click.option("--matrix", "matrix_axes", multiple=True, metavar="KEY=V1,V2", help="Replace (or add) a [matrix] axis.")
@@ -24,8 +25,8 @@ from pk.cli.output import print_json, print_table
               help="Trials under way at once with --executor ray (1 keeps proposals reproducible).")
 @click.option("--dry-run", is_flag=True, help="Check the recipe and show the arms, spaces and trials; run nothing.")
 @click.option("--json", "as_json", is_flag=True)
-def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out, jobs, executor, address, parallel,  # type: ignore[no-untyped-def]
-             dry_run, as_json) -> None:
+def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out,  # type: ignore[no-untyped-def]
+             jobs, executor, address, parallel, dry_run, as_json) -> None:
     """Tune RECIPE's arms with the same number of trials each, on Optuna.
 
     RECIPE is a batch recipe (file or PLUGIN:RECIPE) with a [tune] table: trials (per arm),
@@ -73,11 +74,13 @@ def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out, job
     spec = plan.spec
     if dry_run:
         if as_json:
-            print_json({"tune": spec.as_dict(), "arms": {a: {"hash": r.resolved.hash(), "seed": r.seed} for a, r in plan.base.items()}})
+            print_json({"tune": spec.as_dict(),
+                        "arms": {a: {"hash": r.resolved.hash(), "seed": r.seed} for a, r in plan.base.items()}})
             return
         rows = [(arm, spec.trials[arm], plan.base[arm].resolved.hash(),
                  "; ".join(f"{p.key} {json.dumps(p.as_dict())}" for p in spec.space[arm])) for arm in spec.arms]
-        print_table(f"tune {plan.batch.name}: {spec.metric} ({spec.direction}), sampler {spec.sampler}, pruner {spec.pruner}",
+        print_table(f"tune {plan.batch.name}: {spec.metric} ({spec.direction}), "
+                    f"sampler {spec.sampler}, pruner {spec.pruner}",
                     ["arm", "trials", "base config", "space"], rows)
         return
     tune_dir = tune_dir_for(plan.batch.name, out, resume)
@@ -136,6 +139,7 @@ def _print_arms(plan, state, tune_dir) -> None:  # type: ignore[no-untyped-def]
         best = s["best"] or {}
         params = ", ".join(f"{k}={json.dumps(v)}" for k, v in best.get("params", {}).items())
         value = f"{best['value']:.4f}" if best else "n/a"
-        rows.append((arm, f"{s['finished']}/{s['trials']}", s["pruned"], s["failed"], value, params, best.get("run_dir", "")))
+        rows.append((arm, f"{s['finished']}/{s['trials']}", s["pruned"], s["failed"], value, params,
+                     best.get("run_dir", "")))
     print_table(f"tune {plan.batch.name}: best {plan.spec.metric} per arm — {tune_dir}",
                 ["arm", "trials", "pruned", "failed", "best", "params", "run"], rows)

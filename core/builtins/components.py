@@ -48,7 +48,8 @@ _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 class MLP(nn.Module):
     """``predict(batch) -> [B, C]`` logits from ``batch["x"]`` of shape ``[B, F]``."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int], dropout: float, activation: str) -> None:
+    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int], dropout: float,
+                 activation: str) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}")
@@ -168,7 +169,8 @@ class FedAvg:
     def __init__(self, config: Any = None, context: Any = None) -> None:
         self.server_lr = getattr(config, "server_lr", 1.0)
 
-    def aggregate(self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any], state: Any = None) -> tuple[dict[str, torch.Tensor], Any]:
+    def aggregate(self, global_state: Mapping[str, torch.Tensor], updates: Sequence[Any],
+                  state: Any = None) -> tuple[dict[str, torch.Tensor], Any]:
         total = check_updates(updates)
         out: dict[str, torch.Tensor] = {}
         for key, ref in global_state.items():
@@ -176,7 +178,8 @@ class FedAvg:
             for client_state, weight, _meta in updates:
                 acc += client_state[key].detach().to(torch.float64).cpu() * (float(weight) / total)
             if self.server_lr != 1.0:
-                acc = ref.detach().to(torch.float64).cpu() + self.server_lr * (acc - ref.detach().to(torch.float64).cpu())
+                acc = (ref.detach().to(torch.float64).cpu()
+                       + self.server_lr * (acc - ref.detach().to(torch.float64).cpu()))
             out[key] = (acc.round() if not ref.is_floating_point() else acc).to(ref.dtype).to(ref.device)
         return out, state
 

@@ -65,7 +65,8 @@ def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
 
 @hookimpl
 def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
-    register("mlp", f"{MODULE}:build_mlp", config=MLPConfig, summary="Multi-layer perceptron classifier", tasks=("classification",))
+    register("mlp", f"{MODULE}:build_mlp", config=MLPConfig, summary="Multi-layer perceptron classifier",
+             tasks=("classification",))
 
 
 @hookimpl
@@ -81,12 +82,14 @@ def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
 
 @hookimpl
 def pk_register_aggregators(register) -> None:  # type: ignore[no-untyped-def]
-    register("fedavg", f"{MODULE}:FedAvg", config=FedAvgConfig, summary="FedAvg: example-weighted mean of client models")
+    register("fedavg", f"{MODULE}:FedAvg", config=FedAvgConfig,
+             summary="FedAvg: example-weighted mean of client models")
 
 
 @hookimpl
 def pk_register_calibrators(register) -> None:  # type: ignore[no-untyped-def]
-    register("identity", f"{MODULE}:IdentityCalibrator", config=IdentityCalibratorConfig, summary="Leaves attention unchanged")
+    register("identity", f"{MODULE}:IdentityCalibrator", config=IdentityCalibratorConfig,
+             summary="Leaves attention unchanged")
 
 
 @hookimpl

@@ -18,7 +18,8 @@ def _register_profiles() -> None:
         from hypothesis import HealthCheck, settings
     except ImportError:  # pragma: no cover
         return
-    common: dict[str, Any] = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+    common: dict[str, Any] = {"deadline": None,
+                              "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
     settings.register_profile("pk-dev", max_examples=10, **common)
     settings.register_profile("pk-ci", max_examples=25, derandomize=True, database=None, **common)
     settings.load_profile(os.environ.get("PK_HYPOTHESIS_PROFILE", "pk-ci"))

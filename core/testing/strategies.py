@@ -51,7 +51,8 @@ def server_context(seed: int = 0) -> Any:
     return ServerContext(build_model=build_model, device="cpu", generator=_gen(seed + 1), proxy_data=proxy, info=info)
 
 
-def attention_example(seed: int, num_heads: int | None = None, max_len: int | None = None, batch: int = 2, length: int | None = None, causal: bool = True) -> tuple[Any, Any, int]:
+def attention_example(seed: int, num_heads: int | None = None, max_len: int | None = None, batch: int = 2,
+                      length: int | None = None, causal: bool = True) -> tuple[Any, Any, int]:
     """Scores ``[B, h, L, L]`` with extreme values mixed in, a boolean mask ``[B, 1, L, L]``
     (causal and key padding; every row keeps at least its diagonal) and a layer index 0."""
     import torch

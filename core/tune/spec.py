@@ -147,7 +147,8 @@ def parse_space(table: Any, where: str) -> dict[str, Param]:
         if step is not None and (kind != "int" or isinstance(step, bool) or not isinstance(step, int) or step < 1):
             raise ConfigError(f"{where}: space {key!r}: step is a whole number >= 1 and only for int")
         if step is not None and (high - low) % step:
-            raise ConfigError(f"{where}: space {key!r}: high - low ({high - low:g}) must be a multiple of step ({step})")
+            raise ConfigError(f"{where}: space {key!r}: high - low ({high - low:g}) "
+                              f"must be a multiple of step ({step})")
         out[key] = Param(key, kind, float(low), float(high), step)
     return out
 
@@ -166,13 +167,15 @@ def parse_tune(table: Any, run_names: Sequence[str], meta: Mapping[str, Any], wh
         raise ConfigError(f"{where}: [tune] must be a table")
     unknown = set(table) - TUNE_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown [tune] key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(TUNE_KEYS))}")
+        raise ConfigError(f"{where}: unknown [tune] key(s) {', '.join(sorted(unknown))}; "
+                          f"valid: {', '.join(sorted(TUNE_KEYS))}")
     metric = table.get("metric")
     if not isinstance(metric, str) or "." not in metric:
-        raise ConfigError(f"{where}: [tune] metric names the validation metric to optimise, e.g. metric = \"valid.accuracy\"")
+        raise ConfigError(f"{where}: [tune] metric names the validation metric to optimise, "
+                          "e.g. metric = \"valid.accuracy\"")
     if not metric.startswith(("valid.", "fit.")):
-        raise ConfigError(f"{where}: [tune] metric = {metric!r}: tune on a validation metric (valid.* as the trainer logs it "
-                          "each epoch, or fit.*), never on test or eval metrics")
+        raise ConfigError(f"{where}: [tune] metric = {metric!r}: tune on a validation metric "
+                          "(valid.* as the trainer logs it each epoch, or fit.*), never on test or eval metrics")
     direction = table.get("direction", "minimize" if lower_is_better(metric) else "maximize")
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"{where}: [tune] direction must be \"maximize\" or \"minimize\", got {direction!r}")
@@ -200,14 +203,16 @@ def parse_tune(table: Any, run_names: Sequence[str], meta: Mapping[str, Any], wh
             raise ConfigError(f"{where}: [tune.runs.{arm}] takes space and trials only")
         merged = {**shared, **parse_space(own.get("space", {}), f"{where} [tune.runs.{arm}] space")}
         if not merged:
-            raise ConfigError(f"{where}: arm {arm!r} has an empty search space; add [tune] space or [tune.runs.{arm}] space")
+            raise ConfigError(f"{where}: arm {arm!r} has an empty search space; "
+                              f"add [tune] space or [tune.runs.{arm}] space")
         space[arm] = list(merged.values())
         trials[arm] = _int(own, "trials", _int(table, "trials", 10, 1, where), 1, f"{where} [tune.runs.{arm}]")
         if trials_override is not None:
             trials[arm] = trials_override
     if len(set(trials.values())) > 1 and "tune.trials" not in meta.get("unequal", {}):
         shown = ", ".join(f"{a} {n}" for a, n in trials.items())
-        raise ConfigError(f"{where}: unequal tuning budgets ({shown} trials); give every arm the same [tune] trials, or "
+        raise ConfigError(f"{where}: unequal tuning budgets ({shown} trials); "
+                          "give every arm the same [tune] trials, or "
                           "declare [batch] unequal = { \"tune.trials\" = \"<reason>\" }")
     return TuneSpec(metric=metric, direction=direction, trials=trials, space=space, sampler=sampler, pruner=pruner,
                     seed=_int(table, "seed", 0, 0, where), startup_trials=_int(table, "startup_trials", 2, 0, where),
@@ -272,7 +277,8 @@ def load_tune(path: str | Path, registry: Registry, settings: Sequence[str] = ()
                 try:
                     with_params(base[arm], {p.key: value}, registry)
                 except PkError as exc:
-                    raise ConfigError(f"{path}: [tune] space {p.key!r} value {value!r} does not fit arm {arm!r}: {exc}") from None
+                    raise ConfigError(f"{path}: [tune] space {p.key!r} value {value!r} "
+                                      f"does not fit arm {arm!r}: {exc}") from None
     return TunePlan(spec, batch, base, recipe, str(path), list(settings), list(matrix_axes))
 
 

@@ -120,7 +120,8 @@ def trial_task(storage: str, arm: str, trial_id: int, config: dict[str, Any], ru
     study = optuna.load_study(study_name=arm, storage=storage, pruner=_pruner(spec))
     reporter = TrialReporter(Trial(study, trial_id), metric, prune=spec.pruner != "none", mode=reporter_mode)
     try:
-        _, result = train(resolve(config, get_registry()), run_dir=run_dir, argv=["pk", "tune", source], reporter=reporter)
+        _, result = train(resolve(config, get_registry()), run_dir=run_dir, argv=["pk", "tune", source],
+                          reporter=reporter)
     except Pruned as stop:
         _mark_pruned(Path(run_dir), stop)
         return {"state": "pruned", "epoch": stop.epoch, "value": stop.value}
@@ -170,7 +171,7 @@ class RayTrialPool:
     def result(self, handle: Any) -> dict[str, Any]:
         try:
             return self.ray.get(handle)
-        except Exception as exc:  # noqa: BLE001 - RayTaskError wraps the worker's exception
+        except Exception as exc:  # RayTaskError wraps the worker's exception
             cause = getattr(exc, "cause", None) or exc
             return {"state": "failed", "error": str(cause).strip().splitlines()[-1]}
 
@@ -179,7 +180,8 @@ class RayTrialPool:
 
 
 def run_tune(plan: TunePlan, tune_dir: Path, registry: Registry, *, resume: bool = False,
-             echo: Callable[[str], None] = lambda s: None, reporter_mode: str = "quiet", pool: Any = None) -> dict[str, Any]:
+             echo: Callable[[str], None] = lambda s: None, reporter_mode: str = "quiet",
+             pool: Any = None) -> dict[str, Any]:
     """Run the missing trials of every arm, interleaved (the arm with fewest finished or
     running trials next), and return ``{arm: arm_summary}``. ``pool`` runs the trials
     (default: this process, one at a time; :class:`RayTrialPool` for Ray tasks,
@@ -249,8 +251,8 @@ def run_tune(plan: TunePlan, tune_dir: Path, registry: Registry, *, resume: bool
                 run_dir = (tune_dir / TRIALS_DIR / f"{arm}-t{trial.number:03d}-{resolved.hash()}").resolve()
                 trial.set_user_attr("run_dir", str(run_dir))
                 handle = pool.submit(storage=url, arm=arm, trial_id=trial._trial_id, config=resolved.data,
-                                     run_dir=str(run_dir), metric=spec.metric, direction=spec.direction, pruning=pruning,
-                                     source=plan.source, reporter_mode=reporter_mode)
+                                     run_dir=str(run_dir), metric=spec.metric, direction=spec.direction,
+                                     pruning=pruning, source=plan.source, reporter_mode=reporter_mode)
                 inflight.append((handle, arm, trial, run_dir, ", ".join(f"{k}={_short(v)}" for k, v in params.items())))
             if not inflight:
                 break
@@ -271,9 +273,9 @@ def run_tune(plan: TunePlan, tune_dir: Path, registry: Registry, *, resume: bool
             else:
                 study.tell(trial, state=TrialState.FAIL)
                 if error is None and out["state"] == "no-metric":
-                    error = ConfigError(f"[tune] metric {spec.metric!r} was not reported by arm {arm!r} (its run reports "
-                                        f"{', '.join(out['seen']) or 'nothing'}, and per-epoch valid.* through run.log); "
-                                        "pick a metric it reports")
+                    error = ConfigError(f"[tune] metric {spec.metric!r} was not reported by arm {arm!r} "
+                                        f"(its run reports {', '.join(out['seen']) or 'nothing'}, "
+                                        "and per-epoch valid.* through run.log); pick a metric it reports")
                 elif error is None:
                     error = RunFailed(f"{arm} trial {trial.number} failed ({run_dir}): {out['error']}; fix it and "
                                       "continue with --resume")
@@ -346,8 +348,8 @@ def check_equal_effort(plan: TunePlan, state: Mapping[str, Any]) -> None:
                          "continue with pk tune --resume or widen the space")
     if len(set(finished.values())) > 1 or any(finished[a] < plan.spec.trials[a] for a in finished):
         shown = ", ".join(f"{a} {n}/{plan.spec.trials[a]}" for a, n in finished.items())
-        raise UsageError(f"unequal tuning effort so far ({shown} trials finished); finish the tune with pk tune --resume "
-                         "before comparing")
+        raise UsageError(f"unequal tuning effort so far ({shown} trials finished); "
+                         "finish the tune with pk tune --resume before comparing")
 
 
 def final_spec(plan: TunePlan, state: Mapping[str, Any], registry: Registry, tune_dir: Path) -> BatchSpec:
@@ -376,6 +378,7 @@ def effort_lines(meta_tune: Mapping[str, Any]) -> list[str]:
     lines = []
     for arm, a in meta_tune.get("arms", {}).items():
         params = ", ".join(f"{k}={_short(v)}" for k, v in a["best_params"].items())
-        lines.append(f"  tuned {arm}: {a['complete'] + a['pruned']} trials ({a['pruned']} pruned, {a['failed']} failed), "
+        lines.append(f"  tuned {arm}: {a['complete'] + a['pruned']} trials "
+                     f"({a['pruned']} pruned, {a['failed']} failed), "
                      f"best {meta_tune['metric']}={a['best_value']:.4f} with {params}")
     return lines

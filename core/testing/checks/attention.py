@@ -48,7 +48,9 @@ def calibrator_keeps_rows_stochastic(case: Case) -> None:
         assert bool((attn[~mask.expand_as(attn)] == 0).all()), "masked keys must get exactly 0"
         rows = mask.expand_as(attn).any(-1)
         sums = attn.sum(-1)
-        assert torch.allclose(sums[rows], torch.ones_like(sums[rows]), atol=1e-5), "rows must sum to 1 over unmasked keys"
+        assert torch.allclose(sums[rows], torch.ones_like(sums[rows]), atol=1e-5), (
+            "rows must sum to 1 over unmasked keys"
+        )
 
     prop()
 
@@ -59,7 +61,8 @@ def calibrator_neutral_is_identity(case: Case) -> None:
     cal = _calibrator(case)
     if not getattr(cal, "neutral", False):
         pytest.skip("calibrator's default config does not declare itself neutral")
-    scores, mask, _ = pks.attention_example(seed=0, num_heads=getattr(cal, "num_heads", None), max_len=getattr(cal, "max_len", None))
+    scores, mask, _ = pks.attention_example(seed=0, num_heads=getattr(cal, "num_heads", None),
+                                            max_len=getattr(cal, "max_len", None))
     plain = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0)
     with torch.no_grad():
         assert torch.allclose(_calibrated(cal, scores, mask, 0), plain, atol=1e-6)

@@ -84,7 +84,8 @@ def aggregator_rejects_empty(case: Case) -> None:
     glob = pks.model_state(0)
     _expect_value_error(lambda: agg.aggregate(glob, []), "an empty round must raise ValueError")
     if getattr(agg, "weighted", True):
-        _expect_value_error(lambda: agg.aggregate(glob, [(pks.model_state(1), 0.0, {})]), "zero total weight must raise ValueError")
+        _expect_value_error(lambda: agg.aggregate(glob, [(pks.model_state(1), 0.0, {})]),
+                            "zero total weight must raise ValueError")
 
 
 def _expect_value_error(fn: Any, message: str) -> None:
@@ -115,7 +116,8 @@ def aggregator_robust_bounded(case: Case) -> None:
     @given(st.integers(0, 2**31 - 1), st.floats(1e3, 1e6))
     def prop(seed: int, scale: float) -> None:
         honest = pks.client_updates(seed, 7)
-        bad = [({k: v + scale for k, v in s.items()}, w, m) for s, w, m in pks.client_updates(seed + 1, 2)]  # no ground truth in meta
+        # no ground truth in meta
+        bad = [({k: v + scale for k, v in s.items()}, w, m) for s, w, m in pks.client_updates(seed + 1, 2)]
         out, _ = _aggregator(case).aggregate(pks.model_state(seed), honest + bad)
         for k in out:
             stack = torch.stack([s[k].double() for s, _, _ in honest])

@@ -56,6 +56,8 @@ def recipes_are_valid(case: Case) -> None:
     recipes = sorted(folder.glob("*.toml"))
     if not recipes:
         pytest.skip(f"{case.plugin} ships no recipes")
-    assert (folder / "quick.toml").is_file(), f"{case.plugin}: recipes/quick.toml is missing (the README's main job runs it)"
+    assert (folder / "quick.toml").is_file(), (
+        f"{case.plugin}: recipes/quick.toml is missing (the README's main job runs it)"
+    )
     for path in recipes:
         load_batch(path, _registry())  # raises ConfigError on any invalid run or [batch] key

@@ -22,7 +22,8 @@ from pk.core.testing.checks.common import (
 
 
 # -- trainers --------------------------------------------------------------------------
-def _train_once(parts: dict[str, Registration], out_dir: str, seed: int = 0, run_dir: Any = None, resume: bool = False) -> Any:
+def _train_once(parts: dict[str, Registration], out_dir: str, seed: int = 0, run_dir: Any = None,
+                resume: bool = False) -> Any:
     from pk.core.console import Reporter
     from pk.core.runner import train
 
