@@ -24,8 +24,8 @@ def loaded(args: list[str], modules: tuple[str, ...]) -> list[str]:
     return found.split(",") if found else []
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["tune", "--help"], ["export", "--help"], ["export", "mlflow", "--help"],
-                                  ["runs", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["tune", "--help"], ["export", "--help"],
+                                  ["export", "mlflow", "--help"], ["runs", "--help"]])
 def test_help_and_list_import_no_heavy_library(args):
     """Catches a top-level import of torch/optuna/mlflow/tensorboard in the CLI modules."""
     assert loaded(args, HEAVY) == []
@@ -46,5 +46,6 @@ def test_entry_point_reader_matches_importlib_metadata(group):
 
     from pk.core.entry_points import entry_points
 
-    want = sorted((e.name, e.value, e.dist.metadata["Name"], e.dist.version) for e in metadata.entry_points(group=group))
+    want = sorted((e.name, e.value, e.dist.metadata["Name"], e.dist.version)
+                  for e in metadata.entry_points(group=group))
     assert sorted((e.name, e.value, e.dist, e.version) for e in entry_points(group)) == want
