@@ -23,5 +23,6 @@ import pytest
 pytest.register_assert_rewrite("pk.core.testing.checks")
 
 from pk.core.testing.cases import Case, cases_for, check, parametrize_contracts  # noqa: E402
+from pk.core.testing.memory_run import MemoryRun  # noqa: E402
 
-__all__ = ["Case", "cases_for", "check", "parametrize_contracts"]
+__all__ = ["Case", "MemoryRun", "cases_for", "check", "parametrize_contracts"]

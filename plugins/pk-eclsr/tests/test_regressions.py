@@ -18,37 +18,10 @@ from pk_seqrec.trainers.next_item import NextItemTrainer
 
 from pk.core.config import validate_params
 from pk.core.errors import ConfigError
+from pk.core.testing import MemoryRun
 
 torch.set_num_threads(1)
 SMALL = {"hidden": 8, "layers": 1, "heads": 1, "inner": 8}
-
-
-class _Run:
-    device = "cpu"
-
-    def __init__(self) -> None:
-        self._g: dict[str, torch.Generator] = {}
-
-    def generator(self, name: str) -> torch.Generator:
-        return self._g.setdefault(name, torch.Generator().manual_seed(0))
-
-    def log(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def save_checkpoint(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def latest_checkpoint(self) -> None:
-        return None
-
-    def generator_states(self) -> dict[str, Any]:
-        return {name: g.get_state() for name, g in self._g.items()}
-
-    def progress(self, it: Any, total: Any = None, description: str = "") -> Any:
-        return it
-
-    def echo(self, msg: str) -> None:
-        pass
 
 
 def _rows_seen(model: torch.nn.Module, data: Any, trainer: NextItemTrainer) -> list[int]:
@@ -60,7 +33,7 @@ def _rows_seen(model: torch.nn.Module, data: Any, trainer: NextItemTrainer) -> l
         return loss(batch)
 
     model.loss = counting  # type: ignore[method-assign]
-    trainer.fit(model, data, _Run())
+    trainer.fit(model, data, MemoryRun())
     return seen
 
 

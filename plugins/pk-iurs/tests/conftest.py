@@ -2,59 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from pk.core.seed import derive_seed
-
-
-class FakeRun:
-    """The parts of the run handle the streaming trainers use; checkpoints kept in memory."""
-
-    device = "cpu"
-
-    def __init__(self, tmp: Path, seed: int = 0, checkpoint: dict[str, Any] | None = None) -> None:
-        self.dir, self.seed = Path(tmp), seed
-        self.logs: list[tuple[int, str, dict[str, float]]] = []
-        self.saved: list[dict[str, Any]] = []
-        self._resume = checkpoint
-        self._gens: dict[str, torch.Generator] = {}
-
-    def generator(self, name: str) -> torch.Generator:
-        if name not in self._gens:
-            self._gens[name] = torch.Generator().manual_seed(derive_seed(self.seed, name))
-        return self._gens[name]
-
-    def generator_states(self) -> dict[str, Any]:
-        return {name: g.get_state() for name, g in self._gens.items()}
-
-    def restore_generator_states(self, states: dict[str, Any]) -> None:
-        for name, state in states.items():
-            self.generator(name).set_state(state)
-
-    def log(self, step: int, split: str = "train", **m: float) -> None:
-        self.logs.append((step, split, m))
-
-    def save_checkpoint(self, state: dict[str, Any], tag: str = "last") -> None:
-        import copy
-
-        self.saved.append(copy.deepcopy(state))
-
-    def latest_checkpoint(self) -> dict[str, Any] | None:
-        return self._resume
-
-    def artifact_path(self, name: str) -> Path:
-        (self.dir / "artifacts").mkdir(parents=True, exist_ok=True)
-        return self.dir / "artifacts" / name
-
-    def progress(self, it: Any, total: Any = None, description: str = "") -> Any:
-        return it
-
-    def echo(self, message: str) -> None:
-        pass
+from pk.core.testing import MemoryRun
 
 
 def _small_config() -> Any:
@@ -73,8 +28,13 @@ def _small_model(stream: Any) -> Any:
 
 
 @pytest.fixture
-def fake_run() -> type:
-    return FakeRun
+def fake_run() -> Callable[..., MemoryRun]:
+    """``fake_run(dir, seed=0, checkpoint=None)``: an in-memory run handle (resumes from ``checkpoint``)."""
+
+    def make(tmp: Path, seed: int = 0, checkpoint: dict[str, Any] | None = None) -> MemoryRun:
+        return MemoryRun(tmp, seed, resume_from=checkpoint)
+
+    return make
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from pk_oracle.plugin import FMRConfig
 from pk.core.base import TensorBundle
 from pk.core.builtins.components import MLP
 from pk.core.contracts import DatasetInfo
-from pk.core.seed import derive_seed
+from pk.core.testing import MemoryRun
 
 
 def make_bundle(seed: int = 0, n: int = 300, classes: int = 3, noise: float = 0.15) -> TensorBundle:
@@ -42,25 +41,6 @@ def train_mlp(data: TensorBundle, seed: int = 0, epochs: int = 30, noise: float 
     return model.eval()
 
 
-class FakeRun:
-    """The parts of the run handle the evaluators use."""
-
-    def __init__(self, path: Path, seed: int = 0) -> None:
-        self.dir, self.seed, self.device, self.config = path, seed, "cpu", {}
-        self.messages: list[str] = []
-
-    def generator(self, name: str) -> torch.Generator:
-        return torch.Generator().manual_seed(derive_seed(self.seed, name))
-
-    def artifact_path(self, name: str) -> Path:
-        p = self.dir / "artifacts" / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    def echo(self, message: str) -> None:
-        self.messages.append(message)
-
-
 def fmr_config(**changes) -> FMRConfig:
     base = dict(budget=10, latent_dim=8, grid_images=0, cache=False, pgd_steps=5)
     base.update(changes)
@@ -82,4 +62,4 @@ def kit():
     """Helper functions for tests (conftest modules are not importable under importlib mode)."""
     import types
 
-    return types.SimpleNamespace(make_bundle=make_bundle, train_mlp=train_mlp, FakeRun=FakeRun, fmr_config=fmr_config)
+    return types.SimpleNamespace(make_bundle=make_bundle, train_mlp=train_mlp, FakeRun=MemoryRun, fmr_config=fmr_config)
