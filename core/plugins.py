@@ -73,7 +73,7 @@ def register_plugin(registry: Registry, module: ModuleType | object, info: Plugi
                 offered = {"register": registry.make_register(kind, info, staged)}
                 impl.function(**{name: offered[name] for name in impl.argnames})
         _check_clashes(staged, info)
-    except Exception as exc:  # noqa: BLE001 - isolation is the point
+    except Exception as exc:  # isolation is the point
         if _raise_errors():
             raise PluginError(
                 f'error loading pk plugin "{info.distribution} {info.version}" '
@@ -121,7 +121,7 @@ def load_registry(
             info = PluginInfo(ep.name, dist, version, ep.value)
             try:
                 module = ep.load()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if _raise_errors():
                     raise PluginError(
                         f'error loading pk plugin "{dist} {version}" (entry point {ep.name} = {ep.value}): {exc}'
@@ -154,6 +154,6 @@ def environment_lines(registry: Registry | None = None) -> dict[str, Any]:
         if callable(fn):
             try:
                 out.update(fn() or {})
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 out[f"{info.distribution}.error"] = str(exc)
     return out

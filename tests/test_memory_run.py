@@ -42,4 +42,5 @@ def test_generator_states_round_trip_and_checkpoints_are_copies(tmp_path) -> Non
     state["w"] += 1
     assert torch.equal(run.saved[0]["w"], torch.zeros(2)), "a saved checkpoint must not alias the live state"
     assert MemoryRun(tmp_path, resume_from={"epoch": 1}).latest_checkpoint() == {"epoch": 1}
-    assert MemoryRun(tmp_path, builders={"aggregator": lambda **kw: kw}).build("aggregator", context=1) == {"context": 1}
+    run = MemoryRun(tmp_path, builders={"aggregator": lambda **kw: kw})
+    assert run.build("aggregator", context=1) == {"context": 1} and run.build("calibrator") is None

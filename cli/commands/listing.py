@@ -17,7 +17,8 @@ from pk.core.registry import KINDS, Registry
 @click.option("--available", is_flag=True, help="Plugins known to registry.toml, installed or not.")
 @click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind of component.")
 @click.option("--strict", is_flag=True, help="Exit 3 if any plugin failed to load.")
-@click.option("--catalogue", is_flag=True, help="Print registry.toml entries (provides, hooks) for the installed plugins.")
+@click.option("--catalogue", is_flag=True,
+              help="Print registry.toml entries (provides, hooks) for the installed plugins.")
 def list_cmd(show_all: bool, as_json: bool, available: bool, kind: str | None, strict: bool, catalogue: bool) -> None:
     """List installed plugins, their components and any that failed to load."""
     if catalogue or available:
@@ -89,7 +90,8 @@ def _list_available(registry: Registry, as_json: bool) -> None:
         print_json([e | {"installed": installed.get(e["distribution"])} for e in entries])
         return
     rows = [
-        ("✓ " + installed[e["distribution"]] if e["distribution"] in installed else "-", e["name"], e["distribution"], e.get("summary", ""))
+        ("✓ " + installed[e["distribution"]] if e["distribution"] in installed else "-", e["name"], e["distribution"],
+         e.get("summary", ""))
         for e in entries
     ]
     print_table(None, ["installed", "name", "distribution", "summary"], rows)
