@@ -41,7 +41,8 @@ def _variants(info: Any) -> dict[str, Any]:
     return {
         "sasrec": lambda: SASRec(n, L),
         "ac-spatial (separable)": lambda: ACSASRec(n, L, calibrator=SpatialCalibrator(SpatialCalibratorConfig())),
-        "ac-spatial (direct)": lambda: ACSASRec(n, L, calibrator=SpatialCalibrator(SpatialCalibratorConfig(separable=False))),
+        "ac-spatial (direct)": lambda: ACSASRec(
+            n, L, calibrator=SpatialCalibrator(SpatialCalibratorConfig(separable=False))),
         "ac-adversarial": lambda: ACSASRec(n, L, calibrator=AdversarialCalibrator(AdversarialCalibratorConfig())),
         "ac-tsr (both)": lambda: ACSASRec(n, L, calibrator=ACTSRCalibrator(ACTSRCalibratorConfig())),
     }
@@ -82,7 +83,8 @@ def main() -> None:
             if step:
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times["sasrec"])
-    print(f"dataset {args.dataset}: {len(data.tensors['train']['seq'])} training windows, {steps_per_epoch} steps/epoch "
+    print(f"dataset {args.dataset}: {len(data.tensors['train']['seq'])} training windows, "
+          f"{steps_per_epoch} steps/epoch "
           f"(batch {args.batch_size}), 1 thread, median of {args.steps} steps")
     print(f"{'variant':26s} {'s/step':>8s} {'s/epoch':>8s} {'x SASRec':>9s}")
     for name, ts in times.items():

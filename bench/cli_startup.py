@@ -74,7 +74,8 @@ def main() -> None:
     for name, goal in GOALS.items():
         r = results[name]
         ok = "met" if max(r["x_python_cpu"], r["x_python_min_wall"]) <= goal else "NOT met"
-        print(f"goal {name} <= {goal:g}x python: {ok} (cpu {r['x_python_cpu']:.2f}x, fastest wall {r['x_python_min_wall']:.2f}x)")
+        print(f"goal {name} <= {goal:g}x python: {ok} "
+              f"(cpu {r['x_python_cpu']:.2f}x, fastest wall {r['x_python_min_wall']:.2f}x)")
     if not llm:
         print("(llm not installed: pip install llm to add the peer)")
 

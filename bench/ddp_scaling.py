@@ -32,7 +32,8 @@ def run(nproc: int, epochs: int, device: str, out: Path) -> dict[str, float]:
     seconds = sum(x["seconds"] for x in train[1:]) or train[0]["seconds"]  # skip the warm-up epoch when possible
     seqs = sum(x["seq_per_s"] * x["seconds"] for x in train[1:]) or train[0]["seq_per_s"] * train[0]["seconds"]
     result = json.loads((out / "result.json").read_text())["metrics"]
-    return {"seq_per_s": seqs / seconds, "epoch_s": seconds / max(len(train) - 1, 1), "valid_ndcg@10": result.get("fit.best_valid_ndcg@10", float("nan"))}
+    return {"seq_per_s": seqs / seconds, "epoch_s": seconds / max(len(train) - 1, 1),
+            "valid_ndcg@10": result.get("fit.best_valid_ndcg@10", float("nan"))}
 
 
 def main() -> None:
@@ -48,7 +49,8 @@ def main() -> None:
     base = rows[min(rows)]["seq_per_s"]
     print(f"{'procs':>5} {'seq/s':>10} {'epoch s':>9} {'speed-up':>9} {'efficiency':>10} {'valid NDCG@10':>14}")
     for n, r in rows.items():
-        print(f"{n:>5} {r['seq_per_s']:>10.1f} {r['epoch_s']:>9.2f} {r['seq_per_s'] / base:>9.2f} {r['seq_per_s'] / (n * base):>10.2f} {r['valid_ndcg@10']:>14.4f}")
+        print(f"{n:>5} {r['seq_per_s']:>10.1f} {r['epoch_s']:>9.2f} {r['seq_per_s'] / base:>9.2f} "
+              f"{r['seq_per_s'] / (n * base):>10.2f} {r['valid_ndcg@10']:>14.4f}")
 
 
 if __name__ == "__main__":

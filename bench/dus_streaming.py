@@ -38,8 +38,10 @@ from pk_solar.models.dus import layer_map
 from pk_solar.models.safetensors_io import header_bytes, read_header
 
 SHAPES = {"hidden": 2048, "ffn": 5632, "heads": 32, "kv_heads": 4, "vocab": 32000}
-LAUNCHER = ("import os, sys, time; t = time.perf_counter(); pid = os.spawnv(os.P_NOWAIT, sys.argv[1], sys.argv[1:]); "
-            "_, status, use = os.wait4(pid, 0); print(os.waitstatus_to_exitcode(status), time.perf_counter() - t, use.ru_maxrss)")
+LAUNCHER = ("import os, sys, time; t = time.perf_counter(); "
+            "pid = os.spawnv(os.P_NOWAIT, sys.argv[1], sys.argv[1:]); "
+            "_, status, use = os.wait4(pid, 0); "
+            "print(os.waitstatus_to_exitcode(status), time.perf_counter() - t, use.ru_maxrss)")
 
 
 def make_checkpoint(folder: Path, layers: int, shard_bytes: int = 500_000_000) -> int:
@@ -50,14 +52,17 @@ def make_checkpoint(folder: Path, layers: int, shard_bytes: int = 500_000_000) -
 
     def layer(i: int) -> dict[str, tuple[int, ...]]:
         p = f"model.layers.{i}."
-        return {p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h), p + "self_attn.v_proj.weight": (kv, h),
-                p + "self_attn.o_proj.weight": (h, h), p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h),
-                p + "mlp.down_proj.weight": (h, f), p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,)}
+        return {p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
+                p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h),
+                p + "mlp.down_proj.weight": (h, f), p + "input_layernorm.weight": (h,),
+                p + "post_attention_layernorm.weight": (h,)}
 
     def nbytes(shape: tuple[int, ...]) -> int:
         return 2 * shape[0] * (shape[1] if len(shape) > 1 else 1)
 
-    groups = [{"model.embed_tokens.weight": (v, h)}] + [layer(i) for i in range(layers)] + [{"model.norm.weight": (h,), "lm_head.weight": (v, h)}]
+    groups = ([{"model.embed_tokens.weight": (v, h)}] + [layer(i) for i in range(layers)]
+              + [{"model.norm.weight": (h,), "lm_head.weight": (v, h)}])
     shards: list[dict[str, tuple[int, ...]]] = [{}]
     size = 0
     for group in groups:
@@ -84,11 +89,12 @@ def make_checkpoint(folder: Path, layers: int, shard_bytes: int = 500_000_000) -
                     left -= min(left, len(pattern))
                 total += nbytes(shape)
         weight_map.update(dict.fromkeys(shard, name))
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h, "intermediate_size": f,
-              "num_attention_heads": SHAPES["heads"], "num_key_value_heads": SHAPES["kv_heads"], "num_hidden_layers": layers,
-              "vocab_size": v, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
-              "torch_dtype": "bfloat16"}
+              "num_attention_heads": SHAPES["heads"], "num_key_value_heads": SHAPES["kv_heads"],
+              "num_hidden_layers": layers, "vocab_size": v, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+              "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "tokenizer_config.json").write_text('{"model_max_length": 4096}')
     return total
@@ -169,7 +175,8 @@ def main() -> None:
     t0 = time.perf_counter()
     total = make_checkpoint(src, args.layers)
     largest = max(p.stat().st_size for p in src.glob("*.safetensors"))
-    print(f"synthetic checkpoint: {args.layers} layers, {total / 1e9:.2f} GB, {len(list(src.glob('*.safetensors')))} shards "
+    print(f"synthetic checkpoint: {args.layers} layers, {total / 1e9:.2f} GB, "
+          f"{len(list(src.glob('*.safetensors')))} shards "
           f"(largest {largest / 1e6:.0f} MB), built in {time.perf_counter() - t0:.1f}s; host cores: {os.cpu_count()}; "
           f"load average {os.getloadavg()[0]:.1f}")
     pk = shutil.which("pk") or str(Path(sys.executable).with_name("pk"))
@@ -181,14 +188,16 @@ def main() -> None:
     jobs = {
         "pk dus": lambda: measure([pk, "dus", str(src), str(dus_out), "-m", str(args.n_remove), "-q"], reads=src),
         "cp": lambda: measure(["/bin/cp", "-r", str(dus_out), str(copy_out)], reads=dus_out),
-        **({"mergekit": lambda: measure([mergekit, str(work / "mergekit.yml"), str(merge_out)], reads=src)} if mergekit else {}),
+        **({"mergekit": lambda: measure([mergekit, str(work / "mergekit.yml"), str(merge_out)], reads=src)}
+           if mergekit else {}),
         "pk --version": lambda: measure([pk, "--version"]),
     }
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in jobs}
     for rep in range(args.repeats):
         groups = [["pk dus", "cp"], [name for name in jobs if name not in ("pk dus", "cp")]]
         for name in [n for group in (groups if rep % 2 == 0 else groups[::-1]) for n in group]:
-            shutil.rmtree({"pk dus": dus_out, "cp": copy_out, "mergekit": merge_out}.get(name, work / "none"), ignore_errors=True)
+            shutil.rmtree({"pk dus": dus_out, "cp": copy_out, "mergekit": merge_out}.get(name, work / "none"),
+                          ignore_errors=True)
             rows[name].append(jobs[name]())
     out_bytes = sum(p.stat().st_size for p in dus_out.glob("*.safetensors"))
     ok = verify(src, dus_out, args.n_remove, args.layers)
@@ -196,18 +205,23 @@ def main() -> None:
     if mergekit:
         pk_t, mk_t = tensor_ranges(dus_out), tensor_ranges(merge_out)
         merge_ok = set(pk_t) == set(mk_t) and all(same_bytes(pk_t[k], mk_t[k]) for k in pk_t)
-    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "peak_rss_mb")} for name, runs in rows.items()}
-    print(f"\n| job | bytes written | wall (s), median of {args.repeats} | all walls (s) | peak RSS (MB) |\n|---|---|---|---|---|")
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "peak_rss_mb")}
+           for name, runs in rows.items()}
+    print(f"\n| job | bytes written | wall (s), median of {args.repeats} | all walls (s) | peak RSS (MB) |"
+          "\n|---|---|---|---|---|")
     for name in jobs:
         written = 0 if name == "pk --version" else out_bytes
         walls = ", ".join(f"{r['wall_s']:.2f}" for r in rows[name])
-        print(f"| {name} | {written / 1e9:.2f} GB | {med[name]['wall_s']:.2f} | {walls} | {med[name]['peak_rss_mb']:.0f} |")
+        print(f"| {name} | {written / 1e9:.2f} GB | {med[name]['wall_s']:.2f} | {walls} | "
+              f"{med[name]['peak_rss_mb']:.0f} |")
     print(f"\npk dus m={args.n_remove}: {args.layers} -> {2 * (args.layers - args.n_remove)} layers; "
-          f"every output tensor equals its source bytes: {ok}" + (f"; equals mergekit's output: {merge_ok}" if mergekit else ""))
+          f"every output tensor equals its source bytes: {ok}"
+          + (f"; equals mergekit's output: {merge_ok}" if mergekit else ""))
     print("\nratios (goal):")
     print(f"  wall pk dus / cp of the output bytes = {med['pk dus']['wall_s'] / med['cp']['wall_s']:.2f}  (<= 1.5)")
     if mergekit:
-        print(f"  wall mergekit / pk dus               = {med['mergekit']['wall_s'] / med['pk dus']['wall_s']:.2f}  (>= 5)")
+        print("  wall mergekit / pk dus               = "
+              f"{med['mergekit']['wall_s'] / med['pk dus']['wall_s']:.2f}  (>= 5)")
     else:
         print("  wall mergekit / pk dus               = n/a (mergekit not installed)")
     print(f"  peak RSS pk dus / largest input shard = {med['pk dus']['peak_rss_mb'] * 2**20 / largest:.3f}"

@@ -91,7 +91,8 @@ def curves(batch_dir: Path) -> dict[str, dict[int, list[float]]]:
         if rec["status"] != "completed":
             continue
         rows = [json.loads(x) for x in (Path(rec["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-        groups[rec["group"]][rec["seed"]] = [r["accuracy"] for r in sorted(rows, key=lambda r: r["step"]) if r["split"] == "server"]
+        groups[rec["group"]][rec["seed"]] = [r["accuracy"] for r in sorted(rows, key=lambda r: r["step"])
+                                             if r["split"] == "server"]
     return groups
 
 

@@ -40,7 +40,8 @@ def main() -> None:
         if shared_data_dir() is None:
             raise SystemExit("no shared data dir (set PK_SHARED_DATA)")
         data = BUILDERS[args.dataset](SeqLinesConfig(source="file", max_len=50), seed=0)
-    loader = data.loader("train", args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0), length_buckets=16)
+    loader = data.loader("train", args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0),
+                         length_buckets=16)
     batches = [b for _, b in zip(range(args.batches), loader, strict=False)]
     steps_per_epoch = -(-data.size("train") // args.batch_size)
     models = {}
@@ -58,7 +59,8 @@ def main() -> None:
             opt.step()
             times[name].append(time.perf_counter() - start)
     base = statistics.mean(times["sasrec"])
-    print(f"{args.dataset}: {data.size('train')} training rows, {steps_per_epoch} steps/epoch at batch {args.batch_size}, "
+    print(f"{args.dataset}: {data.size('train')} training rows, "
+          f"{steps_per_epoch} steps/epoch at batch {args.batch_size}, "
           f"{len(batches)} timed batches, {args.threads} thread(s)")
     print(f"{'model':10s} {'ms/step':>10s} {'s/epoch (extrap.)':>18s} {'x SASRec':>9s}")
     for name, ts in times.items():

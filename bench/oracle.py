@@ -182,7 +182,8 @@ def paired_ranking(runs: list[dict], order: list[str], key: str, metric: str) ->
                   and metric in by[(lo, s)]["metrics"]]
         if not common:
             continue
-        st = paired_difference([by[(hi, s)]["metrics"][metric] for s in common], [by[(lo, s)]["metrics"][metric] for s in common])
+        st = paired_difference([by[(hi, s)]["metrics"][metric] for s in common],
+                               [by[(lo, s)]["metrics"][metric] for s in common])
         boots = []
         for i, s in enumerate(common):
             res = bootstrap_pair(_generated(by[(hi, s)]), _generated(by[(lo, s)]), key, seed=i)
@@ -236,7 +237,8 @@ def rescore_heldout(runs: list[dict]) -> list[dict]:
         out.append({**r, "metrics": {**{k: v for k, v in r["metrics"].items() if k.startswith("test.")},
                                       **{f"eval.{k}": v for k, v in metrics.items()}},
                     "generated_npz": str(run_dir / "heldout" / "fmr_generated.npz")})
-        print(f"re-scored {r['name']} s{r['seed']}: fmr {metrics['fmr']:.3f} (train-split zoo: {r['metrics'].get('eval.fmr', float('nan')):.3f})")
+        print(f"re-scored {r['name']} s{r['seed']}: fmr {metrics['fmr']:.3f} "
+              f"(train-split zoo: {r['metrics'].get('eval.fmr', float('nan')):.3f})")
     return out
 
 
@@ -258,9 +260,10 @@ def report(runs: list[dict], title: str) -> None:
     print("ranking by clean acc: " + " > ".join(by_acc))
     flips = [(a, b) for i, a in enumerate(by_fmr) for b in by_fmr[i + 1:] if by_pgd.index(b) < by_pgd.index(a)]
     print("pairs the two rankings order differently: " + (", ".join(f"{a} vs {b}" for a, b in flips) or "none"))
-    for label, order_, key, metric in (("FMR", by_fmr, "fmr", "eval.fmr"), ("PGD accuracy", by_pgd, "pgd", "eval.pgd_accuracy")):
-        print(f"\nranking by {label}, adjacent pairs (lower-ranked minus higher-ranked; paired over seeds, and per seed a "
-              "paired bootstrap over the scored test images):\n")
+    for label, order_, key, metric in (("FMR", by_fmr, "fmr", "eval.fmr"),
+                                       ("PGD accuracy", by_pgd, "pgd", "eval.pgd_accuracy")):
+        print(f"\nranking by {label}, adjacent pairs (lower-ranked minus higher-ranked; paired over seeds, "
+              "and per seed a paired bootstrap over the scored test images):\n")
         print("| pair | mean diff [95% t-interval] | paired t p | per-seed bootstrap |\n|---|---|---|---|")
         print("\n".join(paired_ranking(runs, order_, key, metric)))
 
@@ -275,12 +278,14 @@ def main() -> None:
     report(runs, args.batch.name)
     if args.transfer:
         names, mat = transfer_matrix(runs)
-        print("\ntransfer: accuracy of the column model on images generated against the row model (oracle-valid, mean over seeds)\n")
+        print("\ntransfer: accuracy of the column model on images generated against the row model "
+              "(oracle-valid, mean over seeds)\n")
         print("| generated against ↓ / evaluated on → | " + " | ".join(names) + " |")
         print("|---" * (len(names) + 1) + "|")
         for a, row in zip(names, mat):
             print(f"| {a} | " + " | ".join(f"**{v:.3f}**" if a == b else f"{v:.3f}" for b, v in zip(names, row)) + " |")
-        (args.batch / "transfer.json").write_text(json.dumps({"generated_against": names, "evaluated_on": names, "accuracy": mat}))
+        (args.batch / "transfer.json").write_text(
+            json.dumps({"generated_against": names, "evaluated_on": names, "accuracy": mat}))
     if args.heldout:
         print("\n--- held-out oracle zoo (fitted on test images after max_test) ---\n")
         report(rescore_heldout(runs), args.batch.name + " (held-out zoo)")

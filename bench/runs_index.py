@@ -32,7 +32,8 @@ def make_runs(root: Path, n: int, seed: int = 0) -> None:
         model = MODELS[i % len(MODELS)]
         lr = 10 ** rng.uniform(-4, -1)
         (d / "config.toml").write_text(
-            f'[run]\nseed = {i % 3}\ndevice = "cpu"\n\n[model]\nname = "{model}"\nhidden = [{rng.choice([16, 32, 64])}]\n\n'
+            f'[run]\nseed = {i % 3}\ndevice = "cpu"\n\n'
+            f'[model]\nname = "{model}"\nhidden = [{rng.choice([16, 32, 64])}]\n\n'
             f'[dataset]\nname = "synthetic-classification"\nnum_samples = 800\n\n'
             f'[trainer]\nname = "supervised"\nlr = {lr!r}\nmax_epochs = {rng.choice([5, 10])}\n')
         started = now - rng.uniform(0, 10 * 86400)
@@ -75,12 +76,14 @@ def main() -> None:
     res["pk runs --where (s)"], out = timed([pk, "runs", "--dir", str(root), "--where", where, "--json"], args.repeat)
     matched = len(json.loads(out))
     res["pk runs --where --model --since 2d (s)"], _ = timed(
-        [pk, "runs", "--dir", str(root), "--where", "test.accuracy > 0.5", "--model", "mlp", "--since", "2d", "--json"], args.repeat)
-    res["pk runs --compare (s)"], _ = timed([pk, "runs", "--dir", str(root), "--compare", "run-00001-s1", "run-00002-s2", "--json"],
-                                            args.repeat)
+        [pk, "runs", "--dir", str(root), "--where", "test.accuracy > 0.5", "--model", "mlp", "--since", "2d", "--json"],
+        args.repeat)
+    res["pk runs --compare (s)"], _ = timed(
+        [pk, "runs", "--dir", str(root), "--compare", "run-00001-s1", "run-00002-s2", "--json"], args.repeat)
     one = root / "batch-07" / "run-00007-s1" / "result.json"
     one.write_text(one.read_text().replace('"seconds": 5.0', '"seconds": 6.0'))
-    res["pk runs --where after 1 run changed (s)"], _ = timed([pk, "runs", "--dir", str(root), "--where", where, "--json"], 1)
+    res["pk runs --where after 1 run changed (s)"], _ = timed(
+        [pk, "runs", "--dir", str(root), "--where", where, "--json"], 1)
     res["python -c pass (s)"], _ = timed([sys.executable, "-c", "pass"], args.repeat)
     if args.json:
         print(json.dumps({"runs": args.runs, "matched": matched, **{k: round(v, 3) for k, v in res.items()}}, indent=2))
