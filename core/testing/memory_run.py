@@ -19,7 +19,7 @@ class MemoryRun:
     every ``log`` call as ``(step, split, metrics)``, ``saved`` a deep copy of every
     checkpoint, ``scores`` the per-example scores by split, ``messages`` what was echoed.
     ``latest_checkpoint`` returns ``resume_from`` (a state to resume from, or None).
-    ``build(section, **kwargs)`` calls ``builders[section](**kwargs)`` (None when absent).
+    ``build(section, *args, **kwargs)`` calls ``builders[section](*args, **kwargs)`` (None when absent).
     """
 
     def __init__(self, dir: str | Path | None = None, seed: int = 0, *, resume_from: dict[str, Any] | None = None,
@@ -70,9 +70,9 @@ class MemoryRun:
         self.scores[split] = dict(scores)
         return None
 
-    def build(self, section: str, **kwargs: Any) -> Any:
+    def build(self, section: str, *args: Any, **kwargs: Any) -> Any:
         builder = self._builders.get(section)
-        return builder(**kwargs) if builder is not None else None
+        return builder(*args, **kwargs) if builder is not None else None
 
     def progress(self, iterable: Iterable[Any], total: int | None = None, description: str = "") -> Iterable[Any]:
         return iterable
