@@ -25,7 +25,7 @@ from typing import Any
 from pk.core.config import Resolved, dumps_toml
 from pk.core.errors import UsageError
 from pk.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_tensors, save_tensors
-from pk.core.seed import derive_seed
+from pk.core.seed import NamedGenerators
 
 
 def utc_stamp() -> str:
@@ -107,7 +107,7 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
-class Run:
+class Run(NamedGenerators):
     """The run handle (see :class:`pk.core.contracts.RunHandle`)."""
 
     def __init__(
@@ -132,30 +132,13 @@ class Run:
         self.world_size = world_size
         self._builder = builder
         self._reporter = reporter
-        self._generators: dict[str, Any] = {}
+        NamedGenerators.__init__(self)
         self._metrics_path = self.dir / "metrics.jsonl"
         self._last_metrics: dict[str, dict[str, float]] = {}
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    # -- randomness ---------------------------------------------------------------
-    def generator(self, name: str) -> Any:
-        """A CPU ``torch.Generator`` seeded from (run seed, name); the same object per name."""
-        import torch
-
-        if name not in self._generators:
-            self._generators[name] = torch.Generator().manual_seed(derive_seed(self.seed, name))
-        return self._generators[name]
-
-    def generator_states(self) -> dict[str, Any]:
-        """States of every named generator handed out so far (for checkpoints)."""
-        return {name: g.get_state() for name, g in self._generators.items()}
-
-    def restore_generator_states(self, states: dict[str, Any]) -> None:
-        for name, state in states.items():
-            self.generator(name).set_state(state)
 
     # -- records ------------------------------------------------------------------
     def log(self, step: int, split: str = "train", **metrics: float) -> None:

@@ -54,3 +54,30 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class NamedGenerators:
+    """Named CPU ``torch.Generator`` objects, each seeded ``derive_seed(self.seed, name)`` on
+    first use and the same object afterwards (a run handle's ``generator`` and the states a
+    checkpoint saves). Subclasses set ``seed`` and call :meth:`__init__`."""
+
+    seed: int
+
+    def __init__(self) -> None:
+        self._generators: dict[str, Any] = {}
+
+    def generator(self, name: str) -> Any:
+        """A CPU ``torch.Generator`` seeded from (run seed, name); the same object per name."""
+        import torch
+
+        if name not in self._generators:
+            self._generators[name] = torch.Generator().manual_seed(derive_seed(self.seed, name))
+        return self._generators[name]
+
+    def generator_states(self) -> dict[str, Any]:
+        """States of every named generator handed out so far (for checkpoints)."""
+        return {name: g.get_state() for name, g in self._generators.items()}
+
+    def restore_generator_states(self, states: dict[str, Any]) -> None:
+        for name, state in states.items():
+            self.generator(name).set_state(state)

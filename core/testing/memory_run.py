@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pk.core.seed import derive_seed
+from pk.core.seed import NamedGenerators
 
 
-class MemoryRun:
+class MemoryRun(NamedGenerators):
     """A run handle that keeps everything in memory.
 
     Named generators are seeded ``derive_seed(seed, name)`` as in a real run. ``logs`` holds
@@ -35,21 +35,7 @@ class MemoryRun:
         self.messages: list[str] = []
         self.resume_from = resume_from
         self._builders = dict(builders or {})
-        self._generators: dict[str, Any] = {}
-
-    def generator(self, name: str) -> Any:
-        import torch
-
-        if name not in self._generators:
-            self._generators[name] = torch.Generator().manual_seed(derive_seed(self.seed, name))
-        return self._generators[name]
-
-    def generator_states(self) -> dict[str, Any]:
-        return {name: g.get_state() for name, g in self._generators.items()}
-
-    def restore_generator_states(self, states: dict[str, Any]) -> None:
-        for name, state in states.items():
-            self.generator(name).set_state(state)
+        NamedGenerators.__init__(self)
 
     def log(self, step: int, split: str = "train", **metrics: float) -> None:
         self.logs.append((step, split, dict(metrics)))
