@@ -11,6 +11,15 @@ per ``--pk-windows`` mode: ``prefixes`` trains RecBole's own examples (one row p
 same 97k rows per epoch, 256 random prefixes per step); ``all`` trains whole windows (one
 causal pass scores every position, so a step of ~256 targets holds only ~6 users).
 
+pk also runs once per ``--attention`` path: ``fused`` (``F.scaled_dot_product_attention``,
+the default where no calibrator is attached) and ``explicit`` (the calibrator seam's
+``masked_softmax`` path); the table gives the fused/explicit ratio per mode. ``all`` uses the
+dataset's ``window_stride`` (``--window-stride``, default 1: prefix-equivalent contexts).
+
+``--max-steps N`` caps every training epoch (pk and RecBole) at N optimiser steps, so that a
+throughput figure costs minutes, not RecBole's ~370 s epoch; valid NDCG@10 is then that of a
+partial epoch (not comparable to full-epoch figures).
+
 On a shared machine wall time depends on other load, so CPU seconds of the training loop
 (``time.process_time``) are reported too.
 
@@ -29,6 +38,8 @@ RecBole runs in its own virtual environment (``--recbole-python``), e.g.::
 Run::
 
     /work/main/.venv/bin/python bench/seqrec_vs_recbole.py --epochs 3 --recbole-python /tmp/recbole-venv/bin/python
+    /work/main/.venv/bin/python bench/seqrec_vs_recbole.py --epochs 1 --max-steps 100 --threads 1 \
+        --recbole-python /tmp/recbole-venv/bin/python
 
 Without ``--recbole-python`` only pk is measured (and the note's published RecBole
 reference figures are printed beside it, marked as such).
@@ -52,7 +63,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.model.sequential_recommender import SASRec
 from recbole.trainer import Trainer
 from recbole.utils import init_seed
-epochs, data_path, threads = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+epochs, data_path, threads, max_steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 import torch
 torch.set_num_threads(threads)
 cfg = {
@@ -74,8 +85,20 @@ trainer = Trainer(config, model)
 rows = len(train_data.dataset)
 out = []
 for epoch in range(epochs):
+    model.train()
     t0, c0 = time.perf_counter(), time.process_time()
-    trainer._train_epoch(train_data, epoch, show_progress=False)
+    if max_steps <= 0:
+        trainer._train_epoch(train_data, epoch, show_progress=False)
+    else:  # RecBole's _train_epoch step (no grad clipping configured), stopped after max_steps
+        rows = 0
+        for step, interaction in enumerate(train_data):
+            if step >= max_steps:
+                break
+            trainer.optimizer.zero_grad()
+            loss = model.calculate_loss(interaction.to("cpu"))
+            loss.backward()
+            trainer.optimizer.step()
+            rows += len(interaction)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     _score, result = trainer._valid_epoch(valid_data, show_progress=False)
     out.append({"epoch": epoch, "seconds": seconds, "cpu_seconds": cpu, "rows": rows, "prefixes": rows,
@@ -92,9 +115,11 @@ RECBOLE_REFERENCE = [
 
 
 def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windows: str = "prefixes",
-           length_buckets: int = 0) -> list[dict[str, float]]:
+           length_buckets: int = 0, fused: bool = True, window_stride: int = 1,
+           max_steps: int = 0) -> list[dict[str, float]]:
     """pk's SASRec; a batch holds as many rows as give ~``batch_prefixes`` targets, so an
-    optimiser step sees as many next-item targets as a RecBole batch of 256 prefixes."""
+    optimiser step sees as many next-item targets as a RecBole batch of 256 prefixes.
+    ``fused``: SDPA attention (else the explicit seam); ``max_steps`` > 0 caps each epoch."""
     import torch
     from pk_seqrec.data.datasets import build_ml100k
     from pk_seqrec.evaluators import evaluate_ranking
@@ -103,15 +128,19 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windo
 
     from pk.core.torch_helpers import make_optimizer, to_device
 
-    data = build_ml100k(ML100kConfig(source="file", kcore=0, max_len=50, train_windows=windows))
+    stride = window_stride if windows == "all" else 1
+    data = build_ml100k(ML100kConfig(source="file", kcore=0, max_len=50, train_windows=windows, window_stride=stride))
     torch.manual_seed(seed)
     model = build_sasrec(SASRecConfig(), data.info).to(device)
+    model.encoder.fused = fused
     opt = make_optimizer("adam", model.parameters(), 1e-3, 0.0)
     gen = torch.Generator().manual_seed(seed)
     train = data.tensors["train"]
     per_row = float((train["targets"] != 0).sum()) / train["targets"].shape[0]
     batch_rows = max(1, round(batch_prefixes / per_row))
-    print(f"pk ({windows}): {train['targets'].shape[0]} rows, {per_row:.1f} targets each -> {batch_rows} rows per batch", flush=True)
+    tag = f"{windows}, {'fused' if fused else 'explicit'}"
+    print(f"pk ({tag}): {train['targets'].shape[0]} rows, {per_row:.1f} targets each -> {batch_rows} rows per batch",
+          flush=True)
     out = []
     for epoch in range(epochs):
         model.train()
@@ -119,7 +148,10 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windo
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
-        for batch in data.loader("train", batch_rows, shuffle=True, generator=gen, length_buckets=length_buckets):
+        for step, batch in enumerate(data.loader("train", batch_rows, shuffle=True, generator=gen,
+                                                 length_buckets=length_buckets)):
+            if max_steps and step >= max_steps:
+                break
             batch = to_device(batch, device)
             opt.zero_grad(set_to_none=True)
             model.loss(batch).backward()
@@ -132,12 +164,12 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windo
         valid = evaluate_ranking(model, data, "valid", ks=[10], device=device, batch_size=1024)
         out.append({"epoch": epoch, "seconds": seconds, "cpu_seconds": cpu, "rows": rows, "prefixes": prefixes,
                     "ndcg@10": valid["ndcg@10"]})
-        print(f"pk ({windows}) epoch {epoch}: {seconds:.1f}s wall, {cpu:.1f}s CPU, {prefixes / seconds:,.0f} prefixes/s, "
-              f"valid NDCG@10 {valid['ndcg@10']:.4f}", flush=True)
+        print(f"pk ({tag}) epoch {epoch}: {seconds:.1f}s wall, {cpu:.1f}s CPU, {prefixes / seconds:,.0f} prefixes/s, "
+              f"{prefixes / cpu:,.0f} prefixes/CPU s, valid NDCG@10 {valid['ndcg@10']:.4f}", flush=True)
     return out
 
 
-def run_recbole(python: str, epochs: int, threads: int) -> list[dict[str, float]]:
+def run_recbole(python: str, epochs: int, threads: int, max_steps: int = 0) -> list[dict[str, float]]:
     from pk.core.paths import shared_data_dir
 
     shared = shared_data_dir()
@@ -147,8 +179,8 @@ def run_recbole(python: str, epochs: int, threads: int) -> list[dict[str, float]
             for f in ("ml-100k.inter", "ml-100k.item", "ml-100k.user"):
                 os.symlink(shared / "ml-100k" / f, f"{tmp}/ml-100k/{f}")
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-        res = subprocess.run([python, "-c", RECBOLE_SCRIPT, str(epochs), tmp, str(threads)], capture_output=True,
-                             text=True, env=env, cwd=tmp)
+        cmd = [python, "-c", RECBOLE_SCRIPT, str(epochs), tmp, str(threads), str(max_steps)]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
     line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
     if res.returncode != 0 or line is None:
         tail = (res.stderr or res.stdout).strip().splitlines()[-5:]
@@ -156,12 +188,13 @@ def run_recbole(python: str, epochs: int, threads: int) -> list[dict[str, float]
     return json.loads(line[len("RESULT "):])
 
 
-def summarise(name: str, rows: list[dict[str, float]]) -> dict[str, float]:
+def summarise(name: str, rows: list[dict[str, float]]) -> dict[str, float | str]:
     seconds = sum(r["seconds"] for r in rows)
     cpu = sum(r.get("cpu_seconds", float("nan")) for r in rows)
-    return {"name": name, "epochs": len(rows), "seconds_per_epoch": seconds / len(rows), "cpu_seconds_per_epoch": cpu / len(rows),
-            "prefixes_per_cpu_s": sum(r["prefixes"] for r in rows) / cpu,
-            "prefixes_per_s": sum(r["prefixes"] for r in rows) / seconds, "rows_per_s": sum(r["rows"] for r in rows) / seconds,
+    prefixes = sum(r["prefixes"] for r in rows)
+    return {"name": name, "epochs": len(rows), "seconds_per_epoch": seconds / len(rows),
+            "cpu_seconds_per_epoch": cpu / len(rows), "prefixes_per_cpu_s": prefixes / cpu,
+            "prefixes_per_s": prefixes / seconds, "rows_per_s": sum(r["rows"] for r in rows) / seconds,
             "valid_ndcg@10": rows[-1]["ndcg@10"]}
 
 
@@ -174,28 +207,48 @@ def main() -> None:
     ap.add_argument("--batch-prefixes", type=int, default=256, help="targets per pk optimiser step")
     ap.add_argument("--pk-windows", nargs="+", default=["prefixes", "all"], choices=["prefixes", "all"],
                     help="pk training rows: RecBole's prefixes, or whole windows")
+    ap.add_argument("--window-stride", type=int, default=1, help="pk 'all': window_stride (1: prefix contexts)")
+    ap.add_argument("--attention", nargs="+", default=["fused", "explicit"], choices=["fused", "explicit"],
+                    help="pk attention: SDPA (fused) and/or the explicit seam")
     ap.add_argument("--length-buckets", type=int, default=0, help="pk: sort runs of k batches by length (less padding)")
+    ap.add_argument("--max-steps", type=int, default=0, help="cap each epoch at this many optimiser steps (0: full)")
     ap.add_argument("--recbole-python", default="", help="python of a venv with recbole==1.2.1")
     ap.add_argument("--json", default="", help="also write the figures here")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    results = [summarise(f"pk-seqrec (train_windows={w})", run_pk(args.epochs, args.seed, args.device, args.batch_prefixes, w,
-                                                                  args.length_buckets)) for w in args.pk_windows]
+    results, pk = [], {}
+    for w in args.pk_windows:
+        for attention in args.attention:
+            rows = run_pk(args.epochs, args.seed, args.device, args.batch_prefixes, w, args.length_buckets,
+                          attention == "fused", args.window_stride, args.max_steps)
+            pk[w, attention] = summarise(f"pk-seqrec (train_windows={w}, {attention})", rows)
+            results.append(pk[w, attention])
     if args.recbole_python:
-        results.append(summarise("recbole-1.2.1 (measured)", run_recbole(args.recbole_python, args.epochs, args.threads)))
+        measured = run_recbole(args.recbole_python, args.epochs, args.threads, args.max_steps)
+        results.append(summarise("recbole-1.2.1 (measured)", measured))
     else:
-        results.append(summarise("recbole-1.2.1 (published reference, not measured here)", RECBOLE_REFERENCE[: args.epochs]))
-    print(f"\nSASRec on ml-100k, {args.epochs} epochs, {args.threads} threads, device {args.device}")
-    print(f"{'':58s} {'s/epoch':>8s} {'CPU s/ep':>9s} {'prefixes/s':>11s} {'pref/CPU s':>11s} {'rows/s':>9s} {'valid NDCG@10':>14s}")
+        results.append(summarise("recbole-1.2.1 (published reference, not measured here)",
+                                 RECBOLE_REFERENCE[: args.epochs]))
+    steps = f", at most {args.max_steps} steps per epoch" if args.max_steps else ""
+    print(f"\nSASRec on ml-100k, {args.epochs} epochs{steps}, {args.threads} threads, device {args.device}")
+    print(f"{'':52s} {'s/epoch':>8s} {'CPU s/ep':>9s} {'prefixes/s':>11s} {'pref/CPU s':>11s} {'rows/s':>9s} "
+          f"{'valid NDCG@10':>14s}")
     for r in results:
-        print(f"{r['name']:58s} {r['seconds_per_epoch']:8.1f} {r['cpu_seconds_per_epoch']:9.1f} {r['prefixes_per_s']:11,.0f} "
-              f"{r['prefixes_per_cpu_s']:11,.0f} {r['rows_per_s']:9,.0f} {r['valid_ndcg@10']:14.4f}")
+        print(f"{r['name']:52s} {r['seconds_per_epoch']:8.1f} {r['cpu_seconds_per_epoch']:9.1f} "
+              f"{r['prefixes_per_s']:11,.0f} {r['prefixes_per_cpu_s']:11,.0f} {r['rows_per_s']:9,.0f} "
+              f"{r['valid_ndcg@10']:14.4f}")
+    for w in args.pk_windows:
+        if (w, "fused") in pk and (w, "explicit") in pk:
+            f, e = pk[w, "fused"], pk[w, "explicit"]
+            print(f"pk train_windows={w}: fused / explicit = {f['prefixes_per_s'] / e['prefixes_per_s']:.2f}x "
+                  f"(prefixes/s), {f['prefixes_per_cpu_s'] / e['prefixes_per_cpu_s']:.2f}x (prefixes per CPU s)")
     ref = results[-1]
     for r in results[:-1]:
-        print(f"{r['name']} / RecBole training throughput (prefixes/s): {r['prefixes_per_s'] / ref['prefixes_per_s']:.1f}x; "
-              f"valid NDCG@10 {r['valid_ndcg@10']:.4f} vs RecBole {ref['valid_ndcg@10']:.4f}")
+        print(f"{r['name']} / RecBole: {r['prefixes_per_s'] / ref['prefixes_per_s']:.1f}x prefixes/s, "
+              f"{r['prefixes_per_cpu_s'] / ref['prefixes_per_cpu_s']:.1f}x prefixes per CPU s; valid NDCG@10 "
+              f"{r['valid_ndcg@10']:.4f} vs RecBole {ref['valid_ndcg@10']:.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -13,6 +13,16 @@ True = the query may attend to the key)::
 
 A calibrator that is an ``nn.Module`` becomes the submodule ``encoder.calibrator`` (saved
 and optimised with the model); ``calibrator=None`` skips both calls.
+
+Fused path: with ``calibrator=None`` and ``fused=True`` (the default; a constructor flag of
+:class:`TransformerEncoder`, and an attribute of each :class:`MultiHeadAttention`) the seam
+above is computed by ``F.scaled_dot_product_attention`` with the same boolean mask and
+dropout ``attn_dropout.p`` in training mode (0 in eval). A query row with no allowed key
+(a left-padding position under the causal mask, an all-padding row) gets a zero context, as
+``masked_softmax`` gives it: SDPA sees that row unmasked and the row is zeroed afterwards.
+Eval outputs equal the explicit path's to float rounding; training draws a different dropout
+pattern (same distribution). ``fused=False`` always runs the explicit seam (tests, and any
+code that must see ``attn``); a calibrator always does.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -55,8 +66,10 @@ class MultiHeadAttention(nn.Module):
     """RecBole-style self-attention block: Q/K/V Linear(H, H), the seam above, output
     Linear(H, H), dropout, then post-LayerNorm residual."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float, attn_dropout: float, eps: float) -> None:
+    def __init__(self, hidden: int, heads: int, dropout: float, attn_dropout: float, eps: float,
+                 fused: bool = True) -> None:
         super().__init__()
+        self.fused = fused
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
         self.heads, self.head_dim = heads, hidden // heads
@@ -83,6 +96,9 @@ class MultiHeadAttention(nn.Module):
             if mask.shape[-2] > 1:
                 mask = mask[..., -queries:, :]
         q, k, v = self._split(self.query(xq)), self._split(self.key(x)), self._split(self.value(x))
+        if calibrator is None and self.fused:
+            ctx = self._fused(q, k, v, mask).transpose(1, 2).reshape(xq.shape)
+            return self.norm(xq + self.out_dropout(self.out(ctx)))
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
         if calibrator is not None:
             scores = calibrator.adjust_scores(scores, mask, layer=layer)
@@ -91,6 +107,14 @@ class MultiHeadAttention(nn.Module):
             attn = calibrator.calibrate(attn, mask, layer=layer)
         ctx = (self.attn_dropout(attn) @ v).transpose(1, 2).reshape(xq.shape)
         return self.norm(xq + self.out_dropout(self.out(ctx)))
+
+    def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``attn_dropout(masked_softmax(q kᵀ / sqrt(d), mask)) @ v`` by SDPA; rows of ``mask``
+        with no allowed key give 0 (SDPA would give NaN or a uniform average there)."""
+        p = getattr(self.attn_dropout, "p", 0.0) if self.training else 0.0
+        has_key = mask.any(-1, keepdim=True)  # [B, 1, n, 1]
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~has_key, dropout_p=p)
+        return ctx * has_key
 
 
 class FeedForward(nn.Module):
@@ -107,16 +131,26 @@ class FeedForward(nn.Module):
 
 class TransformerEncoder(nn.Module):
     """``forward(x [B, L, H], mask [B, 1|h, L, L] bool) -> [B, L, H]`` through ``layers``
-    post-LN blocks, with the calibrator seam in every attention (layer index 0..layers-1)."""
+    post-LN blocks, with the calibrator seam in every attention (layer index 0..layers-1).
+    ``fused``: SDPA where no calibrator is attached (module docstring); settable, it sets every layer."""
 
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 2, inner: int = 256, dropout: float = 0.5,
-                 attn_dropout: float = 0.5, eps: float = 1e-12, calibrator: Any = None) -> None:
+                 attn_dropout: float = 0.5, eps: float = 1e-12, calibrator: Any = None, fused: bool = True) -> None:
         super().__init__()
-        self.attention = nn.ModuleList(MultiHeadAttention(hidden, heads, dropout, attn_dropout, eps)
+        self.attention = nn.ModuleList(MultiHeadAttention(hidden, heads, dropout, attn_dropout, eps, fused)
                                        for _ in range(layers))
         self.feed_forward = nn.ModuleList(FeedForward(hidden, inner, dropout, eps) for _ in range(layers))
         self.num_heads = heads
         self.calibrator = calibrator  # an nn.Module calibrator is registered as a submodule here
+
+    @property
+    def fused(self) -> bool:
+        return all(a.fused for a in self.attention)
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        for a in self.attention:
+            a.fused = bool(value)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """``last_only``: the last layer computes only position L-1 (output [B, 1, H]); the
