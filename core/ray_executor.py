@@ -7,7 +7,7 @@ file's ``[batch] resources = { num_cpus = 1, num_gpus = 0 }``. Needs ``pk-core[r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +39,24 @@ def _train_task(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         raise RuntimeError(str(exc)) from None
 
 
+def ray_task(function: Callable[..., Any], address: str | None, resources: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(ray, remote function)``: Ray started (or joined at ``address``) once, ``function``
+    as a task reserving ``resources`` (``num_cpus``, ``num_gpus``; default 1 CPU)."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'pk-core[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    opts = {"num_cpus": float(resources.get("num_cpus", 1)), "num_gpus": float(resources.get("num_gpus", 0))}
+    return ray, ray.remote(**opts)(function)  # type: ignore[call-overload]  # ray's stubs take literal kwargs
+
+
 class RayPool:
     """Submits runs as Ray tasks; ``result`` turns a task error into RunFailed."""
 
-    def __init__(self, address: str | None, resources: dict[str, Any]) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise UsageError("--executor ray needs Ray: pip install 'pk-core[ray]'") from None
-        self.ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        opts = {"num_cpus": float(resources.get("num_cpus", 1)), "num_gpus": float(resources.get("num_gpus", 0))}
-        self.task = ray.remote(**opts)(_train_task)  # type: ignore[call-overload]  # ray's stubs take literal kwargs
+    def __init__(self, address: str | None, resources: Mapping[str, Any]) -> None:
+        self.ray, self.task = ray_task(_train_task, address, resources)
 
     def submit(self, run: PlannedRun, run_dir: Path) -> Any:
         return self.task.remote(run.resolved.data, str(run_dir))

@@ -154,15 +154,9 @@ class RayTrialPool:
     resources per trial from ``[batch] resources``. Needs ``pk-core[ray]``."""
 
     def __init__(self, address: str | None, resources: Mapping[str, Any], parallel: int) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise UsageError("--executor ray needs Ray: pip install 'pk-core[ray]'") from None
-        self.ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        opts = {"num_cpus": float(resources.get("num_cpus", 1)), "num_gpus": float(resources.get("num_gpus", 0))}
-        self.task = ray.remote(**opts)(trial_task)  # type: ignore[call-overload]
+        from pk.core.ray_executor import ray_task
+
+        self.ray, self.task = ray_task(trial_task, address, resources)
         self.parallel = parallel
 
     def submit(self, **kwargs: Any) -> Any:
