@@ -5,7 +5,9 @@ graphs of growing size. The TransGNN claim: beyond the one-time initial sampling
 chunked) and the positional encodings, the extra cost per epoch is linear in N (O(N k d)
 attention). So at fixed average degree and sample size, time(10N) / time(N) should stay near 10.
 The sample refresh (message-passing update O(|E| k d), plus the hops to the new layer-0 samples:
-a table lookup up to ``dense_hops_max`` nodes, a truncated BFS above it) is timed separately.
+a table lookup up to ``dense_hops_max`` nodes, a sparse meet-in-the-middle search above it) is timed
+separately. The one-time precompute (``model.prepare``: structure, PageRank, initial top-k, hops) is
+printed in its own column.
 Each (model, N) runs in a fresh subprocess (clean peak RSS; CUDA: max_memory_allocated), one
 thread, contextual SBM graphs (pk_graph.data.synthetic.csbm) with average degree 10, 32 features,
 the model's default ``max_hops`` (5) unless ``--max-hops`` says otherwise.
@@ -38,7 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(model_name: str, num_nodes: int, device: str, epochs: int, samples: int, hidden: int, max_hops: int) -> dict[str, float]:
+def measure(model_name: str, num_nodes: int, device: str, epochs: int, samples: int, hidden: int,
+            max_hops: int) -> dict[str, float]:
     import resource
 
     import torch
@@ -89,8 +92,12 @@ def measure(model_name: str, num_nodes: int, device: str, epochs: int, samples: 
 
     plain = sorted(epoch(False) for _ in range(epochs + 1))[: epochs]  # drop the slowest (warm-up)
     refreshed = sorted(epoch(True) for _ in range(epochs)) if model_name == "transgnn" else [0.0]
-    peak = (torch.cuda.max_memory_allocated() / 2**20) if device.startswith("cuda") else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    return {"model": model_name, "nodes": num_nodes, "edges": int(data.edge_index.shape[1]), "epoch_s": plain[len(plain) // 2],
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    return {"model": model_name, "nodes": num_nodes, "edges": int(data.edge_index.shape[1]),
+            "epoch_s": plain[len(plain) // 2],
             "refresh_epoch_s": refreshed[len(refreshed) // 2], "precompute_s": precompute, "peak_mib": peak}
 
 
@@ -107,7 +114,8 @@ def proteins_epochs(epochs: int, update: str) -> dict[str, object]:
     bundle = build_tu(TUConfig(dataset_name="PROTEINS_full", source="file"), seed=0)
     info = bundle.info
     torch.manual_seed(0)
-    model = TransGNN(info.num_features, info.num_classes, info.task, dropout=0.1, **({"update": update} if update else {}))
+    model = TransGNN(info.num_features, info.num_classes, info.task, dropout=0.1,
+                     **({"update": update} if update else {}))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     times, cpu = [], []
@@ -155,11 +163,13 @@ def run_proteins(epochs: int, old_rev: str) -> None:
         return statistics.mean(xs[1:]) if len(xs) > 1 else xs[0]
 
     old_cpu = later(results["old"]["cpu_s"])
-    print("\n| code | epoch 1 CPU s (new: fills the cache) | later epochs: CPU s | wall s | speed-up (CPU, later epochs) |")
+    print("\n| code | epoch 1 CPU s (new: fills the cache) | later epochs: CPU s | wall s "
+          "| speed-up (CPU, later epochs) |")
     print("|---|---|---|---|---|")
     for label, r in results.items():
         name = f"old ({old_rev})" if label == "old" else label
-        print(f"| {name} | {r['cpu_s'][0]:.2f} | {later(r['cpu_s']):.2f} | {later(r['epoch_s']):.2f} | {old_cpu / later(r['cpu_s']):.1f}x |")
+        print(f"| {name} | {r['cpu_s'][0]:.2f} | {later(r['cpu_s']):.2f} | {later(r['epoch_s']):.2f} "
+              f"| {old_cpu / later(r['cpu_s']):.1f}x |")
 
 
 def main() -> None:
@@ -172,7 +182,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--max-hops", type=int, default=5, help="default: the model's default (5)")
     ap.add_argument("--proteins", action="store_true", help="PROTEINS_full s/epoch, old code vs new code")
-    ap.add_argument("--old-rev", default="8468109^", help="git revision of the old pk_transgnn (default: before the structure cache)")
+    ap.add_argument("--old-rev", default="8468109^",
+                    help="git revision of the old pk_transgnn (default: before the structure cache)")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--proteins-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--update", default="", help=argparse.SUPPRESS)
@@ -194,21 +205,24 @@ def main() -> None:
                    "--samples", str(args.samples), "--hidden", str(args.hidden), "--max-hops", str(args.max_hops)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                print(f"{m} N={n} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}", file=sys.stderr)
+                why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
+                print(f"{m} N={n} failed: {why}", file=sys.stderr)
                 continue
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"{m:9s} N={n:>7d}  epoch {r['epoch_s']:.4f}s  with refresh {r['refresh_epoch_s']:.4f}s  "
                   f"precompute {r['precompute_s']:.2f}s  peak +{r['peak_mib']:.0f} MiB", flush=True)
     print(f"\nmax_hops = {args.max_hops}, k = {args.samples}, hidden = {args.hidden}")
-    print(f"| model | N | edges | s/epoch | ratio to previous N | s/epoch with sample refresh | one-time precompute s | peak MiB ({args.device}) |")
+    print("| model | N | edges | s/epoch | ratio to previous N | s/epoch with sample refresh | one-time precompute s "
+          f"| peak MiB ({args.device}) |")
     print("|---|---|---|---|---|---|---|---|")
     prev: dict[str, float] = {}
     for r in rows:
         ratio = f"{r['epoch_s'] / prev[r['model']]:.1f}" if r["model"] in prev else "-"
         prev[r["model"]] = r["epoch_s"]
         refresh = f"{r['refresh_epoch_s']:.4f}" if r["model"] == "transgnn" else "-"
-        print(f"| {r['model']} | {r['nodes']} | {r['edges']} | {r['epoch_s']:.4f} | {ratio} | {refresh} | {r['precompute_s']:.2f} | {r['peak_mib']:.0f} |")
+        print(f"| {r['model']} | {r['nodes']} | {r['edges']} | {r['epoch_s']:.4f} | {ratio} | {refresh} "
+              f"| {r['precompute_s']:.2f} | {r['peak_mib']:.0f} |")
 
 
 if __name__ == "__main__":

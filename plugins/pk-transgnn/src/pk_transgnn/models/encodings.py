@@ -41,37 +41,84 @@ def pagerank(edge_index: Tensor, num_nodes: int, graph: Tensor | None = None, da
     return p.float()
 
 
+def _ball_distances(adj: sp.csr_matrix, radius: int) -> tuple[Tensor, Tensor, Tensor]:
+    """CSR ``(ptr, node, hops)`` of the nodes within ``radius`` hops of every node along ``adj``'s rows
+    (``adj[u, v]``: an edge u -> v), with their hop counts. Sparse products only."""
+    n = adj.shape[0]
+    reach = sp.identity(n, dtype=np.int32, format="csr")
+    inside = reach.copy()  # sum over t <= radius of [d <= t] = radius + 1 - d for the nodes of the ball
+    for _ in range(radius):
+        reach = reach + reach @ adj
+        reach.data[:] = 1
+        inside = inside + reach
+    inside = inside.tocsr()
+    inside.sort_indices()
+    hops = torch.from_numpy((radius + 1 - inside.data).astype(np.int64))
+    return torch.from_numpy(inside.indptr.astype(np.int64)), torch.from_numpy(inside.indices.astype(np.int64)), hops
+
+
+def _expand(ptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """For CSR offsets ``ptr`` and a list of ``rows``: (which list entry, position in the CSR arrays) of
+    every stored entry of those rows."""
+    counts = ptr[rows + 1] - ptr[rows]
+    which = torch.repeat_interleave(torch.arange(rows.numel()), counts)
+    pos = ptr[rows][which] + torch.arange(which.numel()) - (torch.cumsum(counts, 0) - counts)[which]
+    return which, pos
+
+
 @torch.no_grad()
 def sample_hops(edge_index: Tensor, num_nodes: int, samples: Tensor, max_hops: int, chunk: int = 2048) -> Tensor:
-    """Hop distance from node ``i`` to ``samples[i, j]``, by truncated BFS (sparse ball growth on
-    ``chunk`` centre rows at a time, scipy CSR). Values in ``0..max_hops + 2`` (see module doc)."""
+    """Hop distance from node ``i`` to ``samples[i, j]`` (along the edges ``src -> dst``), exact up to
+    ``max_hops``; values in ``0..max_hops + 2`` (see module doc).
+
+    Meet in the middle, with sparse products and no loop over nodes: with ``b = floor(H / 2)``
+    (``H = max_hops``), ``d(i, s) = min_w d(i, w) + d(w, s)`` over the nodes ``w`` within ``b`` hops of
+    ``s`` (some ``w`` on a shortest path has ``d(w, s) <= b`` and ``d(i, w) <= H - b`` whenever
+    ``d(i, s) <= H``); nothing within reach means farther than ``H``. The balls of radius ``b`` (forward
+    and reverse edges) are computed once; ``d(i, w) <= H - b`` for a few centres ``i`` at a time (the
+    radius-``b`` balls of ``i``'s ``<= H - 2b``-hop neighbourhood) goes into one reused, cache-sized
+    ``[rows, n]`` uint8 buffer that is reset entry by entry. ``chunk`` is unused (kept for callers)."""
     n, k = samples.shape
-    s = samples.cpu().numpy()
-    out = np.full((n, k), max_hops + 1, dtype=np.int64)
+    out = torch.full((n, k), max_hops + 1, dtype=torch.long)
+    s = samples.cpu()
     out[s < 0] = max_hops + 2
     if n == 0 or k == 0:
-        return torch.from_numpy(out).to(samples.device)
+        return out.to(samples.device)
     ei = edge_index.cpu().numpy()
-    adj = sp.csr_matrix((np.ones(ei.shape[1], dtype=np.float32), (ei[0], ei[1])), shape=(n, n))
-    adj.data[:] = 1.0
-    for start in range(0, n, chunk):
-        rows = np.arange(start, min(start + chunk, n))
-        c = rows.size
-        reach = sp.csr_matrix((np.ones(c, dtype=np.float32), (np.arange(c), rows)), shape=(c, n))
-        found = s[rows] < 0
-        local_r = np.repeat(np.arange(c), k)
-        cols = np.clip(s[rows].reshape(-1), 0, None)
-        for t in range(1, max_hops + 1):
-            if found.all():
-                break
-            reach = reach + reach @ adj
-            reach.data[:] = 1.0
-            hit = (np.asarray(reach[local_r, cols]).reshape(c, k) > 0) & ~found
-            block = out[rows]
-            block[hit] = t
-            out[rows] = block
-            found |= hit
-    return torch.from_numpy(out).to(samples.device)
+    adj = sp.csr_matrix((np.ones(ei.shape[1], dtype=np.int32), (ei[0], ei[1])), shape=(n, n))
+    adj.data[:] = 1
+    b = max_hops // 2
+    a = max_hops - b  # b or b + 1
+    into_ptr, into_w, into_d = _ball_distances(adj.T.tocsr(), b)  # row s: the w with d(w, s) <= b
+    symmetric = (adj != adj.T).nnz == 0
+    out_ptr, out_w, out_d = (into_ptr, into_w, into_d) if symmetric else _ball_distances(adj, b)
+    if a > b:  # radius a = b + 1: the radius-b balls of i and of its out-neighbours
+        adj_ptr = torch.from_numpy(adj.indptr.astype(np.int64))
+        adj_col = torch.from_numpy(adj.indices.astype(np.int64))
+    far = 255
+    rows_per = max(1, min(n, (1 << 21) // n))  # buffer ~2 MiB: stays in cache
+    buffer = torch.full((rows_per * n,), far, dtype=torch.uint8)
+    for start in range(0, n, rows_per):
+        stop = min(start + rows_per, n)
+        centre = torch.arange(start, stop)
+        local = torch.arange(stop - start)
+        via, step = centre, torch.zeros(stop - start, dtype=torch.long)
+        if a > b:
+            which, pos = _expand(adj_ptr, centre)
+            local = torch.cat([local, which])
+            via = torch.cat([via, adj_col[pos]])
+            step = torch.cat([step, torch.ones_like(which)])
+        which, pos = _expand(out_ptr, via)
+        flat = local[which] * n + out_w[pos]
+        buffer.scatter_reduce_(0, flat, (step[which] + out_d[pos]).to(torch.uint8), "amin")
+        owner, slot = (s[start:stop] >= 0).nonzero(as_tuple=True)
+        pair, pos = _expand(into_ptr, s[start:stop][owner, slot])
+        first = buffer[owner[pair] * n + into_w[pos]].long()
+        total = torch.where(first == far, max_hops + 1, first + into_d[pos])
+        best = torch.full((owner.numel(),), max_hops + 1, dtype=torch.long).scatter_reduce_(0, pair, total, "amin")
+        out[start + owner, slot] = best
+        buffer[flat] = far
+    return out.to(samples.device)
 
 
 @torch.no_grad()

@@ -108,14 +108,57 @@ def select_rows(scores: Tensor, k: int, tiebreak: Tensor | None = None, tol: flo
 
 
 @torch.no_grad()
+def select_rows_grouped(scores: Tensor, k: int, tiebreak: Tensor | None = None, tol: float = TIE_TOL,
+                        group: int = 32) -> Tensor:
+    """:func:`select_rows`, same result, for wide rows: one pass over ``scores [r, c]``.
+
+    The top-``m`` candidates (``m = 2k + 8``) that :func:`select_rows` takes with ``topk`` over the
+    whole row are found from group maxima instead: the row is cut into groups of ``group`` columns,
+    and the ``m + 1`` groups with the largest maxima hold the row's top ``m + 1`` scores (any score
+    outside them is <= the smallest of those ``m + 1`` maxima). Where these ``m + 1`` scores are
+    strictly decreasing, ``topk`` over the full row has exactly one answer, which this is; rows with
+    an exact tie (or NaN) among them, or whose tie group reaches past the candidates, are handed to
+    :func:`select_rows` on their full row. ``tiebreak`` may be any integer dtype (e.g. uint8 hops)."""
+    r, c = scores.shape
+    kk = min(k, c)
+    m = min(c, 2 * kk + 8)
+    full_groups, tail = divmod(c, group)
+    if r == 0 or kk == 0 or m >= c or full_groups + (tail > 0) <= m + 1:
+        return select_rows(scores, k, None if tiebreak is None else tiebreak.long(), tol)
+    maxima = scores[:, : full_groups * group].unflatten(1, (full_groups, group)).amax(-1)
+    if tail:
+        maxima = torch.cat([maxima, scores[:, full_groups * group :].amax(-1, keepdim=True)], dim=1)
+    best = maxima.topk(m + 1, dim=1).indices
+    cols = (best.unsqueeze(-1) * group + torch.arange(group, device=scores.device)).flatten(1)
+    outside = cols >= c
+    cols = cols.clamp_max(c - 1)
+    top = scores.gather(1, cols).masked_fill_(outside, float("-inf")).topk(m + 1, dim=1)
+    s, order = top.values, cols.gather(1, top.indices)
+    settled = (s[:, :-1] > s[:, 1:]).all(1)  # strictly decreasing: no exact tie, no NaN
+    s, order = s[:, :m], order[:, :m]
+    key = _tie_groups(s, tol)
+    settled &= ~((key[:, kk] == key[:, m - 1]) & torch.isfinite(s[:, m - 1]))  # select_rows' full-sort rows
+    tb = None if tiebreak is None else tiebreak.gather(1, order).long()
+    out = _select_sorted(order, s, tb, kk, tol)
+    redo = (~settled).nonzero().flatten()
+    if redo.numel():
+        out[redo] = select_rows(scores[redo], k, None if tiebreak is None else tiebreak[redo].long(), tol)
+    return out
+
+
+@torch.no_grad()
 def topk_samples(
     z: Tensor, hn: Tensor, k: int, graph: Tensor | None = None, chunk: int = 2048, hop_table: Tensor | None = None,
-    tol: float = TIE_TOL,
+    tol: float = TIE_TOL, group: int = 32,
 ) -> Tensor:
     """Row-wise tie-aware top-``k`` (:func:`select_rows`) of ``z @ hn.T`` excluding the diagonal and
     other graphs, in row chunks (memory ``O(chunk * N)``); ties are broken by ``hop_table [N, N]``
     (fewer hops first) when given. Returns ``[N, k_eff]`` with ``k_eff = min(k, largest graph - 1)``
-    (at least 1), padded with -1 where a graph is too small or a tie group straddles the k-th place."""
+    (at least 1), padded with -1 where a graph is too small or a tie group straddles the k-th place.
+
+    Exact: each chunk's scores are one ``[chunk, N]`` matrix product (the same product, so the same
+    float64 values, for every chunk layout), written into one reused buffer; the diagonal and other
+    graphs are masked in place; the selection (:func:`select_rows_grouped`) reads each row once."""
     n = z.shape[0]
     if graph is None:
         largest = n
@@ -123,17 +166,24 @@ def topk_samples(
         largest = int(torch.bincount(graph).max()) if n else 0
     k_eff = max(1, min(k, largest - 1))
     out = torch.full((n, k_eff), PAD, dtype=torch.long, device=z.device)
-    cols = torch.arange(n, device=z.device)
+    if n == 0:
+        return out
+    buffer = torch.empty(min(chunk, n), n, dtype=torch.float64, device=z.device)
+    hn_t = hn.T
     for start in range(0, n, chunk):
-        rows = torch.arange(start, min(start + chunk, n), device=z.device)
-        scores = (z[rows] @ hn.T).double()
-        invalid = cols.unsqueeze(0) == rows.unsqueeze(1)
+        stop = min(start + chunk, n)
+        rows = torch.arange(start, stop, device=z.device)
+        scores = buffer[: stop - start]
+        if z.dtype == torch.float64 and hn.dtype == torch.float64:
+            torch.mm(z[start:stop].clone(), hn_t, out=scores)
+        else:
+            scores.copy_(z[start:stop] @ hn_t)
+        scores[rows - start, rows] = float("-inf")
         if graph is not None:
-            invalid = invalid | (graph[rows].unsqueeze(1) != graph.unsqueeze(0))
-        scores = scores.masked_fill(invalid, float("-inf"))
-        tb = hop_table[rows].long() if hop_table is not None else None
-        idx = select_rows(scores, k_eff, tb, tol)
-        out[rows, : idx.shape[1]] = idx
+            scores.masked_fill_(graph[start:stop].unsqueeze(1) != graph.unsqueeze(0), float("-inf"))
+        tb = hop_table[start:stop] if hop_table is not None else None
+        idx = select_rows_grouped(scores, k_eff, tb, tol, group)
+        out[start:stop, : idx.shape[1]] = idx
     return out
 
 
