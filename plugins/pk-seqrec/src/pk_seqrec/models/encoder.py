@@ -63,8 +63,8 @@ def position_ids(seq: torch.Tensor) -> torch.Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    """RecBole-style self-attention block: Q/K/V Linear(H, H), the seam above, output
-    Linear(H, H), dropout, then post-LayerNorm residual."""
+    """RecBole-style self-attention block: Q/K/V Linear(H, H), the seam above (fused by SDPA
+    when ``fused`` and no calibrator), output Linear(H, H), dropout, post-LayerNorm residual."""
 
     def __init__(self, hidden: int, heads: int, dropout: float, attn_dropout: float, eps: float,
                  fused: bool = True) -> None:
