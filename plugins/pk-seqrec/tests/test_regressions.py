@@ -28,6 +28,7 @@ from pk_seqrec.trainers.next_item import NextItemTrainer
 
 from pk.core.config import validate_params
 from pk.core.errors import ConfigError, DataError
+from pk.core.testing import MemoryRun
 
 torch.set_num_threads(1)
 
@@ -132,40 +133,6 @@ def test_pop_counts_each_training_position_once_with_overlapping_rows() -> None:
 
 
 # -- 6. budget report, example scores, bounds -------------------------------------------------
-class ScoreRun:
-    """Run handle double that records save_example_scores."""
-
-    device = "cpu"
-
-    def __init__(self) -> None:
-        self.scores: dict[str, dict[str, Any]] = {}
-        self._g: dict[str, torch.Generator] = {}
-
-    def generator(self, name: str) -> torch.Generator:
-        return self._g.setdefault(name, torch.Generator().manual_seed(0))
-
-    def log(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def save_checkpoint(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def latest_checkpoint(self) -> None:
-        return None
-
-    def generator_states(self) -> dict[str, Any]:
-        return {name: g.get_state() for name, g in self._g.items()}
-
-    def progress(self, it: Any, total: Any = None, description: str = "") -> Any:
-        return it
-
-    def echo(self, msg: str) -> None:
-        pass
-
-    def save_example_scores(self, split: str, scores: dict[str, Any]) -> None:
-        self.scores[split] = {k: np.asarray(v) for k, v in scores.items()}
-
-
 def test_fit_reports_epochs_run_and_best_epoch_and_test_saves_per_user_scores() -> None:
     """``fit`` returns epochs_run and a 1-based best_epoch; ``evaluate(..., "test")`` saves one
     value per test user whose mean is the metric. Fails on the old trainer (it returned
@@ -173,7 +140,7 @@ def test_fit_reports_epochs_run_and_best_epoch_and_test_saves_per_user_scores() 
     data = build_synthetic_seq(SyntheticSeqConfig(num_users=50), seed=0)
     torch.manual_seed(0)
     model = SASRec(data.info.num_items, data.info.max_len, hidden=16, heads=2, inner=32)
-    run = ScoreRun()
+    run = MemoryRun()
     trainer = NextItemTrainer(NextItemTrainerConfig(max_epochs=2, patience=0, batch_size=32))
     fit = trainer.fit(model, data, run)
     assert fit["epochs_run"] == 2 and fit["best_epoch"] in (1, 2)
@@ -182,11 +149,12 @@ def test_fit_reports_epochs_run_and_best_epoch_and_test_saves_per_user_scores() 
     saved = run.scores["test"]
     assert set(saved) == {k for k in metrics if k != "history_excluded"}
     for name, arr in saved.items():
+        arr = np.asarray(arr)
         assert arr.shape == (data.size("test"),)
         assert abs(arr.mean() - metrics[name]) < 1e-12
-    again = ScoreRun()
+    again = MemoryRun()
     trainer.evaluate(model, data, "test", again)
-    assert all(np.array_equal(again.scores["test"][k], v) for k, v in saved.items())  # stable order
+    assert all(np.array_equal(np.asarray(again.scores["test"][k]), np.asarray(v)) for k, v in saved.items())  # stable order
 
 
 @pytest.mark.parametrize("cls,key,value", [

@@ -13,37 +13,7 @@ from pk_seqrec.plugin import NextItemTrainerConfig, SyntheticSeqConfig
 from pk_seqrec.trainers.next_item import NextItemTrainer
 from torch import nn
 
-
-class FakeRun:
-    """The smallest run handle the trainer needs."""
-
-    device = "cpu"
-
-    def __init__(self) -> None:
-        self.logs: list[tuple[int, str, dict[str, float]]] = []
-        self.saved: dict[str, Any] | None = None
-        self._gens: dict[str, torch.Generator] = {}
-
-    def generator(self, name: str) -> torch.Generator:
-        return self._gens.setdefault(name, torch.Generator().manual_seed(0))
-
-    def log(self, step: int, split: str = "train", **m: float) -> None:
-        self.logs.append((step, split, m))
-
-    def save_checkpoint(self, state: dict[str, Any], tag: str = "last") -> None:
-        self.saved = state
-
-    def latest_checkpoint(self) -> None:
-        return None
-
-    def generator_states(self) -> dict[str, Any]:
-        return {name: g.get_state() for name, g in self._gens.items()}
-
-    def progress(self, it: Any, total: Any = None, description: str = "") -> Any:
-        return it
-
-    def echo(self, msg: str) -> None:
-        pass
+from pk.core.testing import MemoryRun
 
 
 class TwoOptimizerModel(SASRec):
@@ -73,11 +43,11 @@ def test_model_can_take_over_the_step() -> None:
     data = build_synthetic_seq(SyntheticSeqConfig(num_users=60), seed=0)
     model = TwoOptimizerModel(data.info.num_items, data.info.max_len, hidden=16, heads=2, inner=32)
     before = model.item_embedding.weight.detach().clone()
-    run = FakeRun()
+    run = MemoryRun()
     trainer = NextItemTrainer(NextItemTrainerConfig(max_epochs=2, batch_size=16))
     trainer.fit(model, data, run)
     assert model.steps == 2 * -(-data.size("train") // 16)
-    assert run.saved is not None and len(run.saved["optimizers"]) == 2
+    assert run.saved and len(run.saved[-1]["optimizers"]) == 2
     assert not torch.equal(before, model.item_embedding.weight)
 
 
@@ -105,9 +75,9 @@ def test_early_stopping_restores_best() -> None:
             s[:, 0] = float("-inf")
             return s
 
-    out = NextItemTrainer(NextItemTrainerConfig(max_epochs=20, patience=2)).fit(Frozen(), data, FakeRun())
+    out = NextItemTrainer(NextItemTrainerConfig(max_epochs=20, patience=2)).fit(Frozen(), data, MemoryRun())
     assert out["epochs_run"] == 3 and out["best_epoch"] == 1  # 1-based
-    never = NextItemTrainer(NextItemTrainerConfig(max_epochs=4, patience=0)).fit(Frozen(), data, FakeRun())
+    never = NextItemTrainer(NextItemTrainerConfig(max_epochs=4, patience=0)).fit(Frozen(), data, MemoryRun())
     assert never["epochs_run"] == 4 and never["best_epoch"] == 1  # patience 0: no early stop
 
 
