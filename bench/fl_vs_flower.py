@@ -1,10 +1,14 @@
 """Rounds per second for FedAvg on MNIST t10k, one engine per subprocess, in one run:
 
-- ``fedsim``: pk's in-process simulator;
+- ``fedsim``: pk's in-process simulator, clients one after another (``client_batching = "loop"``);
+- ``fedsim-vmap``: the same with all clients of a round at once (``client_batching = "vmap"``, torch.func);
 - ``bridge-inprocess``: the same rounds through pk's Flower bridge (trainer ``flower``): Flower's
   ServerApp, strategy loop, Message/RecordDict round trips and ClientApps, in-process grid;
 - ``bridge-ray``: the bridge on Flower's simulation runtime (ClientApps in Ray actors);
-- ``flower-fedavg``: Flower's own FedAvg + a plain PyTorch ClientApp on the Ray runtime;
+- ``flower-fedavg``: Flower's own FedAvg + a plain PyTorch ClientApp on the Ray runtime. The
+  ClientApp is defined in this importable module (``fl_vs_flower``; the Ray workers get its folder
+  on PYTHONPATH) and loads MNIST once per actor: Flower pickles the app with every message, and an
+  app that captured the dataset in a closure ran 4.4x slower (issue 26), so this is Flower's best case;
 
 plus server (aggregation) time per round of SmartFL (and Dynafed, when installed) vs FedAvg.
 
@@ -12,16 +16,20 @@ Setup (as the fl-base note's reference figures): all 10,000 t10k images split II
 ``--clients`` clients (default 50, 200 each), all sampled every round, MLP 784-200-10, one local
 epoch of plain SGD (lr 0.05, batch 32), server evaluation on the 10,000 images after every round.
 
-    .venv/bin/python bench/fl_vs_flower.py --rounds 4 [--engines fedsim,bridge-inprocess] [--skip-server]
+    .venv/bin/python bench/fl_vs_flower.py --rounds 4 [--engines fedsim,fedsim-vmap,flower-fedavg] [--skip-server]
 
 Rates use rounds 2..R (the first round holds Ray's start-up); ``first_round_s`` is reported
-apart. Every engine runs with one torch thread; Ray gets 2 CPUs (2 actors x 1 CPU).
+apart; pk's engines also report ``cpu_s_per_round`` over the same rounds (one thread, so it is
+robust to a shared box). Every engine runs with one torch thread; Ray gets 2 CPUs (2 actors x 1 CPU). ``cpu_s`` is
+the CPU time of the engine's whole process tree (start-up and data loading included) as reaped
+by its subprocess, ``wall_s`` its wall clock. The last lines compare loop, vmap and Flower.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -29,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 CLIENTS, HIDDEN, LR, BATCH = 50, 200, 0.05, 32
-ENGINES = ("fedsim", "bridge-inprocess", "bridge-ray", "flower-fedavg")
+ENGINES = ("fedsim", "fedsim-vmap", "bridge-inprocess", "bridge-ray", "flower-fedavg")
 
 
 def mnist_bundle() -> Any:
@@ -96,14 +104,17 @@ class BenchRun:
         """Not needed by the benchmark."""
 
 
-def sim_config(rounds: int, participation: float = 1.0, num_clients: int = CLIENTS) -> Any:
+def sim_config(rounds: int, participation: float = 1.0, num_clients: int = CLIENTS,
+               client_batching: str = "loop") -> Any:
     from pk_fl.plugin import FedSimConfig
 
-    return FedSimConfig(rounds=rounds, num_clients=num_clients, participation=participation, local_epochs=1, batch_size=BATCH,
-                        lr=LR, proxy_samples=100, checkpoint_every=0, plot=False, eval_batch_size=2000)
+    return FedSimConfig(rounds=rounds, num_clients=num_clients, participation=participation, local_epochs=1,
+                        batch_size=BATCH, lr=LR, proxy_samples=100, checkpoint_every=0, plot=False,
+                        eval_batch_size=2000, client_batching=client_batching)
 
 
-def run_pk(rounds: int, aggregator_factory: Any, data: Any, cfg: Any = None, trainer_name: str = "fedsim") -> dict[str, Any]:
+def run_pk(rounds: int, aggregator_factory: Any, data: Any, cfg: Any = None,
+           trainer_name: str = "fedsim") -> dict[str, Any]:
     import torch
     from pk_fl.trainers.flower import FlowerTrainer
     from pk_fl.trainers.simulator import FedSimTrainer
@@ -115,11 +126,13 @@ def run_pk(rounds: int, aggregator_factory: Any, data: Any, cfg: Any = None, tra
     trainer = (FlowerTrainer if trainer_name == "flower" else FedSimTrainer)(cfg or sim_config(rounds))
     run = BenchRun(aggregator_factory)
     stamps: list[float] = []
+    cpu_stamps: list[float] = []
     log = run.log
 
     def timed_log(step: int, split: str = "train", **metrics: float) -> None:
         if split == "server":
             stamps.append(time.perf_counter())
+            cpu_stamps.append(time.process_time())
         log(step, split, **metrics)
 
     run.log = timed_log  # type: ignore[method-assign]
@@ -127,8 +140,11 @@ def run_pk(rounds: int, aggregator_factory: Any, data: Any, cfg: Any = None, tra
     trainer.fit(model, data, run)
     per_round = [b - a for a, b in zip(stamps, stamps[1:])]
     steady = per_round[1:] or per_round
-    return {**getattr(trainer, "timing", {}), "wall_s": time.perf_counter() - t0, "first_round_s": per_round[0], "seconds_per_round": sum(steady) / len(steady),
-            "rounds_per_s": len(steady) / sum(steady), "final_accuracy": run.server_log[-1][1]}
+    first = 1 if len(cpu_stamps) > 2 else 0  # the same rounds as ``steady``
+    return {**getattr(trainer, "timing", {}), "fit_wall_s": time.perf_counter() - t0, "first_round_s": per_round[0],
+            "seconds_per_round": sum(steady) / len(steady), "rounds_per_s": len(steady) / sum(steady),
+            "cpu_s_per_round": (cpu_stamps[-1] - cpu_stamps[first]) / (len(cpu_stamps) - 1 - first),
+            "final_accuracy": run.server_log[-1][1]}
 
 
 def pk_side(rounds: int, engine: str, clients: int) -> dict[str, Any]:
@@ -140,8 +156,8 @@ def pk_side(rounds: int, engine: str, clients: int) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     data = mnist_bundle()
-    cfg = sim_config(rounds, num_clients=clients)
-    if engine == "fedsim":
+    cfg = sim_config(rounds, num_clients=clients, client_batching="vmap" if engine == "fedsim-vmap" else "loop")
+    if engine in ("fedsim", "fedsim-vmap"):
         return run_pk(rounds, lambda ctx: FedAvg(None), data, cfg)
     from pk_fl.plugin import FlowerConfig
 
@@ -174,42 +190,75 @@ def server_side(rounds: int) -> dict[str, Any]:
     return out
 
 
+_FLOWER_DATA: dict[str, Any] = {}
+
+
+def flower_net() -> Any:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
+
+
+def flower_train(msg: Any, context: Any) -> Any:
+    """The plain PyTorch client: one epoch of SGD on partition ``partition-id`` of ``num-partitions``
+    equal chunks; MNIST is loaded once per process (a Ray actor) and kept in ``_FLOWER_DATA``."""
+    import torch
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from torch import nn
+
+    torch.set_num_threads(1)
+    if not _FLOWER_DATA:
+        train = mnist_bundle().tensors["train"]
+        _FLOWER_DATA.update(x=train["x"], y=train["y"])
+    x, y = _FLOWER_DATA["x"], _FLOWER_DATA["y"]
+    parts = torch.arange(len(y)).chunk(int(context.node_config["num-partitions"]))
+    idx = parts[int(context.node_config["partition-id"])]
+    model = flower_net()
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    order = idx[torch.randperm(len(idx))]
+    for s in range(0, len(order), BATCH):
+        b = order[s : s + BATCH]
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[b]), y[b]).backward()
+        opt.step()
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
+                          "metrics": MetricRecord({"num-examples": len(idx)})})
+    return Message(content=content, reply_to=msg)
+
+
+def flower_client_app() -> Any:
+    """A ClientApp whose train function is :func:`flower_train` of the importable module
+    ``fl_vs_flower``, so Ray pickles it by reference (no data travels with the messages)."""
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+    app.train()(flower_train)
+    return app
+
+
 def flower_side(rounds: int, clients: int = CLIENTS) -> dict[str, Any]:
     """Flower 1.42 Message API, its own FedAvg + Ray backend (2 actors x 1 CPU), the same experiment."""
+    import os
+
     import torch
-    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
+    from flwr.app import ArrayRecord, Context, MetricRecord
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
-    from torch import nn
+
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    sys.path.insert(0, here)
+    import fl_vs_flower  # this file as an importable module, not __main__
 
     data = mnist_bundle()
     x, y = data.tensors["train"]["x"], data.tensors["train"]["y"]
-    parts = torch.arange(len(y)).chunk(clients)
     torch.set_num_threads(1)
-
-    def net() -> nn.Module:
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
-
-    client = ClientApp()
-
-    @client.train()
-    def train(msg: Message, context: Context) -> Message:
-        torch.set_num_threads(1)
-        model = net()
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        idx = parts[int(context.node_config["partition-id"])]
-        opt = torch.optim.SGD(model.parameters(), lr=LR)
-        order = idx[torch.randperm(len(idx))]
-        for s in range(0, len(order), BATCH):
-            b = order[s : s + BATCH]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[b]), y[b]).backward()
-            opt.step()
-        content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord({"num-examples": len(idx)})})
-        return Message(content=content, reply_to=msg)
+    net = fl_vs_flower.flower_net
+    client = fl_vs_flower.flower_client_app()
 
     stamps: list[tuple[int, float, float]] = []
 
@@ -225,8 +274,10 @@ def flower_side(rounds: int, clients: int = CLIENTS) -> dict[str, Any]:
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients, min_available_nodes=clients)
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(net().state_dict()), num_rounds=rounds, evaluate_fn=evaluate_fn)
+        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients,
+                          min_available_nodes=clients)
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(net().state_dict()), num_rounds=rounds,
+                       evaluate_fn=evaluate_fn)
 
     t0 = time.perf_counter()
     run_simulation(server_app=server, client_app=client, num_supernodes=clients,
@@ -235,7 +286,7 @@ def flower_side(rounds: int, clients: int = CLIENTS) -> dict[str, Any]:
     times = [t for _r, t, _a in stamps]
     per_round = [b - a for a, b in zip(times, times[1:])]
     steady = per_round[1:] or per_round
-    return {"wall_s": wall, "first_round_s": per_round[0] if per_round else float("nan"),
+    return {"fit_wall_s": wall, "first_round_s": per_round[0] if per_round else float("nan"),
             "seconds_per_round": sum(steady) / len(steady), "rounds_per_s": len(steady) / sum(steady),
             "final_accuracy": stamps[-1][2] if stamps else float("nan")}
 
@@ -247,23 +298,49 @@ def main() -> None:
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {', '.join(ENGINES)}")
     ap.add_argument("--role", default="all", help=argparse.SUPPRESS)
     ap.add_argument("--skip-server", action="store_true")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per engine subprocess")
     args = ap.parse_args()
     if args.role != "all":
-        res = flower_side(args.rounds, args.clients) if args.role == "flower-fedavg" else pk_side(args.rounds, args.role, args.clients)
+        res = (flower_side(args.rounds, args.clients) if args.role == "flower-fedavg"
+               else pk_side(args.rounds, args.role, args.clients))
         print("RESULT " + json.dumps(res))
         return
     result: dict[str, Any] = {}
     for engine in [e for e in args.engines.split(",") if e]:
         if engine not in ENGINES:
             sys.exit(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-        proc = subprocess.run([sys.executable, __file__, "--role", engine, "--rounds", str(args.rounds),
-                               "--clients", str(args.clients)], capture_output=True, text=True, timeout=3600)
-        lines = [ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        result[engine] = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, __file__, "--role", engine, "--rounds", str(args.rounds),
+                                   "--clients", str(args.clients)], capture_output=True, text=True,
+                                  timeout=args.timeout)
+            lines = [ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            result[engine] = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}
+        except subprocess.TimeoutExpired:
+            result[engine] = {"error": f"no result within {args.timeout} s"}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result[engine]["wall_s"] = time.perf_counter() - t0
+        result[engine]["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         print(engine, json.dumps(result[engine]), file=sys.stderr, flush=True)
     if not args.skip_server:
         result["server_time"] = server_side(max(3, args.rounds // 2))
     print(json.dumps(result, indent=2))
+    rate = {e: result[e]["rounds_per_s"] for e in ("fedsim", "fedsim-vmap", "flower-fedavg")
+            if "rounds_per_s" in result.get(e, {})}
+    if rate:
+        print("rounds/s: " + ", ".join(f"{e} {r:.2f} (cpu {result[e]['cpu_s']:.0f} s, wall {result[e]['wall_s']:.0f} s)"
+                                        for e, r in rate.items()))
+        cpu = {e: result[e]["cpu_s_per_round"] for e in rate if "cpu_s_per_round" in result[e]}
+        if len(cpu) == 2:
+            print(f"cpu s/round: fedsim {cpu['fedsim']:.3f}, fedsim-vmap {cpu['fedsim-vmap']:.3f} "
+                  f"({cpu['fedsim'] / cpu['fedsim-vmap']:.2f}x less CPU per round)")
+    for a, b, goal in (("fedsim-vmap", "fedsim", 2.0), ("fedsim-vmap", "flower-fedavg", 5.0),
+                       ("fedsim", "flower-fedavg", None)):
+        if a in rate and b in rate:
+            ratio = rate[a] / rate[b]
+            verdict = "" if goal is None else f" (goal >= {goal:g}x: {'met' if ratio >= goal else 'NOT met'})"
+            print(f"{a} / {b}: {ratio:.2f}x{verdict}")
 
 
 if __name__ == "__main__":

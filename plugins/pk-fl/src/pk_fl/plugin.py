@@ -98,7 +98,9 @@ class FedSimConfig(OptimConfig):
     ("examples" = client sample count, "uniform" = 1, i.e. unweighted as in Dynafed's code).
     ``proximal_mu`` > 0 turns clients into FedProx clients (loss + mu * ||w - w_round||^2,
     no 1/2 factor, as in Dynafed's reference). ``attack`` applies to a fixed, seeded
-    ``malicious_fraction`` of clients.
+    ``malicious_fraction`` of clients. ``client_batching``: "loop" trains the sampled clients one
+    after another, "vmap" all at once with ``torch.func`` (same client states to float
+    tolerance; SGD only, no BatchNorm or dropout; see :mod:`pk_fl.trainers.vectorised`).
     """
 
     rounds: int = field(default=10, metadata={"ge": 1, "le": 100_000})
@@ -110,6 +112,7 @@ class FedSimConfig(OptimConfig):
     lr: float = field(default=0.05, metadata={"gt": 0})
     momentum: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
     persistent_client_optimizer: bool = False
+    client_batching: Literal["loop", "vmap"] = "loop"
     proximal_mu: float = field(default=0.0, metadata={"ge": 0})
     weighting: Literal["examples", "uniform"] = "examples"
     partition: Literal["iid", "dirichlet", "dynafed-dirichlet", "shards"] = field(

@@ -42,6 +42,9 @@ class FlowerTrainer(FedSimTrainer):
         if config.persistent_client_optimizer:
             raise ConfigError("trainer flower: persistent_client_optimizer needs client state across rounds, which "
                               "stateless Flower ClientApps do not keep; use trainer fedsim")
+        if getattr(config, "client_batching", "loop") != "loop":
+            raise ConfigError('trainer flower: client_batching = "vmap" is fedsim\'s; Flower ClientApps train one '
+                              'client each (use client_batching = "loop")')
 
     def fit(self, model: nn.Module, data: Any, run: RunHandle) -> dict[str, float]:
         from pk_fl.trainers import flower_bridge as flower

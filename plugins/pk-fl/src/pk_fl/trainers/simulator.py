@@ -1,7 +1,8 @@
 """The in-process federated simulator, registered as the trainer "fedsim".
 
 One ``fit`` runs ``rounds`` server rounds. Per round: sample clients (seeded), broadcast the
-global state, train each sampled client locally (label attacks act here), let model attacks
+global state, train each sampled client locally (label attacks act here; one after another, or
+all at once with ``client_batching = "vmap"``: :mod:`pk_fl.trainers.vectorised`), let model attacks
 rewrite the malicious clients' states, aggregate with the run's configured ``[aggregator]``
 (built once via ``run.build("aggregator", context=ServerContext(...))``; core "fedavg" when
 none is configured), evaluate on ``eval_split``, log, checkpoint. The round's pieces, and how
@@ -46,6 +47,7 @@ from pk_fl.trainers.rounds import (
     sample_clients,
     server_step,
 )
+from pk_fl.trainers.vectorised import VmapClients, check_vmap_config
 
 
 class FedSimTrainer:
@@ -64,6 +66,7 @@ class FedSimTrainer:
             raise ConfigError(f"trainer.participation must be in (0, 1], got {config.participation}")
         if not 0 <= config.malicious_fraction < 1:
             raise ConfigError(f"trainer.malicious_fraction must be in [0, 1), got {config.malicious_fraction}")
+        check_vmap_config(config)
 
     def server_context(self, model: nn.Module, fed: Federation, data: Any, run: RunHandle) -> ServerContext:
         template = copy.deepcopy(model).cpu()
@@ -86,6 +89,7 @@ class FedSimTrainer:
         device = run.device
         fed, aggregator = self.setup(model, data, run)
         worker = copy.deepcopy(model)
+        vectorised = VmapClients(cfg, worker, fed, device) if cfg.client_batching == "vmap" else None
 
         agg_state = None
         client_opt: dict[str, Any] = {}
@@ -113,21 +117,11 @@ class FedSimTrainer:
             t0 = time.perf_counter()
             sampled = sample_clients(cfg.num_clients, cfg.participation, round_generator(run.seed, "fl-sampling", rnd))
             global_state = clone_state(model.state_dict())
-            states, losses = [], []
-            for cid in sampled:
-                if fed.sizes[cid] == 0:
-                    states.append(clone_state(global_state))
-                    continue
-                label_attack = cfg.attack if cid in fed.malicious and cfg.attack in LABEL_ATTACKS else "none"
-                client_state, opt_state, loss = local_train(
-                    cfg, worker, global_state, fed.shards[cid], num_classes=fed.num_classes, label_attack=label_attack,
-                    seed=derive_seed(run.seed, "fl-client", str(rnd), str(cid)), device=device,
-                    optimizer_state=client_opt.get(str(cid)) if cfg.persistent_client_optimizer else None,
-                )
-                if cfg.persistent_client_optimizer:
-                    client_opt[str(cid)] = opt_state
-                states.append(client_state)
-                losses.append(loss)
+            if vectorised is not None:
+                states, losses = vectorised.train(global_state, sampled, rnd=rnd, seed=run.seed, client_opt=client_opt)
+            else:
+                states, losses = self.train_loop(fed, worker, global_state, sampled, rnd=rnd, seed=run.seed,
+                                                 device=device, client_opt=client_opt)
             t1 = time.perf_counter()
             new_state, agg_state, metrics, _applied = server_step(
                 cfg, fed, aggregator, agg_state, global_state, sampled, states, rnd=rnd, seed=run.seed
@@ -162,6 +156,29 @@ class FedSimTrainer:
                            "server_seconds_per_round": float(np.mean(server_seconds))}
             run.artifact_path("timing.json").write_text(json.dumps(self.timing, indent=2))
         return out
+
+    def train_loop(self, fed: Federation, worker: nn.Module, global_state: dict[str, Any], sampled: list[int], *,
+                   rnd: int, seed: int, device: str, client_opt: dict[str, Any]) -> tuple[list[Any], list[float]]:
+        """The sampled clients one after another (``client_batching = "loop"``): their states
+        (aligned with ``sampled``; a client without data returns the global state) and mean
+        losses; ``client_opt`` updated in place when ``persistent_client_optimizer`` is set."""
+        cfg = self.config
+        states, losses = [], []
+        for cid in sampled:
+            if fed.sizes[cid] == 0:
+                states.append(clone_state(global_state))
+                continue
+            label_attack = cfg.attack if cid in fed.malicious and cfg.attack in LABEL_ATTACKS else "none"
+            client_state, opt_state, loss = local_train(
+                cfg, worker, global_state, fed.shards[cid], num_classes=fed.num_classes, label_attack=label_attack,
+                seed=derive_seed(seed, "fl-client", str(rnd), str(cid)), device=device,
+                optimizer_state=client_opt.get(str(cid)) if cfg.persistent_client_optimizer else None,
+            )
+            if cfg.persistent_client_optimizer:
+                client_opt[str(cid)] = opt_state
+            states.append(client_state)
+            losses.append(loss)
+        return states, losses
 
     def evaluate(self, model: nn.Module, data: Any, split: str, run: RunHandle) -> dict[str, float]:
         per_example: dict[str, Any] = {}
