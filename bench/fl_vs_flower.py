@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pk.core.testing import MemoryRun
+
 CLIENTS, HIDDEN, LR, BATCH = 50, 200, 0.05, 32
 ENGINES = ("fedsim", "fedsim-vmap", "bridge-inprocess", "bridge-ray", "flower-fedavg")
 
@@ -59,49 +61,16 @@ def mnist_bundle() -> Any:
     return TensorBundle(info=info, tensors={"train": split, "test": split})
 
 
-class BenchRun:
-    """The subset of pk's RunHandle the simulator uses, without files."""
+class BenchRun(MemoryRun):
+    """An in-memory run handle whose aggregator comes from ``aggregator_factory(context)``."""
 
     def __init__(self, aggregator_factory: Any, seed: int = 0) -> None:
-        self.seed, self.device, self.factory = seed, "cpu", aggregator_factory
-        self._gens: dict[str, Any] = {}
-        self.server_log: list[tuple[int, float]] = []
-        self.dir = Path("/tmp")
+        super().__init__(seed=seed, builders={"aggregator": lambda context=None, **_: aggregator_factory(context)})
 
-    def generator(self, name: str) -> Any:
-        import torch
-
-        from pk.core.seed import derive_seed
-
-        return self._gens.setdefault(name, torch.Generator().manual_seed(derive_seed(self.seed, name)))
-
-    def generator_states(self) -> dict[str, Any]:
-        return {name: g.get_state() for name, g in self._gens.items()}
-
-    def log(self, step: int, split: str = "train", **metrics: float) -> None:
-        if split == "server":
-            self.server_log.append((step, metrics["accuracy"]))
-
-    def build(self, section: str, **kwargs: Any) -> Any:
-        return self.factory(kwargs.get("context"))
-
-    def progress(self, iterable: Any, total: Any = None, description: str = "") -> Any:
-        return iterable
-
-    def echo(self, message: str) -> None:
-        """Silent: the benchmark prints its own table."""
-
-    def latest_checkpoint(self) -> None:
-        return None
-
-    def save_checkpoint(self, state: Any, tag: str = "last") -> None:
-        return None
-
-    def artifact_path(self, name: str) -> Path:
-        return Path("/tmp") / f"pk-bench-{name}"
-
-    def save_example_scores(self, split: str, scores: Any) -> None:
-        """Not needed by the benchmark."""
+    @property
+    def server_log(self) -> list[tuple[int, float]]:
+        """``(round, accuracy)`` of every server evaluation logged so far."""
+        return [(step, m["accuracy"]) for step, split, m in self.logs if split == "server"]
 
 
 def sim_config(rounds: int, participation: float = 1.0, num_clients: int = CLIENTS,
