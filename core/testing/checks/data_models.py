@@ -56,21 +56,32 @@ def dataset_splits_are_disjoint(case: Case) -> None:
 
 
 def dataset_batches_fit_info(case: Case) -> None:
+    """``info.task`` is set and registered; item ids in batches lie in ``[0, num_items]``,
+    for drawn seeds and batch sizes."""
     from pk.core.runner import Components
 
-    data = Components(_config({"dataset": case.registration})).dataset()  # type: ignore[dict-item]
-    info = data.info
-    assert info.task, "DatasetInfo.task must be set"
-    assert case.registration is not None
-    if case.registration.tasks:
-        assert info.task in case.registration.tasks, f"info.task {info.task!r} not among registered tasks"
-    batch = _first_batch(data)
-    assert batch is not None
-    if isinstance(batch, dict) and info.num_items:
-        for key in ("seq", "target"):
-            if key in batch:
-                t = batch[key]
-                assert int(t.min()) >= 0 and int(t.max()) <= info.num_items, f"{key} ids outside [0, num_items]"
+    reg = case.registration
+    assert reg is not None
+    parts = {"dataset": reg}
+
+    @settings(max_examples=3, deadline=None)
+    @given(st.integers(0, 2**16), st.integers(1, 16))
+    def prop(seed: int, size: int) -> None:
+        data = Components(_config(parts, seed=seed)).dataset()
+        info = data.info
+        assert info.task, "DatasetInfo.task must be set"
+        if reg.tasks:
+            assert info.task in reg.tasks, f"info.task {info.task!r} not among registered tasks"
+        batch = _first_batch(data, size)
+        assert batch is not None
+        if isinstance(batch, dict) and info.num_items:
+            for key in ("seq", "target"):
+                if key in batch:
+                    t = batch[key]
+                    assert int(t.min()) >= 0 and int(t.max()) <= info.num_items, (
+                        f"{key} ids outside [0, num_items] (seed {seed}, batch size {size})")
+
+    prop()
 
 
 # -- models ----------------------------------------------------------------------------

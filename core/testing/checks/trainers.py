@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pk.core.registry import Registration
 from pk.core.testing.cases import Case
@@ -32,11 +34,18 @@ def _train_once(parts: dict[str, Registration], out_dir: str, seed: int = 0, run
 
 
 def trainer_is_deterministic(case: Case) -> None:
+    """Two runs with the same (drawn) seed end with the same metrics."""
     parts = _stack(case, ("dataset", "model"))
-    with tempfile.TemporaryDirectory() as tmp:
-        _, r1 = _train_once(parts, os.path.join(tmp, "a"))
-        _, r2 = _train_once(parts, os.path.join(tmp, "b"))
-    assert r1["metrics"] == r2["metrics"], "two runs with the same seed logged different final metrics"
+
+    @settings(max_examples=2, deadline=None)
+    @given(st.integers(0, 2**16))
+    def prop(seed: int) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            _, r1 = _train_once(parts, os.path.join(tmp, "a"), seed=seed)
+            _, r2 = _train_once(parts, os.path.join(tmp, "b"), seed=seed)
+        assert r1["metrics"] == r2["metrics"], f"two runs with seed {seed} logged different final metrics"
+
+    prop()
 
 
 def trainer_resume_is_exact(case: Case) -> None:
