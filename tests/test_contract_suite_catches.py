@@ -3,7 +3,7 @@ fail is a defect): each broken plugin below violates exactly one property."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -15,6 +15,11 @@ from pk.core.testing import Case, check
 @dataclass
 class Empty:
     pass
+
+
+@dataclass
+class WidthConfig:
+    width: int = field(default=8, metadata={"ge": 1})
 
 
 @dataclass
@@ -59,6 +64,8 @@ class BrokenPlugin:
                  tasks=("node-classification",))
         register("neighbour-mean", "tests.broken_components:build_neighbour_mean", config=Empty, summary="good twin",
                  tasks=("node-classification",))
+        register("odd-width", "tests.broken_components:build_pairs_width", config=WidthConfig,
+                 summary="crashes on odd widths its bounds admit", tasks=("classification",))
         register("column-positions", "tests.broken_components:build_column_positions", config=Empty,
                  summary="positions from the batch's left edge", tasks=("next-item",))
         register("bag-of-items", "tests.broken_components:build_bag_of_items", config=Empty, summary="good twin",
@@ -98,6 +105,7 @@ BROKEN = [
     ("models", "batch-centred", "model_batch_independent"),
     ("models", "index-aware", "model_permutation_equivariant"),
     ("models", "column-positions", "model_padding_invariant"),
+    ("models", "odd-width", "model_accepts_drawn_configs"),
     ("trainers", "eager", "trainer_zero_steps_leave_weights"),
 ]
 
@@ -118,6 +126,7 @@ def test_suite_passes_the_good_twin(pk_register_temp):
                                    ("models", "mlp", "model_is_deterministic"),
                                    ("models", "mlp", "model_loss_backpropagates"),
                                    ("models", "mlp", "model_batch_independent"),
+                                   ("models", "mlp", "model_accepts_drawn_configs"),
                                    ("trainers", "supervised", "trainer_zero_steps_leave_weights")]:
         check(Case(check_name, "pk-core", registry.get(kind, name)))
     check(Case("model_permutation_equivariant", "pk-broken", registry.get("models", "neighbour-mean")))

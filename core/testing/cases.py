@@ -15,7 +15,7 @@ CHECKS: dict[str, tuple[str, ...]] = {
     "all": ("registration_is_valid",),
     "datasets": ("dataset_is_deterministic", "dataset_splits_are_disjoint", "dataset_batches_fit_info"),
     "models": ("model_output_has_task_shape", "model_is_deterministic", "model_state_dict_round_trips",
-               "model_loss_backpropagates"),
+               "model_loss_backpropagates", "model_accepts_drawn_configs"),
     "trainers": ("trainer_is_deterministic", "trainer_resume_is_exact", "trainer_zero_steps_leave_weights"),
     "aggregators": (
         "aggregator_fixed_point",

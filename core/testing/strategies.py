@@ -81,3 +81,39 @@ def attention_inputs(draw: Any, num_heads: int | None = None, max_len: int | Non
     scores, mask, _ = attention_example(seed, num_heads, max_len, batch=batch, length=length, causal=causal)
     layer = draw(st.integers(0, 3))
     return scores, mask, layer
+
+
+def _bounds(meta: Any, is_int: bool) -> tuple[float | None, float | None]:
+    lo = meta.get("ge", meta["gt"] + (1 if is_int else 1e-3) if "gt" in meta else None)
+    hi = meta.get("le", meta["lt"] - (1 if is_int else 1e-3) if "lt" in meta else None)
+    return lo, hi
+
+
+@st.composite
+def config_values(draw: Any, config_cls: type, base: dict[str, Any]) -> dict[str, Any]:
+    """Overrides for ``config_cls``: each int or float field with a declared lower bound keeps
+    its value in ``base`` (or its default) or is drawn within its declared range, capped at
+    that value so a drawn component is never bigger than the tested one. Budget and protocol
+    fields, booleans, strings and lists are left alone."""
+    import dataclasses
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config_cls):
+        meta = dict(f.metadata)
+        if meta.get("budget") or meta.get("protocol") or f.type not in ("int", "float", int, float):
+            continue
+        is_int = f.type in ("int", int)
+        current = base.get(f.name, f.default)
+        if not isinstance(current, (int, float)) or isinstance(current, bool):
+            continue
+        lo, hi = _bounds(meta, is_int)
+        if lo is None:
+            continue
+        top = min(hi, current) if hi is not None else current
+        if top < lo:
+            continue
+        value = draw(st.one_of(st.just(current), st.integers(int(lo), int(top)) if is_int else
+                               st.floats(float(lo), float(top), allow_nan=False, allow_infinity=False)))
+        if value != current:
+            out[f.name] = value
+    return out

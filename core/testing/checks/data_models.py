@@ -137,6 +137,50 @@ def model_is_deterministic(case: Case) -> None:
     prop()
 
 
+def model_accepts_drawn_configs(case: Case) -> None:
+    """Any config within the declared bounds (int and float fields drawn up to the tested
+    size) builds a model whose output has the task's shape and whose loss is finite, or the
+    builder refuses it (a pk error such as ConfigError, or ValueError: e.g. a width the heads do not divide).
+    Catches bounds that admit values the model then breaks on while running."""
+    import torch
+
+    from pk.core.errors import PkError
+    from pk.core.runner import Components
+    from pk.core.testing.checks.common import _test_params
+    from pk.core.testing.strategies import config_values
+
+    reg = case.registration
+    assert reg is not None
+    if reg.config is None:
+        pytest.skip("model has no config")
+    parts = _stack(case, ("dataset",))
+
+    @settings(max_examples=4, deadline=None)
+    @given(config_values(reg.config, _test_params(reg, "model")))
+    def prop(overrides: dict[str, Any]) -> None:
+        torch.manual_seed(0)
+        try:
+            comps = Components(_config(parts, extra={"model": overrides}))
+            data = comps.dataset()
+            model = comps.model(data.info)
+        except (PkError, ValueError):  # the builder refused this combination (one line, exit 2)
+            return
+        batch = _first_batch(data, 4)
+        try:
+            model.eval()
+            with torch.no_grad():
+                out = model.predict(batch)
+            model.train()
+            loss = model.loss(batch)
+        except Exception as exc:
+            raise AssertionError(f"the model accepted {overrides} (within the declared bounds) and then failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        _check_task_shape(data.info.task, out, batch, data.info)
+        assert bool(torch.isfinite(loss)), f"loss is not finite with {overrides}"
+
+    prop()
+
+
 def model_state_dict_round_trips(case: Case) -> None:
     import io
 

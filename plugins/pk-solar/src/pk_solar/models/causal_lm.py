@@ -63,9 +63,9 @@ def llama_config(config: Any, vocab_size: int, layers: int) -> Any:
     """A ``LlamaConfig`` from the pk config fields (width, heads, positions)."""
     from transformers import LlamaConfig
 
-    if config.hidden % config.heads or config.heads % config.kv_heads:
-        raise ConfigError(f"model.hidden ({config.hidden}) must divide by heads ({config.heads}), "
-                          f"heads by kv_heads ({config.kv_heads})")
+    if config.hidden % config.heads or config.heads % config.kv_heads or (config.hidden // config.heads) % 2:
+        raise ConfigError(f"model.hidden ({config.hidden}) must divide by heads ({config.heads}) into an even "
+                          f"head size (RoPE rotates pairs), heads by kv_heads ({config.kv_heads})")
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=config.hidden,
