@@ -1,12 +1,14 @@
-"""Deliberately broken components used by test_contract_suite_catches.py."""
+"""Deliberately broken components used by test_contract_suite_catches.py and test_contract_suite_catches_more.py."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
 
 from pk.core.base import TensorBundle
-from pk.core.builtins.components import FedAvg, build_synthetic_classification
+from pk.core.builtins.components import FedAvg, SupervisedTrainer, build_synthetic_classification
 from pk.core.builtins.plugin import SyntheticClassificationConfig
 from pk.core.contracts import DatasetInfo
 
@@ -285,3 +287,89 @@ class PairsWidth(nn.Module):
 
 def build_pairs_width(config, info):
     return PairsWidth(info.num_features, info.num_classes, config.width)
+
+
+# -- broken components for the checks test_contract_suite_catches_more.py covers ------------
+class UnnormalisedSum:
+    """Sums w_i * state_i without dividing by the total weight: scaling the weights scales the result."""
+
+    kind = "weights"
+
+    def __init__(self, config=None, context=None):
+        pass
+
+    def aggregate(self, global_state, updates, state=None):
+        if not updates:
+            raise ValueError("no updates")
+        return {k: sum(s[k] * float(w) for s, w, _ in updates) for k in global_state}, state
+
+
+class GlobalAsClient(FedAvg):
+    """Counts the global state as one more client of weight 1: identical updates do not come back unchanged."""
+
+    def aggregate(self, global_state, updates, state=None):
+        return super().aggregate(global_state, [*updates, (dict(global_state), 1.0, {})], state)
+
+
+class SharpeningNeutral:
+    """Declares ``neutral = True`` but squares and renormalises the attention (sharpens it)."""
+
+    neutral = True
+
+    def __init__(self, config=None):
+        pass
+
+    def calibrate(self, attn, mask, *, layer=0):
+        sharp = attn * attn
+        return sharp / sharp.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def build_unseeded(config, *, root=None, seed=0):
+    """Ignores ``seed`` and draws from the global torch RNG: the same seed gives different data."""
+    out = {}
+    for split in ("train", "valid", "test"):
+        out[split] = {"x": torch.randn(20, 4), "y": torch.randint(0, 2, (20,))}
+    return TensorBundle(info=DatasetInfo(task="classification", num_features=4, num_classes=2), tensors=out)
+
+
+def build_raw_item_ids(config, *, root=None, seed=0):
+    """Keeps the raw item ids (1001..1020) instead of renumbering them 1..num_items."""
+    good = build_tiny_seq(config, seed=seed)
+    tensors = {s: {k: torch.where(v > 0, v + 1000, v) for k, v in t.items()} for s, t in good.tensors.items()}
+    return TensorBundle(info=good.info, tensors=tensors)
+
+
+def build_misspelt_task(config, *, root=None, seed=0):
+    """Its info.task ("classfication") is not the task it is registered for ("classification")."""
+    good = build_synthetic_classification(SyntheticClassificationConfig(num_samples=40), seed=seed)
+    info = DatasetInfo(task="classfication", num_features=good.info.num_features, num_classes=good.info.num_classes)
+    return TensorBundle(info=info, tensors=good.tensors)
+
+
+class UnsavedProjection(UnusedParameter):
+    """Its predict uses a random projection kept as a plain tensor attribute, not a buffer: not saved."""
+
+    def __init__(self, d, c):
+        super().__init__(d, c)
+        self.proj = torch.randn(d, d)
+
+    def predict(self, batch):
+        return self.lin(batch["x"] @ self.proj)
+
+
+def build_unsaved_projection(config, info):
+    return UnsavedProjection(info.num_features, info.num_classes)
+
+
+class UrandomShuffleTrainer(SupervisedTrainer):
+    """Seeds its shuffle generator from os.urandom instead of the run seed: two runs differ."""
+
+    def prepare(self, model, data, run):
+        run.generator("shuffle").manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+
+
+class ReseedingTrainer(SupervisedTrainer):
+    """Re-seeds its shuffle generator in prepare (after the restore): a resumed run replays epoch 1's order."""
+
+    def prepare(self, model, data, run):
+        run.generator("shuffle").manual_seed(run.seed)

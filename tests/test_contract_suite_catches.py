@@ -1,5 +1,6 @@
 """The contract suite must fail on deliberately broken components (a suite that cannot
-fail is a defect): each broken plugin below violates exactly one property."""
+fail is a defect): each broken plugin below violates exactly one property. The checks not
+covered here have their broken components in test_contract_suite_catches_more.py."""
 
 from __future__ import annotations
 
