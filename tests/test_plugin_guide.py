@@ -21,9 +21,11 @@ def guide_files() -> dict[str, str]:
 
 def test_guide_has_one_block_per_file_and_every_hook_kind():
     files = guide_files()
-    assert set(files) == {"pk_example/plugin.py", "pk_example/components.py", "pk_example/recipes/quick.toml"}
+    places = ("data", "models", "trainers", "aggregators", "calibrators", "evaluators")
+    assert set(files) == {"pk_example/plugin.py", "pk_example/recipes/quick.toml",
+                          *(f"pk_example/{place}.py" for place in places)}
     for hook in ("datasets", "models", "trainers", "aggregators", "calibrators", "evaluators"):
-        assert f"def pk_register_{hook}(register)" in files["pk_example/plugin.py"], hook
+        assert f"def pk_register_{hook}(register: Register) -> None:" in files["pk_example/plugin.py"], hook
 
 
 @pytest.fixture(scope="module")

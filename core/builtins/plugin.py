@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from pk.core import hookimpl
 from pk.core.configs import EpochBudget, OptimConfig
+from pk.core.hookspecs import Register
 
 MODULE = "pk.core.builtins.components"
 
@@ -53,7 +54,7 @@ class AccuracyConfig:
 
 
 @hookimpl
-def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_datasets(register: Register) -> None:
     register(
         "synthetic-classification",
         f"{MODULE}:build_synthetic_classification",
@@ -64,13 +65,13 @@ def pk_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_models(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_models(register: Register) -> None:
     register("mlp", f"{MODULE}:build_mlp", config=MLPConfig, summary="Multi-layer perceptron classifier",
              tasks=("classification",))
 
 
 @hookimpl
-def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_trainers(register: Register) -> None:
     register(
         "supervised",
         f"{MODULE}:SupervisedTrainer",
@@ -81,19 +82,19 @@ def pk_register_trainers(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def pk_register_aggregators(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_aggregators(register: Register) -> None:
     register("fedavg", f"{MODULE}:FedAvg", config=FedAvgConfig,
              summary="FedAvg: example-weighted mean of client models")
 
 
 @hookimpl
-def pk_register_calibrators(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_calibrators(register: Register) -> None:
     register("identity", f"{MODULE}:IdentityCalibrator", config=IdentityCalibratorConfig,
              summary="Leaves attention unchanged")
 
 
 @hookimpl
-def pk_register_evaluators(register) -> None:  # type: ignore[no-untyped-def]
+def pk_register_evaluators(register: Register) -> None:
     register(
         "accuracy",
         f"{MODULE}:AccuracyEvaluator",
