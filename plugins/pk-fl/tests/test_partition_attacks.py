@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from pk_fl.data.partition import partition, sinkhorn_balance
-from pk_fl.trainers.attacks import poison_labels, poison_updates
+from pk_fl.trainers.attacks import lie_paper_z, poison_labels, poison_updates
 from pk_fl.trainers.rounds import malicious_ids, sample_clients
 
 METHODS = ("iid", "dirichlet", "dynafed-dirichlet", "shards")
@@ -108,3 +108,51 @@ def test_lie_uses_benign_statistics_and_lie_own_the_attackers_own():
     torch.testing.assert_close(own[0]["w"], torch.tensor([-11.0 - 1.5 * 1.0] * 2))
     # with no benign client in the round, lie falls back to the attackers' own statistics
     torch.testing.assert_close(poison_updates(glob, bad, "lie", z=1.5)[0]["w"], own[0]["w"])
+
+
+def test_lie_paper_z_matches_the_papers_formula():
+    """z_max = Phi^-1((n - s) / n), s = floor(n/2 + 1) - m: n = 10, m = 2 gives s = 4, p = 0.6;
+    n = 50, m = 12 gives s = 14, p = 0.72; n = 10, m = 4 gives s = 2, p = 0.8. Catches s without
+    the floor (n = 11, m = 2: s = 4, p = 7/11, not 4.5) and the benign count n - m in place of s."""
+    assert lie_paper_z(10, 2) == pytest.approx(0.253347, abs=1e-6)
+    assert lie_paper_z(50, 12) == pytest.approx(0.582842, abs=1e-6)
+    assert lie_paper_z(10, 4) == pytest.approx(0.841621, abs=1e-6)
+    assert lie_paper_z(11, 2) == pytest.approx(0.348755, abs=1e-6)  # Phi^-1(7/11)
+    with pytest.raises(ValueError, match="0 <= m <= n"):
+        lie_paper_z(5, 6)
+
+
+@given(n=st.integers(1, 500), m=st.integers(0, 500))
+def test_lie_paper_z_is_finite_non_negative_and_grows_with_the_attackers(n, m):
+    m = min(m, n)
+    z = lie_paper_z(n, m)
+    assert 0.0 <= z < 10.0
+    if m < n:
+        assert lie_paper_z(n, m + 1) >= z
+
+
+@pytest.mark.parametrize("rule", ["fixed", "paper"])
+def test_fedsim_logs_the_lie_z_each_round_used(fake_run, rule):
+    """With ``lie_z_rule = "paper"`` every round that sampled an attacker uses z_max of its own
+    sampled clients and attackers; with "fixed" the config's ``lie_z``. Catches a rule that is
+    ignored (the fixed 1.0 would show up in the paper run's log)."""
+    import dataclasses
+
+    from pk_fl.data.images import build_synthetic_images
+    from pk_fl.plugin import FedSimConfig, SyntheticImagesConfig
+    from pk_fl.trainers.simulator import FedSimTrainer
+
+    from pk.core.builtins.components import MLP
+
+    data = build_synthetic_images(SyntheticImagesConfig(num_samples=300, num_valid=50, num_test=50), seed=0)
+    model = MLP(data.info.num_features, 10, [8], 0.0, "relu")
+    cfg = dataclasses.replace(FedSimConfig(), rounds=3, num_clients=10, participation=0.5, attack="lie",
+                              malicious_fraction=0.3, lie_z_rule=rule, plot=False, checkpoint_every=0)
+    run = fake_run()
+    FedSimTrainer(cfg).fit(model, data, run)
+    rounds = [m for _step, split, m in run.logs if split == "train" and "malicious_sampled" in m]
+    attacked = [m for m in rounds if m["malicious_sampled"] > 0]
+    assert attacked and all("lie_z" not in m for m in rounds if m["malicious_sampled"] == 0)
+    for m in attacked:
+        expected = lie_paper_z(5, int(m["malicious_sampled"])) if rule == "paper" else 1.0
+        assert m["lie_z"] == pytest.approx(expected)

@@ -98,9 +98,11 @@ class FedSimConfig(OptimConfig):
     ("examples" = client sample count, "uniform" = 1, i.e. unweighted as in Dynafed's code).
     ``proximal_mu`` > 0 turns clients into FedProx clients (loss + mu * ||w - w_round||^2,
     no 1/2 factor, as in Dynafed's reference). ``attack`` applies to a fixed, seeded
-    ``malicious_fraction`` of clients. ``client_batching``: "loop" trains the sampled clients one
-    after another, "vmap" all at once with ``torch.func`` (same client states to float
-    tolerance; SGD only, no BatchNorm or dropout; see :mod:`pk_fl.trainers.vectorised`).
+    ``malicious_fraction`` of clients; LIE shifts by ``lie_z`` std, or with ``lie_z_rule =
+    "paper"`` by the paper's z_max for the round's sampled clients and attackers.
+    ``client_batching``: "loop" trains the sampled clients one after another, "vmap" all at once
+    with ``torch.func`` (same client states to float tolerance; SGD only, no BatchNorm or
+    dropout; see :mod:`pk_fl.trainers.vectorised`).
     """
 
     rounds: int = field(default=10, metadata={"ge": 1, "le": 100_000})
@@ -125,6 +127,7 @@ class FedSimConfig(OptimConfig):
     attack_scale: float = field(default=5.0, metadata={"protocol": True})
     attack_sigma: float = field(default=1.0, metadata={"ge": 0, "protocol": True})
     lie_z: float = field(default=1.0, metadata={"protocol": True})
+    lie_z_rule: Literal["fixed", "paper"] = field(default="fixed", metadata={"protocol": True})
     proxy_samples: int = field(default=100, metadata={"ge": 0})
     eval_split: str = field(default="test", metadata={"protocol": True})
     eval_every: int = field(default=1, metadata={"ge": 0})

@@ -13,7 +13,8 @@ Two hooks, both pure functions the simulator calls for malicious clients only:
   deltas of the round, as the paper's omniscient attacker uses them (the malicious clients' own
   honest deltas when the round has no benign client); lie-own: the same with the statistics
   of the malicious clients' own honest deltas (the statistics-based poisoning the Dynafed
-  code base prepares, and pk's earlier "lie").
+  code base prepares, and pk's earlier "lie"). ``z`` is the config's ``lie_z``, or with
+  ``lie_z_rule = "paper"`` the paper's largest undetected shift :func:`lie_paper_z` of the round.
 
 Only floating-point tensors are poisoned; integer buffers pass through unchanged.
 """
@@ -21,6 +22,7 @@ Only floating-point tensors are poisoned; integer buffers pass through unchanged
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 
 import torch
 
@@ -29,6 +31,16 @@ MODEL_ATTACKS = ("sign-flip", "scale", "gaussian", "lie", "lie-own")
 ATTACKS = ("none", *LABEL_ATTACKS, *MODEL_ATTACKS)
 
 State = Mapping[str, torch.Tensor]
+
+
+def lie_paper_z(n: int, m: int) -> float:
+    """LIE's z_max for ``n`` clients of which ``m`` are malicious (Baruch et al. 2019, Alg. 3):
+    ``s = floor(n / 2 + 1) - m`` benign clients must be out-voted, and ``z = Phi^-1((n - s) / n)``.
+    ``s`` is held at ≥ 1 and the probability at ≥ 0.5, so z is finite and ≥ 0 for every n ≥ 1."""
+    if n < 1 or not 0 <= m <= n:
+        raise ValueError(f"lie_paper_z needs 0 <= m <= n and n >= 1, got n={n}, m={m}")
+    supporters = max(1, n // 2 + 1 - m)
+    return NormalDist().inv_cdf(max(0.5, (n - supporters) / n))
 
 
 def poison_labels(y: torch.Tensor, num_classes: int, attack: str) -> torch.Tensor:

@@ -30,7 +30,7 @@ from torch import nn
 from pk.core.errors import ConfigError, DataError
 from pk.core.seed import derive_seed
 from pk_fl.data.partition import partition
-from pk_fl.trainers.attacks import LABEL_ATTACKS, MODEL_ATTACKS, poison_labels, poison_updates
+from pk_fl.trainers.attacks import LABEL_ATTACKS, MODEL_ATTACKS, lie_paper_z, poison_labels, poison_updates
 
 #: the only keys of ``meta`` an aggregator ever sees
 META_KEYS = ("client_id", "num_examples")
@@ -196,6 +196,7 @@ def server_step(
     aggregator, which sees only ``(state, weight, client_meta)``."""
     mal_pos = [i for i, cid in enumerate(sampled) if cid in fed.malicious]
     benign_pos = [i for i in range(len(sampled)) if i not in mal_pos]
+    lie_z = lie_paper_z(len(sampled), len(mal_pos)) if cfg.lie_z_rule == "paper" else cfg.lie_z
     if cfg.attack in MODEL_ATTACKS and mal_pos:
         poisoned = poison_updates(
             global_state,
@@ -203,7 +204,7 @@ def server_step(
             cfg.attack,
             scale=cfg.attack_scale,
             sigma=cfg.attack_sigma,
-            z=cfg.lie_z,
+            z=lie_z,
             generator=round_generator(seed, "fl-attack", rnd),
             benign=[states[i] for i in benign_pos],
         )
@@ -221,6 +222,8 @@ def server_step(
     new_state, agg_state = aggregator.aggregate(global_state, updates, agg_state)
     applied = list(getattr(aggregator, "last_client_weights", None) or [w / sum(weights) for w in weights])
     metrics: dict[str, float] = {"malicious_sampled": float(len(mal_pos))}
+    if cfg.attack == "lie" and mal_pos:
+        metrics["lie_z"] = lie_z
     if mal_pos:
         metrics["malicious_weight"] = float(sum(applied[i] for i in mal_pos))
     for name, value in (getattr(aggregator, "last_metrics", None) or {}).items():
