@@ -41,6 +41,13 @@ Run::
     /work/main/.venv/bin/python bench/seqrec_vs_recbole.py --epochs 1 --max-steps 100 --threads 1 \
         --recbole-python /tmp/recbole-venv/bin/python
 
+``--time-to-ndcg`` measures instead the training time (evaluation excluded) until pk's valid
+NDCG@10 first reaches RecBole's after ``--epochs`` epochs, per ``--pk-windows`` mode over
+``--seeds`` (validated every ``--eval-every`` steps), and prints RecBole's time / pk's::
+
+    /work/main/.venv/bin/python bench/seqrec_vs_recbole.py --time-to-ndcg --epochs 2 --threads 1 \
+        --length-buckets 16 --recbole-python /tmp/recbole-venv/bin/python
+
 Without ``--recbole-python`` only pk is measured (and the note's published RecBole
 reference figures are printed beside it, marked as such).
 """
@@ -55,6 +62,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RECBOLE_SCRIPT = r"""
 import json, sys, time
@@ -114,19 +122,17 @@ RECBOLE_REFERENCE = [
 ]
 
 
-def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windows: str = "prefixes",
-           length_buckets: int = 0, fused: bool = True, window_stride: int = 1,
-           max_steps: int = 0) -> list[dict[str, float]]:
-    """pk's SASRec; a batch holds as many rows as give ~``batch_prefixes`` targets, so an
-    optimiser step sees as many next-item targets as a RecBole batch of 256 prefixes.
-    ``fused``: SDPA attention (else the explicit seam); ``max_steps`` > 0 caps each epoch."""
+def _pk_setup(seed: int, device: str, batch_prefixes: int, windows: str, fused: bool,
+              window_stride: int) -> tuple[Any, Any, Any, Any, int]:
+    """(data, model, optimiser, shuffle generator, rows per batch) for pk's SASRec on ml-100k; a
+    batch holds as many rows as give ~``batch_prefixes`` targets, so an optimiser step sees as
+    many next-item targets as a RecBole batch of 256 prefixes."""
     import torch
     from pk_seqrec.data.datasets import build_ml100k
-    from pk_seqrec.evaluators import evaluate_ranking
     from pk_seqrec.models.sasrec import build_sasrec
     from pk_seqrec.plugin import ML100kConfig, SASRecConfig
 
-    from pk.core.torch_helpers import make_optimizer, to_device
+    from pk.core.torch_helpers import make_optimizer
 
     stride = window_stride if windows == "all" else 1
     data = build_ml100k(ML100kConfig(source="file", kcore=0, max_len=50, train_windows=windows, window_stride=stride))
@@ -134,13 +140,26 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windo
     model = build_sasrec(SASRecConfig(), data.info).to(device)
     model.encoder.fused = fused
     opt = make_optimizer("adam", model.parameters(), 1e-3, 0.0)
-    gen = torch.Generator().manual_seed(seed)
     train = data.tensors["train"]
     per_row = float((train["targets"] != 0).sum()) / train["targets"].shape[0]
     batch_rows = max(1, round(batch_prefixes / per_row))
+    print(f"pk ({windows}, {'fused' if fused else 'explicit'}, seed {seed}): {train['targets'].shape[0]} rows, "
+          f"{per_row:.1f} targets each -> {batch_rows} rows per batch", flush=True)
+    return data, model, opt, torch.Generator().manual_seed(seed), batch_rows
+
+
+def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windows: str = "prefixes",
+           length_buckets: int = 0, fused: bool = True, window_stride: int = 1,
+           max_steps: int = 0) -> list[dict[str, float]]:
+    """pk's SASRec, per epoch: training seconds (wall, CPU), rows, targets and valid NDCG@10.
+    ``fused``: SDPA attention (else the explicit seam); ``max_steps`` > 0 caps each epoch."""
+    import torch
+    from pk_seqrec.evaluators import evaluate_ranking
+
+    from pk.core.torch_helpers import to_device
+
+    data, model, opt, gen, batch_rows = _pk_setup(seed, device, batch_prefixes, windows, fused, window_stride)
     tag = f"{windows}, {'fused' if fused else 'explicit'}"
-    print(f"pk ({tag}): {train['targets'].shape[0]} rows, {per_row:.1f} targets each -> {batch_rows} rows per batch",
-          flush=True)
     out = []
     for epoch in range(epochs):
         model.train()
@@ -167,6 +186,40 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windo
         print(f"pk ({tag}) epoch {epoch}: {seconds:.1f}s wall, {cpu:.1f}s CPU, {prefixes / seconds:,.0f} prefixes/s, "
               f"{prefixes / cpu:,.0f} prefixes/CPU s, valid NDCG@10 {valid['ndcg@10']:.4f}", flush=True)
     return out
+
+
+def pk_time_to(target: float, seed: int, device: str, windows: str, *, batch_prefixes: int = 256,
+               length_buckets: int = 0, window_stride: int = 1, max_epochs: int = 10,
+               eval_every: int = 50) -> dict[str, float]:
+    """Training time until pk's valid NDCG@10 first reaches ``target`` (wall and CPU seconds of the
+    training steps only; evaluation excluded, as in RecBole's epoch times), checked every
+    ``eval_every`` optimiser steps and at every epoch end. ``reached`` = 0 when ``max_epochs``
+    ran out first (the times are then those of all epochs: a lower bound)."""
+    import torch
+    from pk_seqrec.evaluators import evaluate_ranking
+
+    from pk.core.torch_helpers import to_device
+
+    data, model, opt, gen, batch_rows = _pk_setup(seed, device, batch_prefixes, windows, True, window_stride)
+    wall = cpu = 0.0
+    steps, ndcg = 0, 0.0
+    for _epoch in range(max_epochs):
+        batches = list(data.loader("train", batch_rows, shuffle=True, generator=gen, length_buckets=length_buckets))
+        for i, batch in enumerate(batches):
+            model.train()
+            t0, c0 = time.perf_counter(), time.process_time()
+            batch = to_device(batch, device)
+            opt.zero_grad(set_to_none=True)
+            model.loss(batch).backward()
+            opt.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            wall, cpu, steps = wall + time.perf_counter() - t0, cpu + time.process_time() - c0, steps + 1
+            if steps % eval_every == 0 or i == len(batches) - 1:
+                ndcg = evaluate_ranking(model, data, "valid", ks=[10], device=device, batch_size=1024)["ndcg@10"]
+                if ndcg >= target:
+                    return {"seconds": wall, "cpu_seconds": cpu, "steps": steps, "ndcg@10": ndcg, "reached": 1.0}
+    return {"seconds": wall, "cpu_seconds": cpu, "steps": steps, "ndcg@10": ndcg, "reached": 0.0}
 
 
 def run_recbole(python: str, epochs: int, threads: int, max_steps: int = 0) -> list[dict[str, float]]:
@@ -198,6 +251,47 @@ def summarise(name: str, rows: list[dict[str, float]]) -> dict[str, float | str]
             "valid_ndcg@10": rows[-1]["ndcg@10"]}
 
 
+def time_to_ndcg(args: argparse.Namespace) -> None:
+    """RecBole's training time to its own valid NDCG@10 after ``--epochs`` epochs, against pk's
+    time to the same NDCG@10 in each ``--pk-windows`` mode, over ``--seeds``; ratios RecBole / pk."""
+    import statistics
+
+    if args.recbole_python:
+        recbole = run_recbole(args.recbole_python, args.epochs, args.threads)
+        source = "measured in this run"
+    else:
+        recbole, source = RECBOLE_REFERENCE[: args.epochs], "published reference, not measured here"
+    target = recbole[-1]["ndcg@10"]
+    rb_wall = sum(r["seconds"] for r in recbole)
+    rb_cpu = sum(r.get("cpu_seconds", r["seconds"]) for r in recbole)
+    print(f"\nRecBole 1.2.1 ({source}): valid NDCG@10 {target:.4f} after {args.epochs} epochs, "
+          f"{rb_wall:.1f} s wall, {rb_cpu:.1f} s CPU of training")
+    rows = []
+    modes = [(w, stride) for w in args.pk_windows for stride in (args.window_stride if w == "all" else [1])]
+    for windows, stride in modes:
+        runs = [pk_time_to(target, seed, args.device, windows, batch_prefixes=args.batch_prefixes,
+                           length_buckets=args.length_buckets, window_stride=stride,
+                           max_epochs=args.max_epochs_to_target, eval_every=args.eval_every) for seed in args.seeds]
+        windows = f"all, stride {stride}" if windows == "all" else windows
+        for seed, r in zip(args.seeds, runs):
+            print(f"pk {windows} seed {seed}: {'reached' if r['reached'] else 'NOT reached'} "
+                  f"{r['ndcg@10']:.4f} after {r['steps']} steps, {r['seconds']:.1f} s wall, "
+                  f"{r['cpu_seconds']:.1f} s CPU", flush=True)
+        wall = [r["seconds"] for r in runs]
+        cpu = [r["cpu_seconds"] for r in runs]
+        rows.append({"mode": windows, "reached": sum(r["reached"] for r in runs), "n": len(runs),
+                     "wall": statistics.mean(wall), "wall_sd": statistics.stdev(wall) if len(wall) > 1 else 0.0,
+                     "cpu": statistics.mean(cpu), "cpu_sd": statistics.stdev(cpu) if len(cpu) > 1 else 0.0})
+    print(f"\n| pk train_windows | seeds reaching {target:.4f} | training wall s (mean ± sd) | CPU s | "
+          "RecBole / pk (wall) | RecBole / pk (CPU) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['reached']:.0f}/{r['n']} | {r['wall']:.1f} ± {r['wall_sd']:.1f} | "
+              f"{r['cpu']:.1f} ± {r['cpu_sd']:.1f} | {rb_wall / r['wall']:.1f}× | {rb_cpu / r['cpu']:.1f}× |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"recbole": recbole, "target": target, "pk": rows}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
@@ -207,22 +301,31 @@ def main() -> None:
     ap.add_argument("--batch-prefixes", type=int, default=256, help="targets per pk optimiser step")
     ap.add_argument("--pk-windows", nargs="+", default=["prefixes", "all"], choices=["prefixes", "all"],
                     help="pk training rows: RecBole's prefixes, or whole windows")
-    ap.add_argument("--window-stride", type=int, default=1, help="pk 'all': window_stride (1: prefix contexts)")
+    ap.add_argument("--window-stride", type=int, nargs="+", default=[1],
+                    help="pk 'all': window_stride (1: prefix contexts); several: one pk run each")
     ap.add_argument("--attention", nargs="+", default=["fused", "explicit"], choices=["fused", "explicit"],
                     help="pk attention: SDPA (fused) and/or the explicit seam")
     ap.add_argument("--length-buckets", type=int, default=0, help="pk: sort runs of k batches by length (less padding)")
     ap.add_argument("--max-steps", type=int, default=0, help="cap each epoch at this many optimiser steps (0: full)")
     ap.add_argument("--recbole-python", default="", help="python of a venv with recbole==1.2.1")
     ap.add_argument("--json", default="", help="also write the figures here")
+    ap.add_argument("--time-to-ndcg", action="store_true",
+                    help="instead of throughput: time until pk reaches RecBole's valid NDCG@10 after --epochs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pk seeds for --time-to-ndcg")
+    ap.add_argument("--max-epochs-to-target", type=int, default=10)
+    ap.add_argument("--eval-every", type=int, default=50, help="--time-to-ndcg: validate every N pk steps")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.time_to_ndcg:
+        time_to_ndcg(args)
+        return
     results, pk = [], {}
     for w in args.pk_windows:
         for attention in args.attention:
             rows = run_pk(args.epochs, args.seed, args.device, args.batch_prefixes, w, args.length_buckets,
-                          attention == "fused", args.window_stride, args.max_steps)
+                          attention == "fused", args.window_stride[0], args.max_steps)
             pk[w, attention] = summarise(f"pk-seqrec (train_windows={w}, {attention})", rows)
             results.append(pk[w, attention])
     if args.recbole_python:
