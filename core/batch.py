@@ -47,7 +47,8 @@ class PlannedRun:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "group": self.group, "seed": self.seed, "pair": self.pair or f"s{self.seed}",
-                "hash": self.resolved.hash(), "stem": self.stem}
+                "hash": self.resolved.hash() if self.resolved is not None else self.stem.rsplit("-", 1)[-1],
+                "stem": self.stem}
 
 
 @dataclass
@@ -321,9 +322,10 @@ def run_batch(
     runs = [r for r in spec.runs if not only or r.name in only or r.group in only]
     batch_dir.mkdir(parents=True, exist_ok=True)
     batch_dir = batch_dir.resolve()  # batch.jsonl records absolute run dirs
+    kept = _earlier_outcomes(batch_dir, runs)
     atomic_write_json(batch_dir / "batch.json", {"name": spec.name, "source": spec.source, "meta": spec.meta,
-                                                 "runs": [r.as_dict() for r in runs]})
-    outcomes: list[Outcome] = []
+                                                 "runs": [o.run.as_dict() for o in kept] + [r.as_dict() for r in runs]})
+    outcomes: list[Outcome] = list(kept)
     todo: list[PlannedRun] = []
     for run in runs:
         run_dir = batch_dir / run.stem
@@ -381,6 +383,17 @@ def run_batch(
             pool.close()
     _record(batch_dir, outcomes, spec)
     return outcomes
+
+
+def _earlier_outcomes(batch_dir: Path, runs: list[PlannedRun]) -> list[Outcome]:
+    """Outcomes already recorded in ``batch_dir`` for (group, seed) pairs that ``runs`` does not plan.
+
+    A second invocation with another ``--only`` adds arms to a batch dir; the arms it does not touch stay in
+    ``batch.json``/``batch.jsonl`` (and so in the summary and the paired comparison) instead of being dropped."""
+    if not (batch_dir / "batch.jsonl").is_file():
+        return []
+    planned = {(r.group, r.seed) for r in runs}
+    return [o for o in read_batch(batch_dir)[1] if (o.run.group, o.run.seed) not in planned]
 
 
 def read_batch(batch_dir: str | Path) -> tuple[BatchSpec, list[Outcome]]:

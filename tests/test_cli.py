@@ -83,6 +83,29 @@ def test_batch_matrix_summary_and_resume(runner, tmp_path):
     assert len(list(Path("bdir").glob("*-s*-*"))) == 4
 
 
+def test_batch_only_adds_arms_without_dropping_earlier_ones(runner, tmp_path):
+    batch = tmp_path / "b.toml"
+    batch.write_text(
+        '[batch]\nname = "t"\nmetric = "test.accuracy"\nbaseline = "small"\nmethod = "big"\n'
+        '[defaults]\ndataset = { name = "synthetic-classification", num_samples = 200 }\n'
+        'trainer = { name = "supervised", max_epochs = 1 }\n'
+        '[matrix]\n"run.seed" = [0, 1]\n'
+        '[[runs]]\nname = "small"\noverrides = { model = { name = "mlp", hidden = [4] } }\n'
+        '[[runs]]\nname = "big"\noverrides = { model = { name = "mlp", hidden = [32] } }\n'
+    )
+    first = invoke(runner, ["batch", str(batch), "--out", "bdir", "--only", "small"])
+    assert first.exit_code == 0, first.output
+    second = invoke(runner, ["batch", str(batch), "--out", "bdir", "--resume", "--only", "big"])
+    assert second.exit_code == 0, second.output
+    lines = [json.loads(x) for x in Path("bdir/batch.jsonl").read_text().splitlines()]
+    assert sorted((x["group"], x["seed"]) for x in lines) == [("big", 0), ("big", 1), ("small", 0), ("small", 1)]
+    planned = json.loads(Path("bdir/batch.json").read_text())["runs"]
+    assert {r["stem"] for r in planned} == {x["stem"] for x in lines}
+    assert all(r["hash"] == r["stem"].rsplit("-", 1)[-1] for r in planned)
+    comparison = Path("bdir/comparison.csv").read_text().splitlines()
+    assert len(comparison) == 2 and ",small,big,2," in comparison[1]  # the pair spans both invocations
+
+
 def test_batch_dry_run_lists_expansion(runner, tmp_path):
     batch = tmp_path / "b.toml"
     batch.write_text('[defaults]\nmodel={name="mlp"}\ndataset={name="synthetic-classification"}\n'
