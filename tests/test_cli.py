@@ -61,7 +61,8 @@ def test_config_files_deep_merge_then_overrides(runner, tmp_path):
             and "dropout = 0.0" in out.output)
 
 
-def test_batch_matrix_summary_and_resume(runner, tmp_path):
+def _two_arm_batch(tmp_path: Path) -> Path:
+    """A batch file with arms ``small`` (baseline) and ``big`` (method), 2 seeds, 1 epoch each."""
     batch = tmp_path / "b.toml"
     batch.write_text(
         '[batch]\nname = "t"\nmetric = "test.accuracy"\nbaseline = "small"\nmethod = "big"\n'
@@ -71,6 +72,11 @@ def test_batch_matrix_summary_and_resume(runner, tmp_path):
         '[[runs]]\nname = "small"\noverrides = { model = { name = "mlp", hidden = [4] } }\n'
         '[[runs]]\nname = "big"\noverrides = { model = { name = "mlp", hidden = [32] } }\n'
     )
+    return batch
+
+
+def test_batch_matrix_summary_and_resume(runner, tmp_path):
+    batch = _two_arm_batch(tmp_path)
     out = invoke(runner, ["batch", str(batch), "--out", "bdir"])
     assert out.exit_code == 0, out.output
     lines = [json.loads(x) for x in Path("bdir/batch.jsonl").read_text().splitlines()]
@@ -84,15 +90,7 @@ def test_batch_matrix_summary_and_resume(runner, tmp_path):
 
 
 def test_batch_only_adds_arms_without_dropping_earlier_ones(runner, tmp_path):
-    batch = tmp_path / "b.toml"
-    batch.write_text(
-        '[batch]\nname = "t"\nmetric = "test.accuracy"\nbaseline = "small"\nmethod = "big"\n'
-        '[defaults]\ndataset = { name = "synthetic-classification", num_samples = 200 }\n'
-        'trainer = { name = "supervised", max_epochs = 1 }\n'
-        '[matrix]\n"run.seed" = [0, 1]\n'
-        '[[runs]]\nname = "small"\noverrides = { model = { name = "mlp", hidden = [4] } }\n'
-        '[[runs]]\nname = "big"\noverrides = { model = { name = "mlp", hidden = [32] } }\n'
-    )
+    batch = _two_arm_batch(tmp_path)
     first = invoke(runner, ["batch", str(batch), "--out", "bdir", "--only", "small"])
     assert first.exit_code == 0, first.output
     second = invoke(runner, ["batch", str(batch), "--out", "bdir", "--resume", "--only", "big"])
