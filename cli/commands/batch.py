@@ -35,9 +35,10 @@ def batch_cmd(recipe, quick, jobs, resume, dry_run, continue_on_error, only,  # 
     per-example scores, a paired bootstrap per seed."""
     from pathlib import Path
 
-    from pk.core.batch import batch_dir_for, load_batch, quick_recipes, resolve_recipe
+    from pk.core.batch import batch_dir_for, load_batch
     from pk.core.errors import UsageError
     from pk.core.plugins import get_registry
+    from pk.core.recipe_paths import quick_recipes, resolve_recipe
 
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: give 1 or more parallel runs")

@@ -48,9 +48,9 @@ def tune_cmd(recipe, trials, resume, then_batch, settings, matrix_axes, out,  # 
     import json
     from pathlib import Path
 
-    from pk.core.batch import resolve_recipe
     from pk.core.errors import UsageError
     from pk.core.plugins import get_registry
+    from pk.core.recipe_paths import resolve_recipe
 
     if trials is not None and trials < 1:
         raise UsageError(f"--trials {trials}: give 1 or more trials per arm")

@@ -50,7 +50,8 @@ def entry_module_is_light(case: Case) -> None:
 def recipes_are_valid(case: Case) -> None:
     """Every ``recipes/*.toml`` loads as ``pk batch --dry-run`` would (configs validate, baseline and
     method name runs), and ``quick.toml`` exists."""
-    from pk.core.batch import load_batch, recipe_dir
+    from pk.core.batch import load_batch
+    from pk.core.recipe_paths import recipe_dir
 
     folder = recipe_dir(case.plugin, _registry())
     recipes = sorted(folder.glob("*.toml"))
