@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pk.core.comparison import check_budgets, comparison_rows, slug, summarise, write_comparison
+from pk.core.comparison import check_budgets, comparison_rows, pair_key, slug, summarise, write_comparison
 from pk.core.config import Resolved, apply_overrides, deep_merge, dumps_toml, load_toml, resolve
 from pk.core.errors import ConfigError, PkError, RunFailed, UsageError
 from pk.core.io import atomic_write_json, atomic_write_text
@@ -47,8 +47,7 @@ class PlannedRun:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "group": self.group, "seed": self.seed, "pair": self.pair or f"s{self.seed}",
-                "hash": self.resolved.hash() if self.resolved is not None else self.stem.rsplit("-", 1)[-1],
-                "stem": self.stem}
+                "hash": self.stem.rsplit("-", 1)[-1], "stem": self.stem}  # the stem ends in the config hash
 
 
 @dataclass
@@ -339,14 +338,14 @@ def run_batch(
 
 
 def _earlier_outcomes(batch_dir: Path, runs: list[PlannedRun]) -> list[Outcome]:
-    """Outcomes already recorded in ``batch_dir`` for (group, seed) pairs that ``runs`` does not plan.
+    """Outcomes already recorded in ``batch_dir`` for (group, pairing key) cells that ``runs`` does not plan.
 
     A second invocation with another ``--only`` adds arms to a batch dir; the arms it does not touch stay in
     ``batch.json``/``batch.jsonl`` (and so in the summary and the paired comparison) instead of being dropped."""
     if not (batch_dir / "batch.jsonl").is_file():
         return []
-    planned = {(r.group, r.seed) for r in runs}
-    return [o for o in read_batch(batch_dir)[1] if (o.run.group, o.run.seed) not in planned]
+    planned = {(r.group, pair_key(r)) for r in runs}
+    return [o for o in read_batch(batch_dir)[1] if (o.run.group, pair_key(o.run)) not in planned]
 
 
 def read_batch(batch_dir: str | Path) -> tuple[BatchSpec, list[Outcome]]:
