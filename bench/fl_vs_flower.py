@@ -22,7 +22,9 @@ Rates use rounds 2..R (the first round holds Ray's start-up); ``first_round_s`` 
 apart; pk's engines also report ``cpu_s_per_round`` over the same rounds (one thread, so it is
 robust to a shared box). Every engine runs with one torch thread; Ray gets 2 CPUs (2 actors x 1 CPU). ``cpu_s`` is
 the CPU time of the engine's whole process tree (start-up and data loading included) as reaped
-by its subprocess, ``wall_s`` its wall clock. The last lines compare loop, vmap and Flower.
+by its subprocess, ``wall_s`` its wall clock. The last lines compare loop, vmap and Flower, and
+each pk engine with the round's bare arithmetic timed in the same run (``arithmetic_floor``): how
+near the machine's limit it runs, so how much any client batching could still gain.
 """
 
 from __future__ import annotations
@@ -260,6 +262,51 @@ def flower_side(rounds: int, clients: int = CLIENTS) -> dict[str, Any]:
             "final_accuracy": stamps[-1][2] if stamps else float("nan")}
 
 
+def arithmetic_floor(clients: int, repeats: int = 5) -> dict[str, float]:
+    """Seconds per round of the round's dense arithmetic alone, one torch thread, no autograd,
+    optimiser, sampling or copies: every client's forward, backward (weight gradients, and the
+    hidden layer's input gradient) and SGD update at the engines' batch shape, then the server
+    evaluation on the 10,000 images in batches of 2,000. ``per_client_s``: clients one after
+    another with 32-row batches (what the loop computes); ``stacked_s``: the same steps with all
+    clients stacked into one ``bmm`` per layer (what vmap computes). The best of ``repeats``."""
+    import torch
+
+    torch.set_num_threads(1)
+    per_client = 10_000 // clients
+    steps = -(-per_client // BATCH)
+    gen = torch.Generator().manual_seed(0)
+    w1, w2 = 0.05 * torch.randn(784, HIDDEN, generator=gen), 0.05 * torch.randn(HIDDEN, 10, generator=gen)
+    x = torch.randn(BATCH, 784, generator=gen)
+    xs, w1s, w2s = x.expand(clients, -1, -1).contiguous(), w1.expand(clients, -1, -1).contiguous(), \
+        w2.expand(clients, -1, -1).contiguous()
+    evals = torch.randn(2000, 784, generator=gen)
+
+    def step(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, mm: Any) -> None:
+        h = torch.relu(mm(x, w1))
+        g = mm(h, w2).softmax(-1)
+        dh = mm(g, w2.transpose(-1, -2)) * (h > 0)
+        w2.sub_(mm(h.transpose(-1, -2), g), alpha=LR)
+        w1.sub_(mm(x.transpose(-1, -2), dh), alpha=LR)
+
+    def evaluate() -> None:
+        for _ in range(5):
+            torch.relu(evals @ w1) @ w2
+
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    with torch.no_grad():
+        loop_s = best(lambda: [step(x, w1, w2, torch.mm) for _ in range(clients * steps)])
+        stacked_s = best(lambda: [step(xs, w1s, w2s, torch.bmm) for _ in range(steps)])
+        eval_s = best(evaluate)
+    return {"per_client_s": loop_s + eval_s, "stacked_s": stacked_s + eval_s, "eval_s": eval_s}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=4)
@@ -292,6 +339,8 @@ def main() -> None:
         result[engine]["wall_s"] = time.perf_counter() - t0
         result[engine]["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         print(engine, json.dumps(result[engine]), file=sys.stderr, flush=True)
+    floor = arithmetic_floor(args.clients)
+    result["arithmetic_floor"] = floor
     if not args.skip_server:
         result["server_time"] = server_side(max(3, args.rounds // 2))
     print(json.dumps(result, indent=2))
@@ -304,6 +353,13 @@ def main() -> None:
         if len(cpu) == 2:
             print(f"cpu s/round: fedsim {cpu['fedsim']:.3f}, fedsim-vmap {cpu['fedsim-vmap']:.3f} "
                   f"({cpu['fedsim'] / cpu['fedsim-vmap']:.2f}x less CPU per round)")
+    best_floor = min(floor["per_client_s"], floor["stacked_s"])
+    print(f"arithmetic floor (s/round, one thread): per-client {floor['per_client_s']:.3f}, "
+          f"stacked {floor['stacked_s']:.3f} (of which evaluation {floor['eval_s']:.3f})")
+    for e in ("fedsim", "fedsim-vmap"):
+        if e in rate:
+            print(f"{e}: {1 / rate[e]:.3f} s/round = {rate[e] * best_floor:.0%} of the machine's limit "
+                  f"(the faster floor / its time); the most any batching could gain: {1 / (rate[e] * best_floor):.2f}x")
     for a, b, goal in (("fedsim-vmap", "fedsim", 2.0), ("fedsim-vmap", "flower-fedavg", 5.0),
                        ("fedsim", "flower-fedavg", None)):
         if a in rate and b in rate:

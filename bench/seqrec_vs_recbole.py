@@ -48,6 +48,12 @@ NDCG@10 first reaches RecBole's after ``--epochs`` epochs, per ``--pk-windows`` 
     /work/main/.venv/bin/python bench/seqrec_vs_recbole.py --time-to-ndcg --epochs 2 --threads 1 \
         --length-buckets 16 --recbole-python /tmp/recbole-venv/bin/python
 
+Last, how near the machine's limit pk runs (``matmul_profile``, on 20 untimed batches): each
+pk row's matrix products per trained target are counted (``torch.utils.flop_counter``) and
+replayed alone at their recorded shapes on one thread. The replay is the floor of this
+arithmetic on this machine (no elementwise ops, no autograd, no optimiser); the table prints the
+share of it pk reaches, and whether 10x RecBole's measured throughput lies below it at all.
+
 Without ``--recbole-python`` only pk is measured (and the note's published RecBole
 reference figures are printed beside it, marked as such).
 """
@@ -148,6 +154,80 @@ def _pk_setup(seed: int, device: str, batch_prefixes: int, windows: str, fused: 
     return data, model, opt, torch.Generator().manual_seed(seed), batch_rows
 
 
+def matmul_profile(model: Any, data: Any, batch_rows: int, seed: int, device: str, length_buckets: int,
+                   batches: int = 20) -> dict[str, float]:
+    """The step's matrix products alone, per trained target, over the first ``batches`` training
+    batches of a fresh shuffle (untimed; explicit attention path, the same arithmetic as SDPA in
+    ops the counters see): ``flops_per_target`` (forward + backward, ``torch.utils.flop_counter``)
+    and ``matmul_s_per_target``, the one-thread time of replaying exactly those products (same
+    shapes and strides, fresh operands) with nothing else: the floor any implementation of this
+    arithmetic meets on this machine. The model gets gradients but no optimiser step."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pk.core.torch_helpers import to_device
+
+    products = {torch.ops.aten.mm.default, torch.ops.aten.bmm.default, torch.ops.aten.addmm.default,
+                torch.ops.aten.baddbmm.default}
+    calls: list[tuple[Any, list[Any]]] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if func in products:
+                calls.append((func, [(a.shape, a.stride()) if isinstance(a, torch.Tensor) else a for a in args]))
+            return func(*args, **(kwargs or {}))
+
+    fused, model.encoder.fused = model.encoder.fused, False
+    gen = torch.Generator().manual_seed(seed)
+    flops = targets = 0
+    model.train()
+    for step, batch in enumerate(data.loader("train", batch_rows, shuffle=True, generator=gen,
+                                             length_buckets=length_buckets)):
+        if step >= batches:
+            break
+        batch = to_device(batch, device)
+        with FlopCounterMode(display=False) as counter, Record():
+            model.loss(batch).backward()
+        flops += counter.get_total_flops()
+        targets += int((batch["targets"] != 0).sum())
+    model.zero_grad(set_to_none=True)
+    model.encoder.fused = fused
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    def operand(shape: Any, stride: Any) -> torch.Tensor:
+        size = 1 + sum((n - 1) * st for n, st in zip(shape, stride) if n > 0)
+        return torch.randn(size).as_strided(shape, stride)
+
+    replay = [(func, [operand(*a) if isinstance(a, tuple) else a for a in args]) for func, args in calls]
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for func, args in replay:
+            func(*args)
+        best = min(best, time.perf_counter() - t0)
+    torch.set_num_threads(before)
+    return {"flops_per_target": flops / max(targets, 1), "matmul_s_per_target": best / max(targets, 1)}
+
+
+def matmul_peak(threads: int, size: int = 1024, repeats: int = 5) -> float:
+    """This machine's matmul rate, GFLOP/s, at ``threads`` threads: the best of ``repeats``
+    float32 ``size``-cubed products (what the CPU's BLAS reaches on large, square shapes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    torch.set_num_threads(before)
+    return 2 * size ** 3 / best / 1e9
+
+
 def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windows: str = "prefixes",
            length_buckets: int = 0, fused: bool = True, window_stride: int = 1,
            max_steps: int = 0) -> list[dict[str, float]]:
@@ -183,6 +263,8 @@ def run_pk(epochs: int, seed: int, device: str, batch_prefixes: int = 256, windo
         valid = evaluate_ranking(model, data, "valid", ks=[10], device=device, batch_size=1024)
         out.append({"epoch": epoch, "seconds": seconds, "cpu_seconds": cpu, "rows": rows, "prefixes": prefixes,
                     "ndcg@10": valid["ndcg@10"]})
+        if epoch == epochs - 1:
+            out[-1].update(matmul_profile(model, data, batch_rows, seed, device, length_buckets))
         print(f"pk ({tag}) epoch {epoch}: {seconds:.1f}s wall, {cpu:.1f}s CPU, {prefixes / seconds:,.0f} prefixes/s, "
               f"{prefixes / cpu:,.0f} prefixes/CPU s, valid NDCG@10 {valid['ndcg@10']:.4f}", flush=True)
     return out
@@ -248,7 +330,8 @@ def summarise(name: str, rows: list[dict[str, float]]) -> dict[str, float | str]
     return {"name": name, "epochs": len(rows), "seconds_per_epoch": seconds / len(rows),
             "cpu_seconds_per_epoch": cpu / len(rows), "prefixes_per_cpu_s": prefixes / cpu,
             "prefixes_per_s": prefixes / seconds, "rows_per_s": sum(r["rows"] for r in rows) / seconds,
-            "valid_ndcg@10": rows[-1]["ndcg@10"]}
+            "valid_ndcg@10": rows[-1]["ndcg@10"], "flops_per_target": rows[-1].get("flops_per_target", 0.0),
+            "matmul_s_per_target": rows[-1].get("matmul_s_per_target", 0.0)}
 
 
 def time_to_ndcg(args: argparse.Namespace) -> None:
@@ -352,6 +435,21 @@ def main() -> None:
         print(f"{r['name']} / RecBole: {r['prefixes_per_s'] / ref['prefixes_per_s']:.1f}x prefixes/s, "
               f"{r['prefixes_per_cpu_s'] / ref['prefixes_per_cpu_s']:.1f}x prefixes per CPU s; valid NDCG@10 "
               f"{r['valid_ndcg@10']:.4f} vs RecBole {ref['valid_ndcg@10']:.4f}")
+    peak = matmul_peak(1)
+    print(f"\nthe machine's limit: one-thread matmul peak {peak:.1f} GFLOP/s (1024-cubed float32 products)")
+    for r in results[:-1]:
+        if not r["flops_per_target"]:
+            continue
+        rate = r["prefixes_per_cpu_s"] * r["flops_per_target"] / 1e9
+        floor = 1 / r["matmul_s_per_target"]  # targets per CPU s if the step were its products alone
+        r.update(matmul_gflop_per_cpu_s=rate, matmul_peak_gflop_s=peak, matmul_only_prefixes_per_cpu_s=floor)
+        print(f"{r['name']}: {r['flops_per_target'] / 1e6:.1f} MFLOP (matmul) per target; {rate:.1f} GFLOP per "
+              f"CPU s = {rate / peak:.0%} of the peak. Its products alone, replayed at their shapes: "
+              f"{floor:,.0f} prefixes per CPU s ({r['prefixes_per_cpu_s'] / floor:.0%} of that reached)")
+        if ref["prefixes_per_cpu_s"] == ref["prefixes_per_cpu_s"]:  # measured RecBole (not NaN)
+            need = 10 * ref["prefixes_per_cpu_s"]
+            print(f"  10x RecBole = {need:,.0f} prefixes per CPU s = {need / floor:.2f}x the products-alone floor "
+                  f"({'reachable in principle' if need < floor else 'beyond this arithmetic on this machine'})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
