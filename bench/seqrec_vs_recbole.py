@@ -159,9 +159,10 @@ def matmul_profile(model: Any, data: Any, batch_rows: int, seed: int, device: st
     """The step's matrix products alone, per trained target, over the first ``batches`` training
     batches of a fresh shuffle (untimed; explicit attention path, the same arithmetic as SDPA in
     ops the counters see): ``flops_per_target`` (forward + backward, ``torch.utils.flop_counter``)
-    and ``matmul_s_per_target``, the one-thread time of replaying exactly those products (same
-    shapes and strides, fresh operands) with nothing else: the floor any implementation of this
-    arithmetic meets on this machine. The model gets gradients but no optimiser step."""
+    and ``matmul_s_per_target``, the time of replaying exactly those products (same shapes and
+    strides, fresh operands on ``device``; one CPU thread) with nothing else: the floor any
+    implementation of this arithmetic meets on this machine. The model gets gradients but no
+    optimiser step."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
@@ -197,14 +198,19 @@ def matmul_profile(model: Any, data: Any, batch_rows: int, seed: int, device: st
     torch.set_num_threads(1)
     def operand(shape: Any, stride: Any) -> torch.Tensor:
         size = 1 + sum((n - 1) * st for n, st in zip(shape, stride) if n > 0)
-        return torch.randn(size).as_strided(shape, stride)
+        return torch.randn(size, device=device).as_strided(shape, stride)
 
     replay = [(func, [operand(*a) if isinstance(a, tuple) else a for a in args]) for func, args in calls]
+    cuda = device.startswith("cuda")
     best = float("inf")
     for _ in range(3):
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         for func, args in replay:
             func(*args)
+        if cuda:
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     torch.set_num_threads(before)
     return {"flops_per_target": flops / max(targets, 1), "matmul_s_per_target": best / max(targets, 1)}
