@@ -35,6 +35,7 @@ import resource
 import subprocess
 import sys
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
@@ -293,12 +294,7 @@ def arithmetic_floor(clients: int, repeats: int = 5) -> dict[str, float]:
             torch.relu(evals @ w1) @ w2
 
     def best(fn: Any) -> float:
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+        return min(timeit.repeat(fn, repeat=repeats, number=1))
 
     with torch.no_grad():
         loop_s = best(lambda: [step(x, w1, w2, torch.mm) for _ in range(clients * steps)])

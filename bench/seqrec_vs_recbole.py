@@ -62,11 +62,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
@@ -194,24 +196,23 @@ def matmul_profile(model: Any, data: Any, batch_rows: int, seed: int, device: st
         targets += int((batch["targets"] != 0).sum())
     model.zero_grad(set_to_none=True)
     model.encoder.fused = fused
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+
     def operand(shape: Any, stride: Any) -> torch.Tensor:
         size = 1 + sum((n - 1) * st for n, st in zip(shape, stride) if n > 0)
         return torch.randn(size, device=device).as_strided(shape, stride)
 
     replay = [(func, [operand(*a) if isinstance(a, tuple) else a for a in args]) for func, args in calls]
-    cuda = device.startswith("cuda")
-    best = float("inf")
-    for _ in range(3):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+
+    def products_alone() -> None:
         for func, args in replay:
             func(*args)
-        if cuda:
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    products_alone()  # warm-up (and, on CUDA, drains the queue before timing)
+    best = min(timeit.repeat(products_alone, repeat=3, number=1))
     torch.set_num_threads(before)
     return {"flops_per_target": flops / max(targets, 1), "matmul_s_per_target": best / max(targets, 1)}
 
@@ -225,11 +226,7 @@ def matmul_peak(threads: int, size: int = 1024, repeats: int = 5) -> float:
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
+    best = min(timeit.repeat(lambda: a @ b, repeat=repeats, number=1))
     torch.set_num_threads(before)
     return 2 * size ** 3 / best / 1e9
 
@@ -452,7 +449,7 @@ def main() -> None:
         print(f"{r['name']}: {r['flops_per_target'] / 1e6:.1f} MFLOP (matmul) per target; {rate:.1f} GFLOP per "
               f"CPU s = {rate / peak:.0%} of the peak. Its products alone, replayed at their shapes: "
               f"{floor:,.0f} prefixes per CPU s ({r['prefixes_per_cpu_s'] / floor:.0%} of that reached)")
-        if ref["prefixes_per_cpu_s"] == ref["prefixes_per_cpu_s"]:  # measured RecBole (not NaN)
+        if not math.isnan(ref["prefixes_per_cpu_s"]):  # RecBole measured, not the published reference
             need = 10 * ref["prefixes_per_cpu_s"]
             print(f"  10x RecBole = {need:,.0f} prefixes per CPU s = {need / floor:.2f}x the products-alone floor "
                   f"({'reachable in principle' if need < floor else 'beyond this arithmetic on this machine'})")
