@@ -258,42 +258,56 @@ def message_passing_update_batched(samples: Tensor, h: Tensor, edge_index: Tenso
     """:func:`message_passing_update` for a batch of small graphs (``ptr [G + 1]`` node offsets):
     the candidate sets ``Smp(i) ∪ ⋃_{j ∈ N(i)} Smp(j)`` become masks over padded per-graph blocks
     (graphs grouped by size, :func:`size_groups`), scored by one ``bmm`` and selected by
-    :func:`select_rows`. Same candidates, same tie rule; no sort over all (owner, candidate) pairs."""
+    :func:`select_rows`. Same candidates, same tie rule; no sort over all (owner, candidate) pairs.
+    All groups' masks share one flat buffer, filled by a single scatter of the (owner, candidate)
+    pairs; per-pair offsets come from per-node ones, so the pairs are gathered once."""
     n, k = samples.shape
     device = h.device
     # float32 scores: relabelling leaves each dot product's summation order unchanged, and the
     # round-off (~1e-7) is far below the tie tolerance
     hn = torch.nn.functional.normalize(h.double(), dim=-1).float()
-    sizes = (ptr[1:] - ptr[:-1]).tolist()
-    graph = torch.repeat_interleave(torch.arange(len(sizes)), ptr[1:] - ptr[:-1]).to(device)
-    start = ptr.to(device)[graph]
+    ptr = ptr.to(device)
+    counts = ptr[1:] - ptr[:-1]
+    sizes = counts.tolist()
+    groups = size_groups(sizes)
+    widths = [max(sizes[i] for i in group) for group in groups]
+    block_start = torch.tensor([0, *(len(g) * w * w for g, w in zip(groups, widths, strict=True))],
+                               device=device).cumsum(0)
+    spare = int(block_start[-1])  # one extra mask entry that absorbs the pairs left out
+    # per graph: offset of its [n_max, n_max] block in the flat mask, and its group's n_max
+    graphs = torch.tensor([i for group in groups for i in group], dtype=torch.long, device=device)
+    offset = torch.zeros(len(sizes), dtype=torch.long, device=device)
+    width = torch.zeros(len(sizes), dtype=torch.long, device=device)
+    if sizes:
+        offset[graphs] = torch.cat([block_start[g] + torch.arange(len(group), device=device) * w * w
+                                    for g, (group, w) in enumerate(zip(groups, widths, strict=True))])
+        width[graphs] = torch.tensor([w for group, w in zip(groups, widths, strict=True) for _ in group],
+                                     dtype=torch.long, device=device)
+    # candidate c of owner v (both in the graph starting at s) sets mask[offset + (v - s) * n_max + (c - s)]
+    graph = torch.repeat_interleave(torch.arange(len(sizes), device=device), counts)
+    node = torch.arange(n, device=device)
+    start = ptr[graph]
+    row_base = offset[graph] + (node - start) * width[graph] - start  # [n]
     src, dst = edge_index
-    owner = torch.cat([torch.arange(n, device=device).repeat_interleave(k), dst.repeat_interleave(k)])
+    base = torch.cat([row_base.repeat_interleave(k), row_base[dst].repeat_interleave(k)])
+    owner = torch.cat([node.repeat_interleave(k), dst.repeat_interleave(k)])
     candidate = torch.cat([samples.flatten(), samples[src].flatten()])
     keep = (candidate >= 0) & (candidate != owner)
-    owner, candidate = owner[keep], candidate[keep]
+    mask = torch.zeros(spare + 1, dtype=torch.bool, device=device)
+    mask[torch.where(keep, base + candidate, spare)] = True
     out = torch.full((n, k), PAD, dtype=torch.long, device=device)
-    slot = torch.full((len(sizes),), -1, dtype=torch.long, device=device)  # graph -> row inside its group
-    for group in size_groups(sizes):
-        b, n_max = len(group), max(sizes[i] for i in group)
+    for g, (group, n_max) in enumerate(zip(groups, widths, strict=True)):
+        b = len(group)
         members = torch.tensor(group, device=device)
-        slot.fill_(-1)
-        slot[members] = torch.arange(b, device=device)
         local = torch.arange(n_max, device=device)
-        real = local.unsqueeze(0) < torch.tensor([sizes[i] for i in group], device=device).unsqueeze(1)
-        idx = (ptr.to(device)[members].unsqueeze(1) + local).where(
-            real, torch.zeros(1, dtype=torch.long, device=device))
-        mask = torch.zeros(b, n_max, n_max, dtype=torch.bool, device=device)
-        mine = slot[graph[owner]] >= 0
-        o, c = owner[mine], candidate[mine]
-        mask[slot[graph[o]], o - start[o], c - start[c]] = True
-        rows = idx.clamp_min(0)
-        scores = torch.bmm(hn[rows], hn[rows].transpose(1, 2)).masked_fill(~mask, float("-inf"))
+        real = local.unsqueeze(0) < counts[members].unsqueeze(1)
+        idx = (ptr[members].unsqueeze(1) + local).where(real, torch.zeros(1, dtype=torch.long, device=device))
+        rows = hn[idx]
+        block = mask[int(block_start[g]) : int(block_start[g + 1])].view(b, n_max, n_max)
+        scores = torch.bmm(rows, rows.transpose(1, 2)).masked_fill(~block, float("-inf"))
         chosen = select_rows(scores.reshape(b * n_max, n_max), k, None, tol).view(b, n_max, -1)
-        base = ptr.to(device)[members].view(b, 1, 1)
-        glob = torch.where(chosen >= 0, chosen + base, chosen)
-        node = idx[real]
-        out[node, : glob.shape[2]] = glob[real]
+        glob = torch.where(chosen >= 0, chosen + ptr[members].view(b, 1, 1), chosen)
+        out[idx[real], : glob.shape[2]] = glob[real]
     return out
 
 
